@@ -1,0 +1,103 @@
+"""Score-CAM (Wang et al. 2020) and Faster-Score-CAM.
+
+Score-CAM weighs each activation channel by the class score the model gives to
+the input masked by that channel's (upsampled, min-max normalized) map (sec. 4,
+eq. 3-5). Faster-Score-CAM (the 2019 DAGM study) uses only the ``max_n``
+channels whose activation maps vary most (largest standard deviation).
+
+This module holds the pure parts: channel ranking, which channels need a model
+pass, and the weights from the masked-pass scores. The batched masked passes
+themselves run in the Explainer, through one compiled forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WEIGHTINGS = ("class_softmax", "channel_softmax")
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """Which channels of a (h, w, K) activation need what.
+
+    ``order``: channel indices by decreasing std (stable, so ties keep index order).
+    ``zero``: all-zero channels. Their term w_k A^k is 0 whatever w_k: no pass.
+    ``constant``: constant, non-zero channels. Their normalized mask is all zeros,
+    so one pass on the zero input serves them all.
+    """
+
+    order: np.ndarray
+    zero: np.ndarray
+    constant: np.ndarray
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.order.size)
+
+    def passes_needed(self, n: int) -> tuple[np.ndarray, bool]:
+        """Channels of the first ``n`` (in order) that need their own masked pass,
+        and whether the shared zero-input pass is needed too."""
+        head = self.order[:n]
+        varying = head[~self.constant[head] & ~self.zero[head]]
+        needs_zero_pass = bool(np.any(self.constant[head] & ~self.zero[head]))
+        return varying, needs_zero_pass
+
+
+def plan_channels(activations: np.ndarray) -> ChannelPlan:
+    """Rank channels by the std of their activation map (Faster-Score-CAM's criterion)."""
+    flat = activations.reshape(-1, activations.shape[-1]).astype(np.float32)
+    low, high = flat.min(axis=0), flat.max(axis=0)
+    std = flat.std(axis=0)
+    constant = high == low
+    zero = constant & (high == 0.0)
+    order = np.argsort(-std, kind="stable")
+    return ChannelPlan(order=order, zero=zero, constant=constant)
+
+
+def clamp_max_n(max_n: int | None, n_channels: int) -> int:
+    """``None`` means every channel; larger than the channel count is clamped."""
+    if max_n is None:
+        return n_channels
+    if isinstance(max_n, bool) or not isinstance(max_n, (int, np.integer)):
+        raise TypeError(f"max_n must be an int or None, got {type(max_n).__name__}")
+    if max_n < 1:
+        raise ValueError(f"max_n must be >= 1, got {max_n}")
+    return min(int(max_n), n_channels)
+
+
+def score_cam_weights(
+    channel_scores: np.ndarray,
+    class_index: int,
+    probability: str = "softmax",
+    weighting: str = "class_softmax",
+) -> np.ndarray:
+    """Channel weights from masked-pass class scores (pre-activation, shape (k, n_classes)).
+
+    ``class_softmax`` (default, the authors' released code): w_k = the model's
+    probability of the class for input X∘H^k, i.e. softmax over classes of the
+    masked input's logits (``probability="sigmoid"``: elementwise sigmoid, for
+    sigmoid heads). Applied to logits exactly
+    once: applying softmax to the model's already-softmaxed output would flatten
+    the weights.
+
+    ``channel_softmax`` (the paper's eq. 5): w_k = softmax over channels of
+    C(A^k) = S^c(X∘H^k) - S^c(X_b). The baseline term is the same for every k and
+    cancels inside the softmax, so the logits are used directly.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    scores = np.asarray(channel_scores, dtype=np.float64)
+    if scores.shape[0] == 0:
+        return np.zeros(0, np.float32)
+    if weighting == "channel_softmax":
+        target = scores[:, class_index]
+        e = np.exp(target - target.max())
+        return (e / e.sum()).astype(np.float32)
+    if probability == "sigmoid":
+        return (1.0 / (1.0 + np.exp(-scores[:, class_index]))).astype(np.float32)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return (e[:, class_index] / e.sum(axis=1)).astype(np.float32)
