@@ -1,0 +1,618 @@
+"""Synthetic DAGM-2007-style surface images: six textures, five defect kinds.
+
+The DAGM 2007 benchmark (512x512 8-bit grayscale, defective vs clean) cannot be
+downloaded here, so the project generates look-alike data. Every image is a
+texture chosen from :data:`TEXTURES` with random orientation, scale, brightness
+and contrast; a defective image additionally carries one defect from
+:data:`DEFECTS`, placed fully inside the image, together with its exact pixel mask
+and a DAGM-style weak label: an :class:`Ellipse` that contains the whole mask.
+
+Generation is deterministic: :func:`make_sample` depends only on its arguments, and
+sample ``i`` of :func:`generate` depends only on ``(seed, i)``. The background
+texture and the defect use independent random streams, so ``make_sample(s, t,
+None)`` is exactly the clean version of ``make_sample(s, t, kind)``.
+
+Geometry conventions (shared by :class:`Ellipse`, :func:`ellipse_mask` and
+:func:`fit_ellipse`): x is the column and y the row, pixel centres sit at integer
+coordinates, and an ellipse's ``angle`` is in degrees from the +x axis towards +y,
+i.e. clockwise as displayed (y points down). That is OpenCV's convention, so
+``cv2.ellipse(img, (round(cx), round(cy)), (round(a), round(b)), angle, 0, 360,
+255, -1)`` draws the same ellipse.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+TEXTURES: tuple[str, ...] = ("fractal", "grain", "blotch", "speckle", "woven", "brushed")
+DEFECTS: tuple[str, ...] = ("scratch", "spot", "crack", "stain", "missing")
+
+MIN_SIZE = 32
+# Share of defects drawn with reduced contrast: realistic, but few enough that a
+# small CNN still reaches high accuracy on the default data.
+SUBTLE_RATE = 0.1
+# fit_ellipse grows the containing ellipse by this factor plus FIT_MARGIN_PX so the
+# weak label is a little generous, like DAGM's hand-drawn ellipses.
+FIT_SCALE = 1.05
+FIT_MARGIN_PX = 1.0
+_SUBPIXEL_BITS = 4  # cv2 drawing with 1/16-pixel precision
+_SUBPIXEL = float(1 << _SUBPIXEL_BITS)
+
+
+# --------------------------------------------------------------------------- ellipse
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    """A weak-label ellipse: centre (cx, cy) in pixels, semi-axes a >= b > 0 in pixels,
+    ``angle`` of the a-axis in degrees from +x towards +y, normalised to [0, 180).
+
+    Passing a < b is accepted and normalised (axes swapped, angle turned by 90).
+    """
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    angle: float
+
+    def __post_init__(self) -> None:
+        values = [float(v) for v in (self.cx, self.cy, self.a, self.b, self.angle)]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"ellipse parameters must be finite, got {values}")
+        cx, cy, a, b, angle = values
+        if a <= 0 or b <= 0:
+            raise ValueError(f"ellipse semi-axes must be positive, got a={a}, b={b}")
+        if a < b:
+            a, b, angle = b, a, angle + 90.0
+        angle %= 180.0
+        if angle >= 180.0:  # -1e-17 % 180.0 rounds to 180.0
+            angle -= 180.0
+        for name, value in zip(("cx", "cy", "a", "b", "angle"), (cx, cy, a, b, angle)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def area(self) -> float:
+        """Area pi * a * b in square pixels."""
+        return math.pi * self.a * self.b
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-friendly ``{"cx", "cy", "a", "b", "angle"}``."""
+        return {"cx": self.cx, "cy": self.cy, "a": self.a, "b": self.b, "angle": self.angle}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Ellipse:
+        """Inverse of :meth:`to_dict`; raises ValueError on missing or bad keys."""
+        try:
+            return cls(*(float(data[key]) for key in ("cx", "cy", "a", "b", "angle")))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an ellipse dict (need cx, cy, a, b, angle): {data!r}") from exc
+
+    def scaled(self, sx: float, sy: float | None = None) -> Ellipse:
+        """The ellipse in an image resized by (sx, sy) (``sy`` defaults to ``sx``), using
+        the pixel-centre mapping of cv2.resize: ``x' = (x + 0.5) * sx - 0.5``."""
+        sy = sx if sy is None else sy
+        if sx <= 0 or sy <= 0:
+            raise ValueError(f"scale factors must be positive, got ({sx}, {sy})")
+        # Non-uniform scaling of a rotated ellipse changes its axes and angle: transform
+        # the quadratic form M (p^T M p <= 1) and re-read axes from its eigenvectors.
+        theta = math.radians(self.angle)
+        rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+        form = rotation @ np.diag([self.a**-2, self.b**-2]) @ rotation.T
+        inverse_scale = np.diag([1.0 / sx, 1.0 / sy])
+        eigenvalues, eigenvectors = np.linalg.eigh(inverse_scale @ form @ inverse_scale)
+        major = eigenvectors[:, 0]  # smallest eigenvalue <-> longest axis
+        return Ellipse(
+            cx=(self.cx + 0.5) * sx - 0.5,
+            cy=(self.cy + 0.5) * sy - 0.5,
+            a=float(eigenvalues[0] ** -0.5),
+            b=float(eigenvalues[1] ** -0.5),
+            angle=math.degrees(math.atan2(major[1], major[0])),
+        )
+
+
+def ellipse_mask(ellipse: Ellipse, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean (H, W) mask of the pixels whose centres lie inside ``ellipse``."""
+    height, width = int(shape[0]), int(shape[1])
+    mask = np.zeros((height, width), bool)
+    theta = math.radians(ellipse.angle)
+    cos_t, sin_t = math.cos(theta), math.sin(theta)
+    # Only evaluate the ellipse's bounding box: labels are small relative to images.
+    half_w = math.hypot(ellipse.a * cos_t, ellipse.b * sin_t)
+    half_h = math.hypot(ellipse.a * sin_t, ellipse.b * cos_t)
+    x0, x1 = max(0, math.floor(ellipse.cx - half_w)), min(width, math.ceil(ellipse.cx + half_w) + 1)
+    y0, y1 = max(0, math.floor(ellipse.cy - half_h)), min(height, math.ceil(ellipse.cy + half_h) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return mask
+    dx = np.arange(x0, x1, dtype=np.float64)[None, :] - ellipse.cx
+    dy = np.arange(y0, y1, dtype=np.float64)[:, None] - ellipse.cy
+    along = dx * cos_t + dy * sin_t
+    across = dy * cos_t - dx * sin_t
+    mask[y0:y1, x0:x1] = (along / ellipse.a) ** 2 + (across / ellipse.b) ** 2 <= 1.0
+    return mask
+
+
+def fit_ellipse(mask: np.ndarray) -> Ellipse:
+    """Weak-label ellipse that contains every True pixel of ``mask``.
+
+    Axes and angle come from the mask's second moments; the ellipse is then scaled
+    until the farthest pixel centre is inside, and grown by ``FIT_SCALE`` and
+    ``FIT_MARGIN_PX``. Raises ValueError for an empty or non-2-D mask.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError("cannot fit an ellipse to an empty mask")
+    points = np.stack([cols, rows], axis=1).astype(np.float64)
+    center = points.mean(axis=0)
+    offsets = points - center
+    # A pixel is a unit square, whose own variance (1/12 per axis) keeps one-pixel-wide
+    # masks from giving a zero-length axis.
+    covariance = offsets.T @ offsets / len(points) + np.eye(2) / 12.0
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    major, minor = eigenvectors[:, 1], eigenvectors[:, 0]
+    a0, b0 = math.sqrt(eigenvalues[1]), math.sqrt(eigenvalues[0])
+    radius = float(np.sqrt(((offsets @ major / a0) ** 2 + (offsets @ minor / b0) ** 2).max()))
+    return Ellipse(
+        cx=float(center[0]),
+        cy=float(center[1]),
+        a=a0 * radius * FIT_SCALE + FIT_MARGIN_PX,
+        b=b0 * radius * FIT_SCALE + FIT_MARGIN_PX,
+        angle=math.degrees(math.atan2(major[1], major[0])),
+    )
+
+
+# --------------------------------------------------------------------------- samples
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing ndarray fields with == is ambiguous
+class Sample:
+    """One synthetic image: uint8 (H, W) ``image``, bool (H, W) ``mask`` (all False when
+    clean), the weak-label ``ellipse`` (None when clean), ``texture`` and ``defect``."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    ellipse: Ellipse | None
+    texture: str
+    defect: str | None
+
+    @property
+    def defective(self) -> bool:
+        """True when the image carries a defect."""
+        return self.defect is not None
+
+
+def make_sample(seed: int, texture: str, defect: str | None, size: int = 512) -> Sample:
+    """One ``size`` x ``size`` sample of ``texture`` with a ``defect`` kind (None: clean).
+
+    Deterministic in its arguments; the defective image equals the clean one with the
+    same seed outside the defect.
+    """
+    seed = _check_seed(seed)
+    _check_name(texture, TEXTURES, "texture")
+    if defect is not None:
+        _check_name(defect, DEFECTS, "defect")
+    size = _check_size(size)
+    texture_seq, defect_seq = np.random.SeedSequence(seed).spawn(2)
+    texture_rng = np.random.default_rng(texture_seq)
+    field = _TEXTURE_MAKERS[texture](texture_rng, size)
+    field = (field - field.mean()) / max(float(field.std()), 1e-6)
+    brightness = texture_rng.uniform(80.0, 170.0)
+    contrast = texture_rng.uniform(14.0, 28.0)
+    canvas = (brightness + contrast * field).astype(np.float32)
+
+    mask = np.zeros((size, size), bool)
+    ellipse = None
+    if defect is not None:
+        defect_rng = np.random.default_rng(defect_seq)
+        alpha = _DEFECT_MAKERS[defect](defect_rng, size)
+        top, left = _place(defect_rng, alpha.shape, size)
+        window = (slice(top, top + alpha.shape[0]), slice(left, left + alpha.shape[1]))
+        canvas[window] = _DEFECT_EFFECTS[defect](defect_rng, canvas[window], alpha, contrast)
+        local_mask = alpha >= 0.5
+        if not local_mask.any():  # cannot happen for size >= MIN_SIZE, kept as a guard
+            local_mask = alpha >= 0.5 * float(alpha.max())
+        mask[window] = local_mask
+        ellipse = fit_ellipse(mask)
+    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    return Sample(image=image, mask=mask, ellipse=ellipse, texture=texture, defect=defect)
+
+
+def generate(
+    n: int,
+    seed: int = 0,
+    size: int = 512,
+    defect_rate: float = 0.5,
+    textures: Sequence[str] | None = None,
+    defects: Sequence[str] | None = None,
+) -> Iterator[Sample]:
+    """Yield ``n`` samples; the texture is drawn uniformly from ``textures``, a defect is
+    present with probability ``defect_rate`` and its kind is uniform over ``defects``.
+
+    Sample ``i`` depends only on ``(seed, i)``, so ``generate(10, s)`` is a prefix of
+    ``generate(20, s)``, identical in any process.
+    """
+    n = operator.index(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    seed = _check_seed(seed)
+    size = _check_size(size)
+    if not 0.0 <= defect_rate <= 1.0:
+        raise ValueError(f"defect_rate must be in [0, 1], got {defect_rate}")
+    texture_pool = _check_pool(textures, TEXTURES, "texture")
+    defect_pool = _check_pool(defects, DEFECTS, "defect")
+    for index in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+        texture = texture_pool[int(rng.integers(len(texture_pool)))]
+        defective = bool(rng.random() < defect_rate)
+        # Always draw the kind so the stream layout does not depend on defect_rate.
+        kind = defect_pool[int(rng.integers(len(defect_pool)))]
+        sample_seed = int(rng.integers(0, 2**63))
+        yield make_sample(sample_seed, texture, kind if defective else None, size)
+
+
+def _check_seed(seed: int) -> int:
+    seed = operator.index(seed)
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return seed
+
+
+def _check_size(size: int) -> int:
+    size = operator.index(size)
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
+    return size
+
+
+def _check_name(name: object, valid: tuple[str, ...], what: str) -> None:
+    if name not in valid:
+        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(valid)}")
+
+
+def _check_pool(names: Sequence[str] | None, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    if names is None:
+        return valid
+    pool = tuple(names)
+    if not pool:
+        raise ValueError(f"need at least one {what}; valid: {', '.join(valid)}")
+    for name in pool:
+        _check_name(name, valid, what)
+    return pool
+
+
+# --------------------------------------------------------------------------- textures
+# Each maker returns a float32 (size, size) field; make_sample standardises it and
+# applies a random brightness and contrast. Feature sizes are relative to ``size`` so a
+# 224-pixel sample looks like a downscaled 512-pixel one.
+
+
+def _directional_noise(
+    rng: np.random.Generator, size: int, angle: float, along: float, across: float
+) -> np.ndarray:
+    """Smooth Gaussian noise with correlation length ``along`` px in direction ``angle``
+    (radians) and ``across`` px perpendicular to it."""
+    along, across = max(along, 0.5), max(across, 0.5)
+    diagonal = size * math.sqrt(2.0)
+    rows = int(math.ceil(diagonal / along)) + 4
+    cols = int(math.ceil(diagonal / across)) + 4
+    grid = rng.standard_normal((rows, cols), dtype=np.float32)
+    cos_t, sin_t = math.cos(angle), math.sin(angle)
+    center = (size - 1) / 2.0
+    # Inverse map: output pixel -> grid coordinate; grid rows run along `angle`.
+    matrix = np.array(
+        [
+            [-sin_t / across, cos_t / across, (cols - 1) / 2.0 - (-sin_t + cos_t) * center / across],
+            [cos_t / along, sin_t / along, (rows - 1) / 2.0 - (cos_t + sin_t) * center / along],
+        ],
+        np.float64,
+    )
+    return cv2.warpAffine(
+        grid, matrix, (size, size), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
+    )
+
+
+def _octaves(rng: np.random.Generator, size: int, coarsest: float, finest: float, persistence: float) -> np.ndarray:
+    """Fractal sum of isotropic noise octaves from ``coarsest`` to ``finest`` px."""
+    total = np.zeros((size, size), np.float32)
+    cell, weight = coarsest, 1.0
+    while cell >= finest:
+        total += weight * _directional_noise(rng, size, rng.uniform(0, math.pi), cell, cell)
+        cell, weight = cell / 2.0, weight * persistence
+    return total
+
+
+def _coordinates(size: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates rotated by ``angle``: (along, across) relative to the centre."""
+    axis = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
+    cos_t, sin_t = np.float32(math.cos(angle)), np.float32(math.sin(angle))
+    along = axis[None, :] * cos_t + axis[:, None] * sin_t
+    across = axis[:, None] * cos_t - axis[None, :] * sin_t
+    return along, across
+
+
+def _texture_fractal(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Cloudy multi-scale noise; strong fine octaves so smoothing (a "missing" patch) shows.
+    scale = size / 512.0
+    return _octaves(rng, size, rng.uniform(80, 130) * scale, 2.0, rng.uniform(0.7, 0.8))
+
+
+def _texture_grain(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Wood-like wavy stripes: a sine across the grain, its phase bent by smooth noise.
+    scale = size / 512.0
+    angle = rng.uniform(0, math.pi)
+    period = max(4.0, rng.uniform(14, 26) * scale)
+    _, across = _coordinates(size, angle)
+    bend = _octaves(rng, size, 160 * scale, 20 * scale, 0.5) * np.float32(period * rng.uniform(0.4, 0.8))
+    stripes = np.sin((across + bend) * np.float32(2 * math.pi / period))
+    fibres = _directional_noise(rng, size, angle, 40 * scale, 1.2 * scale)
+    return stripes + np.float32(0.35) * fibres
+
+
+def _texture_blotch(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Large patches with fairly sharp edges (saturated low-frequency noise), mottled inside.
+    scale = size / 512.0
+    coarse = _octaves(rng, size, rng.uniform(70, 110) * scale, 25 * scale, 0.5)
+    coarse /= max(float(coarse.std()), 1e-6)
+    patches = np.tanh(coarse * np.float32(rng.uniform(2.0, 3.5)))
+    mottle = _octaves(rng, size, 12 * scale, 2.0, 0.6)
+    mottle /= max(float(mottle.std()), 1e-6)
+    return patches + np.float32(0.3) * mottle
+
+
+def _texture_speckle(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Fine grain plus sparse bright and dark dots of 2-4 px.
+    scale = size / 512.0
+    grain = rng.standard_normal((size, size), dtype=np.float32)
+    grain = cv2.GaussianBlur(grain, (0, 0), 0.8)
+    dots = rng.random((size, size), dtype=np.float32)
+    density = rng.uniform(0.004, 0.012)
+    bright = (dots < density * 0.7).astype(np.float32) - (dots > 1.0 - density * 0.3).astype(np.float32)
+    bright = cv2.GaussianBlur(bright, (0, 0), max(0.7, 1.2 * scale)) * np.float32(12.0)
+    return grain * np.float32(0.8) + bright
+
+
+def _texture_woven(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Plain weave: threads alternate over/under in a checkerboard of cells.
+    scale = size / 512.0
+    angle = rng.uniform(0, math.pi)
+    period = max(4.0, rng.uniform(16, 26) * scale)
+    along, across = _coordinates(size, angle)
+    wobble = _octaves(rng, size, 120 * scale, 30 * scale, 0.5) * np.float32(period * 0.15)
+    u = (along + wobble) / np.float32(period)
+    v = (across - wobble) / np.float32(period)
+    fraction_u, fraction_v = u - np.floor(u), v - np.floor(v)
+    over = ((np.floor(u) + np.floor(v)) % 2) == 0
+    profile_u = np.sin(np.float32(math.pi) * fraction_u)
+    profile_v = np.sin(np.float32(math.pi) * fraction_v)
+    weave = np.where(over, profile_v * (0.55 + 0.45 * profile_u), profile_u * (0.55 + 0.45 * profile_v))
+    noise = _directional_noise(rng, size, angle, 3.0 * scale, 3.0 * scale)
+    return weave.astype(np.float32) + np.float32(0.12) * noise
+
+
+def _texture_brushed(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Long straight random streaks of two widths under a broad lighting gradient.
+    scale = size / 512.0
+    angle = rng.uniform(0, math.pi)
+    fine = _directional_noise(rng, size, angle, 80 * scale, 1.0 * scale)
+    wide = _directional_noise(rng, size, angle, 140 * scale, 3.5 * scale)
+    along, across = _coordinates(size, rng.uniform(0, 2 * math.pi))
+    lighting = along * np.float32(rng.uniform(0.4, 1.0) / size)
+    return fine + np.float32(0.6) * wide + lighting
+
+
+_TEXTURE_MAKERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "fractal": _texture_fractal,
+    "grain": _texture_grain,
+    "blotch": _texture_blotch,
+    "speckle": _texture_speckle,
+    "woven": _texture_woven,
+    "brushed": _texture_brushed,
+}
+
+
+# --------------------------------------------------------------------------- defects
+# Each shape maker returns a local float32 alpha patch in [0, 1] (the defect footprint,
+# padded so it fades to 0 at the border); make_sample places it and applies the effect.
+# Sizes are fractions of the image side so the defect stays visible after downscaling.
+
+
+def _strength(rng: np.random.Generator, low: float, high: float) -> float:
+    """Defect contrast in units of the texture's contrast; occasionally subtle."""
+    value = rng.uniform(low, high)
+    return value * rng.uniform(0.5, 0.7) if rng.random() < SUBTLE_RATE else value
+
+
+def _render(
+    polygons: Sequence[np.ndarray],
+    pad: float,
+    *,
+    closed: bool,
+    thicknesses: Sequence[int] = (),
+    blur: float = 0.0,
+) -> np.ndarray:
+    """Rasterise point lists (N, 2) as filled polygons (``closed``) or polylines into
+    a tight local patch with ``pad`` px of room, optionally blurred."""
+    stacked = np.concatenate(polygons, axis=0)
+    low = stacked.min(axis=0) - pad
+    extent = np.ceil(stacked.max(axis=0) + pad - low).astype(int) + 1
+    patch = np.zeros((int(extent[1]), int(extent[0])), np.uint8)
+    fixed = [np.round((points - low) * _SUBPIXEL).astype(np.int32) for points in polygons]
+    if closed:
+        cv2.fillPoly(patch, fixed, 255, cv2.LINE_AA, _SUBPIXEL_BITS)
+    else:
+        for points, thickness in zip(fixed, thicknesses):
+            cv2.polylines(patch, [points], False, 255, thickness, cv2.LINE_AA, _SUBPIXEL_BITS)
+    alpha = patch.astype(np.float32) / np.float32(255.0)
+    if blur > 0:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
+        alpha /= max(float(alpha.max()), 1e-6)
+    return alpha
+
+
+def _blob_outline(rng: np.random.Generator, radius: float) -> np.ndarray:
+    """Irregular closed outline: a rotated ellipse with a wobbly radius."""
+    angles = np.linspace(0, 2 * math.pi, 64, endpoint=False)
+    wobble = np.ones_like(angles)
+    for harmonic in (2, 3, 4, 5):
+        wobble += rng.uniform(0.0, 0.12) * np.cos(harmonic * angles + rng.uniform(0, 2 * math.pi))
+    aspect = rng.uniform(0.55, 1.0)
+    x = radius * wobble * np.cos(angles)
+    y = radius * aspect * wobble * np.sin(angles)
+    turn = rng.uniform(0, math.pi)
+    cos_t, sin_t = math.cos(turn), math.sin(turn)
+    return np.stack([x * cos_t - y * sin_t, x * sin_t + y * cos_t], axis=1)
+
+
+def _shape_scratch(rng: np.random.Generator, size: int) -> np.ndarray:
+    # A straight or gently curved line, 10-20% of the side long.
+    scale = size / 512.0
+    length = rng.uniform(0.10, 0.20) * size
+    direction = rng.uniform(0, math.pi)
+    t = np.linspace(-0.5, 0.5, 24)[:, None]
+    bow = rng.uniform(-0.12, 0.12) * length * (1.0 - 4.0 * t**2)
+    unit = np.array([[math.cos(direction), math.sin(direction)]])
+    normal = np.array([[-math.sin(direction), math.cos(direction)]])
+    points = t * length * unit + bow * normal
+    thickness = max(1, int(round(rng.uniform(2.5, 5.0) * scale)))
+    return _render([points], thickness + 2.0, closed=False, thicknesses=[thickness], blur=0.5 * scale)
+
+
+def _shape_spot(rng: np.random.Generator, size: int) -> np.ndarray:
+    # A compact blob, 4-9% of the side across, with a slightly soft edge.
+    radius = rng.uniform(0.02, 0.045) * size
+    blur = max(0.5, 0.12 * radius)
+    return _render([_blob_outline(rng, radius)], 3 * blur + 1, closed=True, blur=blur)
+
+
+def _shape_crack(rng: np.random.Generator, size: int) -> np.ndarray:
+    # A jagged random walk around a main direction, with one to three thinner branches.
+    scale = size / 512.0
+    length = rng.uniform(0.10, 0.18) * size
+    step = max(1.5, rng.uniform(4.0, 7.0) * scale)
+    main_direction = rng.uniform(0, 2 * math.pi)
+
+    def walk(start: np.ndarray, direction: float, distance: float) -> np.ndarray:
+        steps = max(2, int(distance / step))
+        headings = direction + rng.normal(0.0, 0.55, steps)
+        moves = step * np.stack([np.cos(headings), np.sin(headings)], axis=1)
+        return np.vstack([start[None, :], start + np.cumsum(moves, axis=0)])
+
+    trunk = walk(np.zeros(2), main_direction, length)
+    paths, thicknesses = [trunk], [max(1, int(round(rng.uniform(2.0, 3.5) * scale)))]
+    for _ in range(int(rng.integers(1, 4))):
+        origin = trunk[int(rng.integers(1, len(trunk) - 1))]
+        side = rng.choice([-1.0, 1.0])
+        paths.append(walk(origin, main_direction + side * rng.uniform(0.5, 1.2), length * rng.uniform(0.25, 0.5)))
+        thicknesses.append(max(1, thicknesses[0] - 1))
+    return _render(paths, thicknesses[0] + 2.0, closed=False, thicknesses=thicknesses, blur=0.4 * scale)
+
+
+def _shape_stain(rng: np.random.Generator, size: int) -> np.ndarray:
+    # A larger blob (10-18% of the side) with a very soft edge.
+    radius = rng.uniform(0.05, 0.09) * size
+    blur = 0.25 * radius
+    return _render([_blob_outline(rng, radius)], 3 * blur + 1, closed=True, blur=blur)
+
+
+def _shape_missing(rng: np.random.Generator, size: int) -> np.ndarray:
+    # A patch (10-17% of the side) where the texture will be flattened.
+    radius = rng.uniform(0.05, 0.085) * size
+    blur = max(0.6, 0.08 * radius)
+    return _render([_blob_outline(rng, radius)], 3 * blur + 1, closed=True, blur=blur)
+
+
+def _smooth(window: np.ndarray, sigma: float) -> np.ndarray:
+    """Heavy Gaussian smoothing, done at reduced resolution because sigma is large."""
+    height, width = window.shape
+    factor = max(1, int(sigma / 3.0))
+    small = cv2.resize(
+        window, (max(1, width // factor), max(1, height // factor)), interpolation=cv2.INTER_AREA
+    )
+    small = cv2.GaussianBlur(small, (0, 0), max(0.5, sigma / factor), borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _amplitude(
+    rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, magnitude: float, dark_share: float
+) -> float:
+    """Signed intensity change: dark with probability ``dark_share``, but turned the other
+    way when the surface under the defect has no headroom, so clipping at 0 or 255
+    cannot erase the defect."""
+    sign = -1.0 if rng.random() < dark_share else 1.0
+    weights = alpha / max(float(alpha.sum()), 1e-6)
+    local_mean = float((window * weights).sum())
+    headroom = local_mean if sign < 0 else 255.0 - local_mean
+    if headroom < magnitude and (255.0 - local_mean if sign < 0 else local_mean) > headroom:
+        sign = -sign
+    return sign * magnitude
+
+
+def _effect_scratch(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
+    amplitude = _amplitude(rng, window, alpha, _strength(rng, 2.2, 3.8) * contrast, dark_share=0.6)
+    return window + np.float32(amplitude) * alpha
+
+
+def _effect_spot(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
+    amplitude = _amplitude(rng, window, alpha, _strength(rng, 1.8, 3.2) * contrast, dark_share=0.65)
+    # A spot partly covers the texture underneath instead of only shifting it.
+    cover = np.float32(rng.uniform(0.3, 0.7)) * alpha
+    flat = _smooth(window, max(1.0, 0.1 * max(window.shape)))
+    return window + cover * (flat - window) + np.float32(amplitude) * alpha
+
+
+def _effect_crack(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
+    # Cracks are shadows, dark unless the surface is already too dark to show one.
+    amplitude = _amplitude(rng, window, alpha, _strength(rng, 2.5, 4.0) * contrast, dark_share=1.0)
+    return window + np.float32(amplitude) * alpha
+
+
+def _effect_stain(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
+    amplitude = _amplitude(rng, window, alpha, _strength(rng, 1.8, 3.0) * contrast, dark_share=0.6)
+    # A smudge also dulls the texture a little.
+    dull = np.float32(rng.uniform(0.2, 0.5)) * alpha
+    flat = _smooth(window, max(1.0, 0.12 * max(window.shape)))
+    return window + dull * (flat - window) + np.float32(amplitude) * alpha
+
+
+def _effect_missing(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
+    flat = _smooth(window, max(1.5, 0.25 * max(window.shape)))
+    offset = _amplitude(rng, flat, alpha, _strength(rng, 0.5, 1.1) * contrast, dark_share=0.5)
+    return window + alpha * (flat + np.float32(offset) - window)
+
+
+_DEFECT_MAKERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "scratch": _shape_scratch,
+    "spot": _shape_spot,
+    "crack": _shape_crack,
+    "stain": _shape_stain,
+    "missing": _shape_missing,
+}
+_DEFECT_EFFECTS: dict[str, Callable[[np.random.Generator, np.ndarray, np.ndarray, float], np.ndarray]] = {
+    "scratch": _effect_scratch,
+    "spot": _effect_spot,
+    "crack": _effect_crack,
+    "stain": _effect_stain,
+    "missing": _effect_missing,
+}
+
+
+def _place(rng: np.random.Generator, patch_shape: tuple[int, ...], size: int) -> tuple[int, int]:
+    """Top-left corner putting the patch fully inside the image, away from the border."""
+    margin = max(1, int(round(0.03 * size)))
+    corners = []
+    for extent in patch_shape[:2]:
+        if extent > size:
+            raise ValueError(f"defect patch of {extent} px does not fit a {size}-px image")
+        room = size - extent
+        low = min(margin, room // 2)
+        corners.append(int(rng.integers(low, room - low + 1)))
+    return corners[0], corners[1]
