@@ -100,6 +100,11 @@ class _ScoreState:
         return bool(self.done[varying].all()) and (not needs_zero or self.zero_scores is not None)
 
 
+def _top1_if_negative(scores: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
+    top1 = tf.argmax(scores[0], output_type=tf.int32)
+    return tf.where(class_index < 0, top1, class_index)
+
+
 def image_key(x: np.ndarray) -> str:
     """Content hash of an input array (shape, dtype and bytes)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -188,9 +193,10 @@ class Explainer:
                         return tensor
 
                     activations, scores = adapter.forward(x, capture=layer, on_capture=watch)
+                    class_index = _top1_if_negative(scores, class_index)
                     target = adapter.target_score(scores, class_index)
                 gradients = tape.gradient(target, activations)
-                return activations, scores, gradients
+                return activations, scores, gradients, class_index
 
             fn = self._compiled[key] = forward_backward
         return fn
@@ -251,8 +257,9 @@ class Explainer:
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(x)
                     _, scores = adapter.forward(x, guided=True)
+                    class_index = _top1_if_negative(scores, class_index)
                     target = adapter.target_score(scores, class_index)
-                return tape.gradient(target, x)
+                return tape.gradient(target, x), class_index
 
             fn = self._compiled["guided"] = guided
         return fn
@@ -291,20 +298,32 @@ class Explainer:
             return int(np.argmax(self._scores(arr, key)))
         return self.adapter.check_class(class_index)
 
+    def _known_class(self, key: str, class_index: Any) -> int:
+        """The explicit class, or top-1 if the scores are cached; -1 lets the compiled
+        pass pick top-1 itself, so an unknown top class costs no extra forward."""
+        if class_index is not None:
+            return self.adapter.check_class(class_index)
+        scores = self._cache.get(("scores", key))
+        return -1 if scores is None else int(np.argmax(scores))
+
     def _gradients(self, arr: np.ndarray, key: str, layer: str, class_index: int):
-        """(activations, gradients, seconds spent or 0.0 when cached)."""
+        """(activations, gradients, seconds spent or 0.0 when cached, class index).
+
+        ``class_index`` -1 means top-1, chosen inside the compiled pass.
+        """
         cached = self._cache.get(("gradient", layer, key, class_index))
         if cached is not None:
-            return cached[0], cached[1], 0.0
+            return cached[0], cached[1], 0.0, class_index
         start = time.perf_counter()
-        activations, scores, gradients = self._gradient_fn(layer)(tf.constant(arr), tf.constant(class_index, tf.int32))
-        activations = activations.numpy()[0]
-        gradients = gradients.numpy()[0]
+        outputs = self._gradient_fn(layer)(tf.constant(arr), tf.constant(class_index, tf.int32))
+        activations, scores, gradients = (t.numpy() for t in outputs[:3])
+        class_index = int(outputs[3])
+        activations, gradients = activations[0], gradients[0]
         seconds = time.perf_counter() - start
         self._cache.put(("gradient", layer, key, class_index), (activations, gradients))
-        self._cache.put(("activations", layer, key), (activations, scores.numpy()[0]))
-        self._cache.put(("scores", key), scores.numpy()[0])
-        return activations, gradients, seconds
+        self._cache.put(("activations", layer, key), (activations, scores[0]))
+        self._cache.put(("scores", key), scores[0])
+        return activations, gradients, seconds, class_index
 
     def _activations(self, arr: np.ndarray, key: str, layer: str) -> tuple[np.ndarray, float]:
         cached = self._cache.get(("activations", layer, key))
@@ -323,8 +342,8 @@ class Explainer:
         with self._lock:
             self.adapter.layer_info(layer)
             arr, key = self._prepare(x)
-            index = self._class(arr, key, class_index)
-            activations, gradients, pass_seconds = self._gradients(arr, key, layer, index)
+            index = self._known_class(key, class_index)
+            activations, gradients, pass_seconds, _ = self._gradients(arr, key, layer, index)
             weights_start = time.perf_counter()
             cam = weighted_cam(activations, weights_fn(activations, gradients))
             weight_seconds = time.perf_counter() - weights_start
@@ -438,8 +457,10 @@ class Explainer:
             arr, key = self._prepare(x)
             if raw_image is not None:
                 raw_image = self.adapter.check_input(raw_image)
-            index = self._class(arr, key, class_index)
+            if class_index is not None:
+                self.adapter.check_class(class_index)
             state, forward_seconds = self._score_state(arr, key, layer, raw_image, preprocessing)
+            index = self._class(arr, key, class_index)  # scores are cached by now
             n = clamp_max_n(max_n, state.plan.n_channels)
             masked_start = time.perf_counter()
             passes = self._run_masked_passes(state, arr, layer, n, raw_image, preprocessing, progress)
@@ -519,11 +540,12 @@ class Explainer:
         gradient values (signed); see ``camcore.visualize`` for display."""
         with self._lock:
             arr, key = self._prepare(x)
-            index = self._class(arr, key, class_index)
+            index = self._known_class(key, class_index)
             cached = self._cache.get(("guided", key, index))
             if cached is None:
-                cached = self._guided_fn()(tf.constant(arr), tf.constant(index, tf.int32)).numpy()[0]
-                self._cache.put(("guided", key, index), cached)
+                saliency, chosen = self._guided_fn()(tf.constant(arr), tf.constant(index, tf.int32))
+                cached = saliency.numpy()[0]
+                self._cache.put(("guided", key, int(chosen)), cached)
             return cached
 
     # -------------------------------------------------------------- dispatch

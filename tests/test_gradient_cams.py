@@ -18,7 +18,7 @@ def test_grad_cam_weights_are_dense_weights_over_hw():
     x = np.random.default_rng(1).uniform(0, 1, (1, 4, 5, 3)).astype(np.float32)
     explainer = camcore.Explainer(model)
     for c in range(3):
-        _, gradients, _ = explainer._gradients(x, camcore.explainer.image_key(x), "feat", c)
+        _, gradients, _, _ = explainer._gradients(x, camcore.explainer.image_key(x), "feat", c)
         np.testing.assert_allclose(gradients, np.broadcast_to(kernel[:, c] / 20.0, (4, 5, 3)), rtol=1e-5)
         expected = relu_scaled(np.tensordot(x[0], kernel[:, c] / 20.0, axes=([-1], [0])))
         np.testing.assert_allclose(camcore.grad_cam(model, x, "feat", c), expected, atol=1e-6)
@@ -88,7 +88,7 @@ def test_grad_cam_plus_plus_matches_plain_reference():
     explainer = camcore.Explainer(model)
     key = camcore.explainer.image_key(x)
     for c in range(3):
-        activations, gradients, _ = explainer._gradients(x, key, "conv2", c)
+        activations, gradients, _, _ = explainer._gradients(x, key, "conv2", c)
         expected = grad_cam_plus_plus_reference(activations.astype(np.float64), gradients.astype(np.float64))
         np.testing.assert_allclose(explainer.grad_cam_plus_plus(x, "conv2", c), expected, atol=1e-5)
 
@@ -114,6 +114,18 @@ def test_all_zero_activations_give_zero_maps_not_nan():
         cam = explainer.compute(method, x, "feat", 0, max_n=2).cam
         assert cam.shape == (8, 8) and cam.dtype == np.float32
         assert np.isfinite(cam).all() and not cam.any(), method
+
+
+def test_default_class_costs_no_extra_forward_pass():
+    model = small_convnet(size=12)
+    x = np.random.default_rng(9).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
+    explainer = camcore.Explainer(model)
+    result = explainer.grad_cam_result(x, "conv2")
+    assert result.model_passes == 1
+    top = int(np.argmax(model.predict(x, verbose=0)[0]))
+    again = explainer.grad_cam_result(x, "conv2", top)
+    assert again.cached, "the top-1 gradient must be cached under its class index"
+    np.testing.assert_array_equal(result.cam, again.cam)
 
 
 def test_default_class_is_top_one_and_explicit_class_is_honoured():
