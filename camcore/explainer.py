@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from camcore.adapter import LayerInfo, ModelAdapter
 from camcore.methods import METHODS
+from camcore.metrics import map_correlation
 from camcore.methods.gradient import (
     grad_cam_plus_plus_weights,
     grad_cam_weights,
@@ -529,6 +530,39 @@ class Explainer:
                     break
                 covered = n
             return covered
+
+    def faster_score_cam_tradeoff(
+        self, x: Any, layer: str, class_index: int | None = None, ns: Sequence[int] | None = None
+    ) -> list[dict[str, float]]:
+        """Faster-Score-CAM against full Score-CAM as max_n grows.
+
+        For each n: the masked passes it needs, their estimated time (at the
+        per-pass time measured when they ran) and the correlation of its map with
+        full Score-CAM. Runs full Score-CAM first if needed; then costs no pass.
+        """
+        full = self.score_cam_result(x, layer, class_index, None)
+        with self._lock:
+            arr, key = self._prepare(x)
+            index = self._class(arr, key, class_index)
+            state = self._cache.get(("score", layer, key, "input"))
+            total = state.plan.n_channels
+            if ns is None:
+                ns = sorted({int(round(v)) for v in np.geomspace(1, total, num=min(total, 24))})
+            rows = []
+            for n in ns:
+                n = clamp_max_n(int(n), total)
+                varying, needs_zero = state.plan.passes_needed(n)
+                passes = int(varying.size) + int(needs_zero)
+                cam = self._score_cam_map(state, n, index, "class_softmax")
+                rows.append(
+                    {
+                        "max_n": n,
+                        "passes": passes,
+                        "seconds": passes * state.seconds_per_pass,
+                        "correlation": map_correlation(cam, full.cam),
+                    }
+                )
+            return rows
 
     def score_cam_channel_count(self, layer: str) -> int:
         return self.adapter.layer_info(layer).channels

@@ -168,6 +168,21 @@ def _pixel_rank(saliency: np.ndarray, descending: bool = True) -> np.ndarray:
     return rank.reshape(saliency.shape)
 
 
+def map_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two maps of the same shape (used to compare
+    Faster-Score-CAM with full Score-CAM). Two constant maps correlate 1.0 if
+    equal and 0.0 otherwise, instead of NaN."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"maps must have the same shape, got {a.size} and {b.size} values")
+    da, db = a - a.mean(), b - b.mean()
+    denominator = float(np.sqrt((da * da).sum() * (db * db).sum()))
+    if denominator == 0.0:
+        return 1.0 if np.allclose(a, b) else 0.0
+    return float((da * db).sum() / denominator)
+
+
 def resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Return ``cam`` as float64 of shape ``shape = (H, W)``.
 

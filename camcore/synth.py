@@ -37,6 +37,9 @@ MIN_SIZE = 32
 # Share of defects drawn with reduced contrast: realistic, but few enough that a
 # small CNN still reaches high accuracy on the default data.
 SUBTLE_RATE = 0.1
+# Typical defects must survive the 512→224 shrink the demo models see; this gain on
+# every defect's contrast keeps them visible there (tuned with camcore.train_demo).
+DEFECT_CONTRAST_GAIN = 1.3
 # fit_ellipse grows the containing ellipse by this factor plus FIT_MARGIN_PX so the
 # weak label is a little generous, like DAGM's hand-drawn ellipses.
 FIT_SCALE = 1.05
@@ -455,7 +458,7 @@ _TEXTURE_MAKERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 
 def _strength(rng: np.random.Generator, low: float, high: float) -> float:
     """Defect contrast in units of the texture's contrast; occasionally subtle."""
-    value = rng.uniform(low, high)
+    value = rng.uniform(low, high) * DEFECT_CONTRAST_GAIN
     return value * rng.uniform(0.5, 0.7) if rng.random() < SUBTLE_RATE else value
 
 
@@ -510,13 +513,13 @@ def _shape_scratch(rng: np.random.Generator, size: int) -> np.ndarray:
     unit = np.array([[math.cos(direction), math.sin(direction)]])
     normal = np.array([[-math.sin(direction), math.cos(direction)]])
     points = t * length * unit + bow * normal
-    thickness = max(1, int(round(rng.uniform(2.5, 5.0) * scale)))
+    thickness = max(1, int(round(rng.uniform(4.0, 7.0) * scale)))
     return _render([points], thickness + 2.0, closed=False, thicknesses=[thickness], blur=0.5 * scale)
 
 
 def _shape_spot(rng: np.random.Generator, size: int) -> np.ndarray:
     # A compact blob, 4-9% of the side across, with a slightly soft edge.
-    radius = rng.uniform(0.02, 0.045) * size
+    radius = rng.uniform(0.03, 0.055) * size
     blur = max(0.5, 0.12 * radius)
     return _render([_blob_outline(rng, radius)], 3 * blur + 1, closed=True, blur=blur)
 
@@ -535,7 +538,7 @@ def _shape_crack(rng: np.random.Generator, size: int) -> np.ndarray:
         return np.vstack([start[None, :], start + np.cumsum(moves, axis=0)])
 
     trunk = walk(np.zeros(2), main_direction, length)
-    paths, thicknesses = [trunk], [max(1, int(round(rng.uniform(2.0, 3.5) * scale)))]
+    paths, thicknesses = [trunk], [max(1, int(round(rng.uniform(3.0, 5.0) * scale)))]
     for _ in range(int(rng.integers(1, 4))):
         origin = trunk[int(rng.integers(1, len(trunk) - 1))]
         side = rng.choice([-1.0, 1.0])
@@ -613,7 +616,7 @@ def _effect_stain(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarra
 
 def _effect_missing(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
     flat = _smooth(window, max(1.5, 0.25 * max(window.shape)))
-    offset = _amplitude(rng, flat, alpha, _strength(rng, 0.5, 1.1) * contrast, dark_share=0.5)
+    offset = _amplitude(rng, flat, alpha, _strength(rng, 0.9, 1.6) * contrast, dark_share=0.5)
     return window + alpha * (flat + np.float32(offset) - window)
 
 

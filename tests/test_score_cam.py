@@ -162,3 +162,17 @@ def test_raw_image_masking_re_preprocesses():
     expected = np.maximum(expected, 0)
     np.testing.assert_allclose(cam, expected / expected.max(), atol=1e-5)
     assert not np.allclose(cam, explainer.score_cam(x, "feat", 0), atol=1e-4)
+
+
+def test_tradeoff_curve_ends_at_full_score_cam():
+    model = same_resolution_model(channels=8, seed=9)
+    x = np.random.default_rng(9).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
+    explainer = camcore.Explainer(model)
+    rows = explainer.faster_score_cam_tradeoff(x, "feat", 0)
+    assert [r["max_n"] for r in rows] == sorted(r["max_n"] for r in rows)
+    assert rows[-1]["max_n"] == 8 and rows[-1]["correlation"] == pytest.approx(1.0)
+    assert all(-1.0 <= r["correlation"] <= 1.0 + 1e-9 for r in rows)
+    passes = [r["passes"] for r in rows]
+    assert passes == sorted(passes) and passes[-1] <= 8
+    # the curve reads the cache: it runs no new pass
+    assert explainer.score_cam_result(x, "feat", 0, max_n=3).model_passes == 0
