@@ -93,10 +93,12 @@ def min_time(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def best_throughput(model: keras.Model, shape: tuple[int, int, int], repeats: int) -> tuple[int, float, dict]:
+def best_throughput(
+    model: keras.Model, shape: tuple[int, int, int], repeats: int, sizes: tuple[int, ...] = BATCH_SIZES
+) -> tuple[int, float, dict]:
     """(best batch size, seconds per image at it, {batch: s/img}) for compiled fixed-shape forwards."""
     per_image = {}
-    for batch in BATCH_SIZES:
+    for batch in sizes:
         forward = tf.function(lambda x: model(x, training=False))
         x = tf.constant(np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32))
         forward(x).numpy()  # trace + warm up
@@ -160,24 +162,35 @@ def bench_model(name: str, model: keras.Model, layer: str, make_input: Callable[
     floor_fn(fresh())
     explainer.grad_cam(fresh(), layer)  # warm-up: tracing is paid once per layer
     explainer.grad_cam_plus_plus(fresh(), layer)
-    grad_floor = min_time(lambda: floor_fn(fresh()), args.repeats + 2)
-    rows.append(Row(name, "Grad-CAM", min_time(lambda: explainer.grad_cam(fresh(), layer), args.repeats + 2), grad_floor, "floor: compiled forward+backward"))
-    rows.append(Row(name, "Grad-CAM++", min_time(lambda: explainer.grad_cam_plus_plus(fresh(), layer), args.repeats + 2), grad_floor, "same floor"))
+    # Interleaved, so that load from other processes hits floor and method alike.
+    floors, grad_cams, grad_cam_pps = [], [], []
+    for _ in range(args.repeats + 2):
+        floors.append(min_time(lambda: floor_fn(fresh()), 1))
+        grad_cams.append(min_time(lambda: explainer.grad_cam(fresh(), layer), 1))
+        grad_cam_pps.append(min_time(lambda: explainer.grad_cam_plus_plus(fresh(), layer), 1))
+    grad_floor = min(floors)
+    rows.append(Row(name, "Grad-CAM", min(grad_cams), grad_floor, "floor: compiled forward+backward returning activations and gradient"))
+    rows.append(Row(name, "Grad-CAM++", min(grad_cam_pps), grad_floor, "same floor"))
 
     explainer.score_cam(fresh(), layer, max_n=2)  # warm-up of the masked pass
-    x = fresh()
-    with PeakMemory() as memory:
-        result = explainer.score_cam_result(x, layer, None)
-    state = explainer._cache.get(("score", layer, image_key(x), "input"))
+    runs = []
+    for _ in range(2 if not args.quick else 1):
+        x = fresh()
+        with PeakMemory() as memory:
+            result = explainer.score_cam_result(x, layer, None)
+        state = explainer._cache.get(("score", layer, image_key(x), "input"))
+        runs.append((result.timings["masked passes"] + result.timings["weights"], result, state, memory.extra_mb, x))
+    score_seconds, result, state, extra_mb, x = min(runs, key=lambda run: run[0])
     n_channels = state.plan.n_channels
     varying, needs_zero = state.plan.passes_needed(n_channels)
     passes = int(varying.size) + int(needs_zero)
     skipped = 1 - passes / n_channels
+    # the best throughput again, after the runs: the floor is the better of the two
+    per_image = min(per_image, best_throughput(model, shape, 1, sizes=(batch,))[1])
     score_floor = passes * per_image
-    score_seconds = result.timings["masked passes"] + result.timings["weights"]
     rows.append(
         Row(name, f"Score-CAM ({n_channels} ch)", score_seconds, score_floor,
-            f"{passes} passes, {skipped:.0%} skipped, batch {batch}, peak +{memory.extra_mb:.0f} MB")
+            f"{passes} passes, {skipped:.0%} of channels skipped, batch {batch}, peak +{max(r[3] for r in runs):.0f} MB")
     )
 
     changes = []

@@ -96,9 +96,14 @@ class _ScoreState:
     zero_scores: np.ndarray | None = None  # scores of the all-zero mask, shared by constant channels
     seconds_per_pass: float = 0.0
 
-    def covered(self, n: int) -> bool:
-        varying, needs_zero = self.plan.passes_needed(n)
-        return bool(self.done[varying].all()) and (not needs_zero or self.zero_scores is not None)
+    def covered_prefix(self) -> int:
+        """How many leading channels (in std order) need no further model pass."""
+        order, plan = self.plan.order, self.plan
+        ready = self.done[order] | plan.zero[order]
+        if self.zero_scores is not None:
+            ready |= plan.constant[order]
+        missing = np.flatnonzero(~ready)
+        return int(missing[0]) if missing.size else int(order.size)
 
 
 def _top1_if_negative(scores: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
@@ -524,12 +529,7 @@ class Explainer:
             state = self._cache.get(("score", layer, key, "input"))
             if state is None:
                 return 0
-            covered = 0
-            for n in range(1, state.plan.n_channels + 1):
-                if not state.covered(n):
-                    break
-                covered = n
-            return covered
+            return state.covered_prefix()
 
     def faster_score_cam_tradeoff(
         self, x: Any, layer: str, class_index: int | None = None, ns: Sequence[int] | None = None

@@ -90,6 +90,7 @@ def test_skipping_dead_and_sharing_constant_channels_is_exact():
     np.testing.assert_allclose(result.cam, expected, atol=1e-5)
     # 4 varying channels + 1 shared zero-mask pass + 1 activation pass
     assert result.model_passes == 4 + 1 + 1
+    assert explainer.score_cam_channels_done(x, "feat") == 8
 
 
 def test_faster_score_cam_uses_top_std_channels_in_order():
