@@ -41,10 +41,14 @@ _EXPORTS: dict[str, str] = {
     "PREPROCESSING_MODES": "camcore.preprocess",
     "preprocess_image": "camcore.preprocess",
     "read_image": "camcore.preprocess",
-    # demo models
+    # demo models and other model sources
     "list_demos": "camcore.demos",
     "load_demo": "camcore.demos",
     "Demo": "camcore.demos",
+    "ModelBundle": "camcore.zoo",
+    "load_application": "camcore.zoo",
+    "load_model_bytes": "camcore.zoo",
+    "bundle_from_model": "camcore.zoo",
 }
 
 __all__ = sorted(_EXPORTS)

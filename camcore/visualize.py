@@ -207,9 +207,13 @@ def map_to_rgb(map01: np.ndarray, colormap: str | None = None) -> np.ndarray:
     return np.repeat(levels[..., None], 3, axis=-1)
 
 
+_ASCII_SPELLING = str.maketrans({"×": "x", "·": "-", "–": "-", "—": "-", "≥": ">=", "≤": "<=", "…": "..."})
+
+
 def _fit_title(title: str, width: int, scale: float) -> str:
     # Hershey fonts only draw ASCII; anything else would show as "?" anyway
-    text = str(title).encode("ascii", "replace").decode("ascii")
+    # OpenCV's Hershey fonts draw ASCII only: spell the UI's symbols out first.
+    text = str(title).translate(_ASCII_SPELLING).encode("ascii", "replace").decode("ascii")
     if cv2.getTextSize(text, _FONT, scale, 1)[0][0] <= width:
         return text
     while text and cv2.getTextSize(text + "...", _FONT, scale, 1)[0][0] > width:

@@ -190,3 +190,13 @@ def test_lru_cache_is_bounded():
         x = np.random.default_rng(i).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
         explainer.grad_cam(x, "conv2")
     assert len(explainer._cache) <= 5
+
+
+def test_every_public_name_resolves():
+    import subprocess
+    import sys
+
+    # a fresh interpreter, so the lazy exports are really resolved from scratch
+    code = "import camcore; [getattr(camcore, n) for n in camcore.__all__]; print(len(camcore.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip().splitlines()[-1]) == len(camcore.__all__)

@@ -184,3 +184,9 @@ def test_png_bytes_round_trip():
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), rgb)
+
+
+def test_grid_titles_spell_ui_symbols_in_ascii():
+    from camcore.visualize import _fit_title
+
+    assert _fit_title("Sobel × Grad-CAM · overlay", 1000, 0.45) == "Sobel x Grad-CAM - overlay"
