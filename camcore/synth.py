@@ -550,7 +550,8 @@ def _shape_crack(rng: np.random.Generator, size: int) -> np.ndarray:
 def _shape_stain(rng: np.random.Generator, size: int) -> np.ndarray:
     # A larger blob (10-18% of the side) with a very soft edge.
     radius = rng.uniform(0.05, 0.09) * size
-    blur = 0.25 * radius
+    # soft, but with an edge: a fully blurred blob is indistinguishable from cloudy texture
+    blur = 0.12 * radius
     return _render([_blob_outline(rng, radius)], 3 * blur + 1, closed=True, blur=blur)
 
 
@@ -593,7 +594,7 @@ def _effect_scratch(rng: np.random.Generator, window: np.ndarray, alpha: np.ndar
 
 
 def _effect_spot(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
-    amplitude = _amplitude(rng, window, alpha, _strength(rng, 1.8, 3.2) * contrast, dark_share=0.65)
+    amplitude = _amplitude(rng, window, alpha, _strength(rng, 2.4, 3.4) * contrast, dark_share=0.65)
     # A spot partly covers the texture underneath instead of only shifting it.
     cover = np.float32(rng.uniform(0.3, 0.7)) * alpha
     flat = _smooth(window, max(1.0, 0.1 * max(window.shape)))
@@ -607,7 +608,7 @@ def _effect_crack(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarra
 
 
 def _effect_stain(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
-    amplitude = _amplitude(rng, window, alpha, _strength(rng, 1.8, 3.0) * contrast, dark_share=0.6)
+    amplitude = _amplitude(rng, window, alpha, _strength(rng, 2.4, 3.4) * contrast, dark_share=0.6)
     # A smudge also dulls the texture a little.
     dull = np.float32(rng.uniform(0.2, 0.5)) * alpha
     flat = _smooth(window, max(1.0, 0.12 * max(window.shape)))
