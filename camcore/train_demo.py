@@ -95,9 +95,10 @@ def build_resnet_defect() -> keras.Model:
     return keras.Model(inputs, outputs, name="resnet_defect")
 
 
-ARCHITECTURES: dict[str, tuple[Callable[[], keras.Model], str, str]] = {
-    "vgg_defect": (build_vgg_defect, "block5_conv3", "VGG-style: 5 conv blocks (8-16-32-64-64 filters, conv-ReLU-BN), global max pool, softmax"),
-    "resnet_defect": (build_resnet_defect, "act_last", "ResNet-style: stem + 3 residual stages (16-32-64), BN, global max pool, softmax"),
+# name -> (builder, layer to explain, description, epochs: the cheaper ResNet gets more)
+ARCHITECTURES: dict[str, tuple[Callable[[], keras.Model], str, str, int]] = {
+    "vgg_defect": (build_vgg_defect, "block5_conv3", "VGG-style: 5 conv blocks (8-16-32-64-64 filters, conv-ReLU-BN), global max pool, softmax", 14),
+    "resnet_defect": (build_resnet_defect, "act_last", "ResNet-style: stem + 3 residual stages (16-32-64), BN, global max pool, softmax", 24),
 }
 
 
@@ -133,8 +134,9 @@ def evaluate(model: keras.Model, layer: str, n: int, seed: int) -> dict:
     }
 
 
-def train(name: str, seed: int, n_train: int, epochs: int, n_test: int, out: Path) -> dict:
-    build, layer, description = ARCHITECTURES[name]
+def train(name: str, seed: int, n_train: int, epochs: int | None, n_test: int, out: Path) -> dict:
+    build, layer, description, default_epochs = ARCHITECTURES[name]
+    epochs = epochs or default_epochs
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     start = time.perf_counter()
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=",".join(ARCHITECTURES))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--train", type=int, default=6000, help="training images")
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=None, help="default: per architecture (14 VGG, 24 ResNet)")
     parser.add_argument("--test", type=int, default=600, help="held-out images")
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     args = parser.parse_args(argv)
