@@ -1,0 +1,271 @@
+"""Below the grid: compute times, the Faster-Score-CAM trade-off, threshold tuning
+against the ground truth, and the downloads. Everything here depends on max_N, so it
+is drawn by a fragment that a max_N move reruns (see ``pages/compare.py``)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from camcore import metrics
+from dashboard import state
+from dashboard.components import charts, grid
+from dashboard.components.grid import View, label
+
+POINTING_TOLERANCE = 15  # pixels of the ground truth, as in Zhang et al. 2016
+
+
+# ------------------------------------------------------------------- results
+def score_cam_complete(view: View) -> bool:
+    return view.explainer.score_cam_channels_done(view.x, view.layer) >= view.channels
+
+
+def current_results(view: View, max_n: int) -> dict[str, Any]:
+    """CamResults of the shown methods, from the explainer's caches (no model pass:
+    the grid computed them). Score-CAM is left out while its passes are incomplete."""
+    results = {}
+    for method in view.methods:
+        if method == "score_cam" and not score_cam_complete(view):
+            continue
+        if method == "faster_score_cam" and view.explainer.score_cam_channels_done(view.x, view.layer) < max_n:
+            continue
+        results[method] = view.explainer.compute(method, view.x, view.layer, view.class_index, max_n=max_n)
+    return results
+
+
+def _n(method: str, max_n: int) -> int | None:
+    return max_n if method == "faster_score_cam" else None
+
+
+def timing_rows(view: View, results: dict[str, Any], max_n: int) -> list[dict]:
+    """One row per (method, recorded call, stage): the timings of the calls that computed
+    each map. ``shared_with`` names the method whose call did that work for both."""
+    log = state.timing_log()
+    rows = []
+    for method, current in results.items():
+        entries = log.get(view.record_key(method, _n(method, max_n))) or [(current, None)]
+        for call, (result, shared_from) in enumerate(entries):
+            for stage, seconds in result.timings.items():
+                if seconds <= 0.0 and stage != "weights":
+                    continue
+                rows.append(
+                    {
+                        "method": method,
+                        "label": label(method),
+                        "max_n": _n(method, max_n),
+                        "call": call,
+                        "stage": stage,
+                        "seconds": float(seconds),
+                        "model_passes": int(result.model_passes),
+                        "shared": shared_from is not None,
+                        "shared_with": shared_from or "",
+                    }
+                )
+    return rows
+
+
+def _total_text(method: str, rows: list[dict]) -> str:
+    """e.g. "0.62 s · 53 passes + 10 shared": time, and model passes of its own / shared."""
+    own = [r for r in rows if r["method"] == method]
+    seconds = sum(r["seconds"] for r in own)
+    passes = {(r["call"], r["shared"]): r["model_passes"] for r in own}
+    mine = sum(p for (_, shared), p in passes.items() if not shared)
+    shared = sum(p for (_, shared), p in passes.items() if shared)
+    text = f"{seconds:.2f} s · {mine} pass" + ("" if mine == 1 else "es")
+    if shared:
+        text += f" + {shared} shared"
+    elif mine == 0:
+        text += " (cached)"
+    return text
+
+
+# ---------------------------------------------------------------- sections
+def render(view: View, max_n: int) -> None:
+    """The analysis below the grid."""
+    results = current_results(view, max_n)
+    left, right = st.columns(2, gap="large")
+    with left:
+        _timing_section(view, results, max_n)
+    with right:
+        _tradeoff_section(view, max_n)
+    _threshold_section(view, results, max_n)
+    _downloads(view, results, max_n)
+
+
+def _timing_section(view: View, results: dict[str, Any], max_n: int) -> None:
+    st.subheader("Compute time", anchor=False)
+    if not results:
+        st.info("Compute times appear when the maps are ready.")
+        return
+    rows = timing_rows(view, results, max_n)
+    labels = {m: label(m) + (f" (max_N={max_n})" if m == "faster_score_cam" else "") for m in results}
+    totals = {m: _total_text(m, rows) for m in results}
+    st.plotly_chart(
+        charts.timing_figure(rows, labels, totals), key="timing_chart", config={"displayModeBar": False}
+    )
+    st.caption(
+        "Time of the calls that computed each map for this image, by stage, and the model passes they "
+        "ran. Hatched, “shared”: work done once for two methods (Grad-CAM++ reuses Grad-CAM's "
+        "forward+backward pass; Score-CAM continues Faster-Score-CAM's masked passes). “(cached)”: "
+        "the map needed no model pass (e.g. a max_N that Score-CAM's passes already cover)."
+    )
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _tradeoff(record_key: tuple, _view: View) -> list[dict]:
+    return _view.explainer.faster_score_cam_tradeoff(_view.x, _view.layer, _view.class_index)
+
+
+def _tradeoff_section(view: View, max_n: int) -> None:
+    st.subheader("Faster-Score-CAM trade-off", anchor=False)
+    if view.channels < 2:
+        st.info("This layer has a single channel: there is no max_N trade-off.")
+        return
+    if not score_cam_complete(view):
+        st.info("The trade-off chart needs every masked pass: select Score-CAM in Methods to run them.")
+        return
+    rows = _tradeoff(view.record_key("tradeoff"), view)
+    current = view.explainer.faster_score_cam_tradeoff(view.x, view.layer, view.class_index, ns=[max_n])[0]
+    full = rows[-1]
+    st.markdown(
+        f"**max_N = {max_n}**: correlation **{current['correlation']:.3f}** with Score-CAM, "
+        f"{current['passes']} masked passes ≈ {current['seconds']:.2f} s "
+        f"(Score-CAM: {full['passes']} ≈ {full['seconds']:.2f} s)"
+    )
+    st.plotly_chart(
+        charts.tradeoff_figure(rows, current, view.channels), key="tradeoff_chart",
+        config={"displayModeBar": False},
+    )
+    st.caption(
+        "Masked-pass time Faster-Score-CAM needs for each max_N (at the per-pass time measured here) and "
+        "the Pearson correlation of its map with full Score-CAM. Dashed: the current max_N."
+    )
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _localization(record_key: tuple, mask_id: str, threshold: float, _cam: np.ndarray, _mask: np.ndarray) -> dict:
+    thresholds = metrics.DEFAULT_THRESHOLDS
+    best_t, best_iou = metrics.best_threshold(_cam, _mask, thresholds)
+    return {
+        "iou": metrics.iou(_cam, _mask, threshold),
+        "dice": metrics.dice(_cam, _mask, threshold),
+        "hit": metrics.pointing_game(_cam, _mask, tolerance=POINTING_TOLERANCE),
+        "best_threshold": best_t,
+        "best_iou": best_iou,
+        "curve": (list(map(float, thresholds)), list(map(float, metrics.iou_curve(_cam, _mask, thresholds)))),
+    }
+
+
+def localization_table(
+    view: View, results: dict[str, Any], mask_id: str, max_n: int
+) -> tuple[pd.DataFrame, dict]:
+    """Per method: IoU and Dice at the current threshold, pointing game, best threshold."""
+    records, scores = [], {}
+    for method, result in results.items():
+        found = _localization(
+            view.record_key(method, _n(method, max_n)), mask_id, view.threshold, result.cam, view.mask
+        )
+        scores[method] = found
+        records.append(
+            {
+                "Method": label(method),
+                f"IoU @ {view.threshold:.2f}": found["iou"],
+                f"Dice @ {view.threshold:.2f}": found["dice"],
+                "Peak in defect": "✓ hit" if found["hit"] else "✗ miss",
+                "Best threshold": found["best_threshold"],
+                "IoU @ best": found["best_iou"],
+            }
+        )
+    return pd.DataFrame.from_records(records), scores
+
+
+def _threshold_section(view: View, results: dict[str, Any], max_n: int) -> None:
+    st.subheader("Threshold tuning", anchor=False)
+    if view.mask is None:
+        st.info("This image has no ground-truth mask (a clean sample or an upload), so there is nothing "
+                "to score the maps against. Pick a defective sample to tune the threshold.")
+        return
+    if not results:
+        return
+    table, scores = localization_table(view, results, view.mask_id, max_n)
+    left, right = st.columns([6, 5], gap="large")
+    with left:
+        t = f"{view.threshold:.2f}"
+        st.dataframe(
+            table, hide_index=True, key="threshold_table",
+            column_config={
+                "Method": st.column_config.TextColumn("Method"),
+                f"IoU @ {t}": st.column_config.NumberColumn("IoU", format="%.3f"),
+                f"Dice @ {t}": st.column_config.NumberColumn("Dice", format="%.3f"),
+                "Peak in defect": st.column_config.TextColumn("Peak"),
+                "Best threshold": st.column_config.NumberColumn("Best t", format="%.2f"),
+                "IoU @ best": st.column_config.NumberColumn("IoU at best t", format="%.3f"),
+            },
+        )
+        st.caption(
+            f"IoU and Dice of the region map ≥ {t} against the defect mask, at the mask's resolution. "
+            f"“Peak”: the pointing game (is the map's maximum within {POINTING_TOLERANCE} px of the defect?). "
+            "“Best t” maximizes IoU using the ground truth: an upper bound for this image, not a deployable "
+            "setting."
+        )
+    with right:
+        st.markdown("**IoU vs threshold** · ★ each method's best · dashed: current threshold")
+        curves = {m: s["curve"] for m, s in scores.items()}
+        best = {m: (s["best_threshold"], s["best_iou"]) for m, s in scores.items()}
+        st.plotly_chart(
+            charts.iou_figure(curves, best, {m: label(m) for m in scores}, view.threshold),
+            key="iou_chart", config={"displayModeBar": False},
+        )
+
+
+# ------------------------------------------------------------------ downloads
+def maps_npz(view: View, results: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    arrays = {method: result.cam for method, result in results.items()}
+    arrays |= {"guided_backprop": view.saliency, "sobel_gradient": view.sobel, "input_rgb": view.rgb}
+    if view.mask is not None:
+        arrays["ground_truth"] = np.asarray(view.mask, bool)
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def timings_csv(view: View, results: dict[str, Any], max_n: int) -> str:
+    return pd.DataFrame.from_records(timing_rows(view, results, max_n)).to_csv(index=False)
+
+
+def settings_json(view: View, max_n: int) -> str:
+    return json.dumps(view.settings(max_n), indent=2)
+
+
+def file_stem(view: View) -> str:
+    stem = f"camstudio_{view.image_name}_{view.layer}".replace("/", "-").replace(" ", "_")
+    return "".join(ch for ch in stem if ch.isalnum() or ch in "-_.")[:120]
+
+
+def _downloads(view: View, results: dict[str, Any], max_n: int) -> None:
+    st.subheader("Downloads", anchor=False)
+    stem = file_stem(view)
+    cams = {method: result.cam for method, result in results.items()}
+    with st.container(horizontal=True, gap="small"):
+        st.download_button(
+            "Grid (PNG)", lambda: grid.grid_png(view, lambda: cams), file_name=f"{stem}_grid.png",
+            mime="image/png", on_click="ignore", icon=":material/grid_view:", key="download_grid",
+        )
+        st.download_button(
+            "Maps (.npz)", lambda: maps_npz(view, results), file_name=f"{stem}_maps.npz",
+            mime="application/octet-stream", on_click="ignore", icon=":material/data_array:",
+            key="download_maps",
+        )
+        st.download_button(
+            "Timings (CSV)", lambda: timings_csv(view, results, max_n), file_name=f"{stem}_timings.csv",
+            mime="text/csv", on_click="ignore", icon=":material/timer:", key="download_timings",
+        )
+        st.download_button(
+            "Settings (JSON)", lambda: settings_json(view, max_n), file_name=f"{stem}_settings.json",
+            mime="application/json", on_click="ignore", icon=":material/tune:", key="download_settings",
+        )

@@ -1,0 +1,156 @@
+"""Plotly figures: compute time per method, the Faster-Score-CAM trade-off, IoU vs threshold.
+
+Figures only arrange numbers that camcore measured or computed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import plotly.graph_objects as go
+
+METHOD_COLORS = {
+    "grad_cam": "#1c7ed6",
+    "grad_cam_plus_plus": "#7048e8",
+    "score_cam": "#e8590c",
+    "faster_score_cam": "#2b8a3e",
+}
+STAGE_COLORS = {
+    "forward+gradients": "#4c6ef5",
+    "activations": "#15aabf",
+    "masked passes": "#f76707",
+    "weights": "#868e96",
+}
+FONT = dict(size=13)
+MARGIN = dict(l=10, r=10, t=30, b=10)
+
+
+def _layout(fig: go.Figure, height: int) -> go.Figure:
+    fig.update_layout(
+        height=height,
+        margin=MARGIN,
+        font=FONT,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0),
+        plot_bgcolor="white",
+    )
+    fig.update_xaxes(showgrid=True, gridcolor="#eee", zeroline=False)
+    fig.update_yaxes(showgrid=True, gridcolor="#eee", zeroline=False)
+    return fig
+
+
+def timing_figure(rows: Sequence[dict], method_labels: dict[str, str], totals: dict[str, str]) -> go.Figure:
+    """Stacked horizontal bars: one per method, one segment per stage.
+
+    ``rows``: dicts with method, stage, seconds, shared (bool: work done once for two
+    methods, hatched). ``totals[method]`` is the text written after the bar.
+    """
+    fig = go.Figure()
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    y_labels = {m: method_labels.get(m, m) for m in methods}
+    seen: set[str] = set()
+    for stage in STAGE_COLORS:
+        for shared in (False, True):
+            part = [r for r in rows if r["stage"] == stage and bool(r["shared"]) == shared]
+            if not part:
+                continue
+            name = stage + (" (shared)" if shared else "")
+            fig.add_trace(
+                go.Bar(
+                    name=stage,
+                    orientation="h",
+                    y=[y_labels[r["method"]] for r in part],
+                    x=[r["seconds"] for r in part],
+                    marker=dict(
+                        color=STAGE_COLORS[stage],
+                        opacity=0.55 if shared else 1.0,
+                        pattern=dict(shape="/" if shared else "", fgcolor="white", fillmode="overlay", solidity=0.3),
+                        line=dict(width=0),
+                    ),
+                    hovertemplate="%{y}<br>" + name + ": %{x:.3f} s<extra></extra>",
+                    legendgroup=stage,
+                    showlegend=stage not in seen,
+                )
+            )
+            seen.add(stage)
+    totals_x = {m: sum(r["seconds"] for r in rows if r["method"] == m) for m in methods}
+    peak = max(totals_x.values(), default=0.0) or 1.0
+    fig.add_trace(
+        go.Scatter(
+            x=[totals_x[m] + peak * 0.02 for m in methods],
+            y=[y_labels[m] for m in methods],
+            mode="text",
+            text=[totals.get(m, "") for m in methods],
+            textposition="middle right",
+            showlegend=False,
+            hoverinfo="skip",
+        )
+    )
+    fig.update_layout(barmode="stack")
+    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=[y_labels[m] for m in methods])
+    fig.update_xaxes(title_text="seconds", range=[0, peak * 2.1])
+    return _layout(fig, 300)
+
+
+def tradeoff_figure(rows: Sequence[dict], current: dict | None, channels: int) -> go.Figure:
+    """Faster-Score-CAM vs max_N: masked-pass time (bars) and correlation with Score-CAM."""
+    ns = [r["max_n"] for r in rows]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=ns, y=[r["seconds"] for r in rows], name="masked-pass time (s)",
+            marker=dict(color="#ffc9a9", line=dict(width=0)),
+            hovertemplate="max_N %{x}: %{y:.2f} s<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ns, y=[r["correlation"] for r in rows], name="correlation with Score-CAM", yaxis="y2",
+            mode="lines+markers", line=dict(color=METHOD_COLORS["faster_score_cam"], width=2.5),
+            hovertemplate="max_N %{x}: r = %{y:.3f}<extra></extra>",
+        )
+    )
+    if current is not None:
+        fig.add_vline(x=current["max_n"], line=dict(color="#495057", dash="dash", width=1.5))
+    low = min([0.0] + [r["correlation"] for r in rows])
+    fig.update_layout(
+        xaxis=dict(title_text=f"max_N (channels, of {channels})", type="log" if channels > 64 else "linear"),
+        yaxis=dict(title_text="seconds", rangemode="tozero"),
+        yaxis2=dict(
+            title_text="correlation", overlaying="y", side="right", range=[low, 1.05], showgrid=False,
+            tickmode="linear", tick0=0.0, dtick=0.2, tickformat=".1f",
+        ),
+        bargap=0.35,
+    )
+    return _layout(fig, 320)
+
+
+def iou_figure(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    best: dict[str, tuple[float, float]],
+    method_labels: dict[str, str],
+    threshold: float,
+) -> go.Figure:
+    """IoU vs threshold per method, each method's best threshold starred."""
+    fig = go.Figure()
+    for method, (thresholds, ious) in curves.items():
+        color = METHOD_COLORS.get(method, "#495057")
+        name = method_labels.get(method, method)
+        fig.add_trace(
+            go.Scatter(
+                x=list(thresholds), y=list(ious), name=name, mode="lines",
+                line=dict(color=color, width=2.2),
+                hovertemplate=name + ": IoU %{y:.3f} at %{x:.2f}<extra></extra>",
+            )
+        )
+        t, value = best[method]
+        fig.add_trace(
+            go.Scatter(
+                x=[t], y=[value], mode="markers", name=f"{name} best", showlegend=False,
+                marker=dict(symbol="star", size=14, color=color, line=dict(color="white", width=1)),
+                hovertemplate=name + f": best IoU {value:.3f} at {t:.2f}<extra></extra>",
+            )
+        )
+    fig.add_vline(x=threshold, line=dict(color="#495057", dash="dash", width=1.5))
+    fig.update_xaxes(title_text="threshold", range=[0, 1])
+    fig.update_yaxes(title_text="IoU with the defect mask", rangemode="tozero")
+    return _layout(fig, 320)

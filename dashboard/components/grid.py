@@ -1,0 +1,188 @@
+"""The comparison grid: one column per method, one row per view of its map.
+
+Rows, as in the 2019 Faster-Score-CAM study: the heatmap overlay; the thresholded
+("emphasized") view with the ground-truth outline; the guided variant (× guided
+backprop); the Sobel variant (× the image gradient). The first column shows the
+input, its ground truth, the guided-backprop saliency and the Sobel gradient.
+All pictures come from ``camcore.visualize`` / ``camcore.methods.combine``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import streamlit as st
+
+from camcore import visualize
+from camcore.methods import METHODS
+from camcore.methods.combine import guided_variant, sobel_variant
+
+ROW_NAMES = ("Overlay", "Thresholded", "Guided", "Sobel")
+OUTLINE = (0, 255, 0)  # ground truth, green as in the study
+EMPTY_SHADE = 246  # placeholder tiles: a light gray that keeps rows aligned
+
+
+@dataclass
+class View:
+    """Everything one rendering of the grid needs (built once per full run)."""
+
+    model_key: str
+    model_name: str
+    layer: str
+    channels: int  # of the layer: max_N's range
+    class_index: int
+    class_name: str
+    probability: float
+    image_name: str
+    image_id: str  # content hash of the model input
+    x: np.ndarray  # model input (1, H, W, C)
+    rgb: np.ndarray  # the input at the model's size, uint8 RGB: what panels are drawn on
+    mask: np.ndarray | None  # bool ground truth (any size)
+    mask_id: str  # content hash of the mask ("none" without one)
+    saliency: np.ndarray  # guided backprop (H, W, C)
+    sobel: np.ndarray  # image gradient (H, W) in [0, 1]
+    methods: tuple[str, ...]
+    threshold: float
+    colormap: str
+    alpha: float
+    explainer: Any = field(repr=False)
+
+    def record_key(self, method: str, max_n: int | None = None) -> tuple:
+        return (self.model_key, self.layer, self.image_id, self.class_index, method, max_n)
+
+    def settings(self, max_n: int) -> dict:
+        return {
+            "model": self.model_key,
+            "layer": self.layer,
+            "image": self.image_name,
+            "image_sha": self.image_id,
+            "class_index": self.class_index,
+            "class_name": self.class_name,
+            "methods": list(self.methods),
+            "max_n": max_n,
+            "threshold": self.threshold,
+            "colormap": self.colormap,
+            "overlay_opacity": self.alpha,
+        }
+
+
+def make_view(
+    model_key: str,
+    bundle: Any,
+    explainer: Any,
+    layer: str,
+    image_name: str,
+    detail: str,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    x: np.ndarray,
+    class_index: int,
+    probability: float,
+    display: Any,
+) -> View:
+    """A View for one (model, layer, image, class) and display settings: the image at the
+    model's size, its guided-backprop saliency and Sobel gradient (camcore computes them)."""
+    from camcore.explainer import image_key
+    from camcore.methods.sobel import sobel_gradient
+    from camcore.preprocess import resize_for_model
+
+    rgb = visualize.to_rgb(resize_for_model(image, bundle.input_size, bundle.channels))
+    names = list(bundle.class_names)
+    return View(
+        model_key=model_key,
+        model_name=bundle.name,
+        layer=layer,
+        channels=explainer.adapter.layer_info(layer).channels,
+        class_index=int(class_index),
+        class_name=names[class_index] if class_index < len(names) else f"class {class_index}",
+        probability=float(probability),
+        image_name=image_name + (f" ({detail})" if detail else ""),
+        image_id=image_key(x),
+        x=x,
+        rgb=rgb,
+        mask=mask,
+        mask_id="none" if mask is None else image_key(np.asarray(mask, bool)),
+        saliency=explainer.guided_backprop(x, class_index),
+        sobel=sobel_gradient(rgb),
+        methods=tuple(display.methods),
+        threshold=float(display.threshold),
+        colormap=str(display.colormap),
+        alpha=float(display.alpha),
+        explainer=explainer,
+    )
+
+
+def label(method: str) -> str:
+    return METHODS[method].label
+
+
+def blank_tile(like: np.ndarray) -> np.ndarray:
+    return np.full(like.shape[:2] + (3,), EMPTY_SHADE, np.uint8)
+
+
+def input_panels(view: View) -> list[tuple[str, np.ndarray]]:
+    height, width = view.rgb.shape[:2]
+    if view.mask is not None:
+        truth = ("Ground truth (green outline)", visualize.draw_outline(view.rgb, view.mask, OUTLINE))
+    else:
+        truth = ("No ground truth", blank_tile(view.rgb))
+    return [
+        (f"Input · {width}×{height}", view.rgb),
+        truth,
+        ("Guided backprop", visualize.saliency_to_rgb(view.saliency)),
+        ("Sobel gradient", visualize.map_to_rgb(view.sobel)),
+    ]
+
+
+def method_panels(view: View, method: str, cam: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    name = label(method)
+    emphasized = visualize.emphasize(view.rgb, cam, view.threshold, view.colormap, view.alpha)
+    if view.mask is not None:
+        emphasized = visualize.draw_outline(emphasized, view.mask, OUTLINE)
+    return [
+        (f"{name} · overlay", visualize.overlay(view.rgb, cam, view.colormap, view.alpha)),
+        (f"{name} · map ≥ {view.threshold:.2f}", emphasized),
+        (f"Guided {name}", visualize.saliency_to_rgb(guided_variant(cam, view.saliency))),
+        (f"Sobel × {name}", visualize.map_to_rgb(sobel_variant(cam, view.sobel))),
+    ]
+
+
+def placeholder_panels(view: View, method: str, note: str) -> list[tuple[str, np.ndarray]]:
+    tile = blank_tile(view.rgb)
+    return [(f"{label(method)} · {note}", tile)] + [(" ", tile)] * (len(ROW_NAMES) - 1)
+
+
+def column_header(title: str, detail: str) -> None:
+    st.markdown(f"**{title}**")
+    st.caption(detail or " ")
+
+
+def show_panels(panels: list[tuple[str, np.ndarray]]) -> None:
+    for title, rgb in panels:
+        # Encoded by OpenCV: Streamlit's own PNG path (PIL) is ~20x slower per tile.
+        st.image(visualize.png_bytes(rgb), caption=title, width="stretch", output_format="PNG")
+
+
+def result_detail(result: Any) -> str:
+    """Header line under a method's name: its time, model passes, cache state."""
+    if result.cached:
+        return f"cached · {result.seconds * 1000:.0f} ms"
+    passes = f"{result.model_passes} pass" + ("" if result.model_passes == 1 else "es")
+    return f"{result.seconds:.2f} s · {passes}"
+
+
+def grid_rows(view: View, cams: dict[str, np.ndarray]) -> list[list[tuple[str, np.ndarray | None]]]:
+    """The whole grid as rows of (title, RGB) for ``visualize.compose_grid``."""
+    columns = [input_panels(view)] + [method_panels(view, m, cams[m]) for m in view.methods if m in cams]
+    return [[column[row] for column in columns] for row in range(len(ROW_NAMES))]
+
+
+_ASCII = str.maketrans({"≥": ">=", "·": "-", "×": "x", "—": "-"})
+
+
+def grid_png(view: View, cams_fn: Callable[[], dict[str, np.ndarray]]) -> bytes:
+    """The grid as one PNG (titles in ASCII: the export's font has no other glyphs)."""
+    rows = [[(title.translate(_ASCII), rgb) for title, rgb in row] for row in grid_rows(view, cams_fn())]
+    return visualize.png_bytes(visualize.compose_grid(rows, tile=256, title_height=24))

@@ -1,0 +1,359 @@
+"""The Compare page's sidebar: model, layer, image, class and display controls.
+
+Every widget has a stable ``key`` (tests and the Dataset page rely on them) and keeps
+its value across a trip to the Dataset page (``persist_state="session"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import streamlit as st
+
+from dashboard import state
+from dashboard.components.common import attempt, failed
+
+MODEL_SOURCES = {"demo": "Demo models", "app": "Keras Applications", "upload": "Upload a model"}
+IMAGE_SOURCES = {"sample": "Bundled samples", "upload": "Upload an image", "dataset": "From Dataset page"}
+MODEL_TYPES = ["keras", "h5"]
+IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
+AUTO = "auto"
+DEFAULT_MAX_N = 10
+TOP_K = 5
+THUMBNAIL = 96
+
+# session-state keys that are not widgets
+EXTERNAL_IMAGE = "_external_image"  # the image sent by the Dataset page
+UPLOAD_SHAS = "_upload_shas"  # uploaded file id -> sha, so big files are hashed once
+PENDING_LAYER = "_pending_layer"
+PERSIST = "session"
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    name: str
+    image: np.ndarray  # uint8 (H, W) or (H, W, 3), any size
+    mask: np.ndarray | None  # bool ground truth, any size
+    source: str  # a key of IMAGE_SOURCES
+    detail: str = ""  # e.g. "scratch", shown next to the name
+
+
+@dataclass(frozen=True)
+class Display:
+    methods: tuple[str, ...]
+    threshold: float
+    colormap: str
+    alpha: float
+
+
+def _reset_if(key: str, options: Sequence[Any], default: Any, context: Any = None) -> None:
+    """Put ``default`` in the widget state when its value is gone from ``options`` or
+    when ``context`` (e.g. the model) changed since the widget was last drawn."""
+    marker = f"_{key}_context"
+    if st.session_state.get(key) not in options or (
+        context is not None and st.session_state.get(marker) != context
+    ):
+        st.session_state[key] = default
+    if context is not None:
+        st.session_state[marker] = context
+
+
+# ----------------------------------------------------------- open in compare
+def apply_open_in_compare() -> None:
+    """Take over a request from the Dataset page (see dashboard.state's docstring)."""
+    request = st.session_state.pop(state.OPEN_IN_COMPARE, None)
+    if not isinstance(request, dict) or request.get("image") is None:
+        return
+    mask = request.get("mask")
+    st.session_state[EXTERNAL_IMAGE] = ImageChoice(
+        name=str(request.get("name") or "image from the Dataset page"),
+        image=np.asarray(request["image"]),
+        mask=None if mask is None else np.asarray(mask, bool),
+        source="dataset",
+    )
+    st.session_state["image_source"] = "dataset"
+    model = request.get("model")
+    if model:
+        try:
+            key = state.parse_model_key(model)
+        except ValueError as exc:
+            st.session_state["_open_error"] = str(exc)
+        else:
+            st.session_state["model_source"] = key.kind
+            if key.kind == "demo":
+                st.session_state["demo_name"] = key.name
+            elif key.kind == "app":
+                st.session_state["app_name"] = key.name
+                st.session_state["app_random"] = key.option == state.RANDOM
+            else:
+                st.session_state["_uploaded_model"] = str(key)
+    st.session_state[PENDING_LAYER] = request.get("layer")
+
+
+# --------------------------------------------------------------------- model
+def model_picker() -> str | None:
+    """The chosen model key, or None (with a message) when none is usable yet."""
+    st.subheader("Model")
+    source = st.radio(
+        "Model source", list(MODEL_SOURCES), format_func=MODEL_SOURCES.get, key="model_source",
+        label_visibility="collapsed", persist_state=PERSIST,
+    )
+    if error := st.session_state.pop("_open_error", None):
+        st.error(f"The Dataset page asked for an unknown model: {error}")
+    if source == "demo":
+        return _demo_picker()
+    if source == "app":
+        return _application_picker()
+    return _upload_model_picker()
+
+
+def _demo_picker() -> str | None:
+    demos = state.list_demos()
+    if not demos:
+        st.warning("No demo model is installed (assets/models is empty): run `make train-demos`, "
+                   "or choose a Keras Application.")
+        return None
+    _reset_if("demo_name", demos, demos[0])
+    name = st.selectbox("Demo model", demos, key="demo_name", persist_state=PERSIST)
+    return state.demo_key(name)
+
+
+def _application_picker() -> str | None:
+    from camcore import zoo
+
+    names = list(zoo.APPLICATIONS)
+    _reset_if("app_name", names, names[0])
+    name = st.selectbox("Architecture", names, key="app_name", persist_state=PERSIST)
+    cached = zoo.imagenet_weights_cached(name)
+    if cached:
+        st.caption("ImageNet weights found in the local Keras cache.")
+        random = st.checkbox("Use random weights instead", key="app_random", persist_state=PERSIST)
+        return state.app_key(name, random)
+    st.warning(
+        f"ImageNet weights for {name} are not in the local Keras cache (~/.keras/models) "
+        "and nothing is downloaded here.",
+        icon=":material/info:",
+    )
+    random = st.checkbox(
+        "Use random weights (architecture only: for layers and timing)", key="app_random",
+        persist_state=PERSIST,
+    )
+    if not random:
+        return None
+    return state.app_key(name, True)
+
+
+def _uploaded_sha(file: Any) -> str:
+    shas = st.session_state.setdefault(UPLOAD_SHAS, {})
+    sha = shas.get(file.file_id)
+    if sha is None or state.upload_filename(sha) is None:
+        sha = shas[file.file_id] = state.register_upload(file.getvalue(), file.name)
+    return sha
+
+
+def _upload_model_picker() -> str | None:
+    from camcore.preprocess import PREPROCESSING_MODES
+
+    file = st.file_uploader(
+        "Keras model file (.keras or .h5)", type=MODEL_TYPES, key="model_file",
+        help="Loaded in Keras safe mode (no custom code runs).",
+    )
+    modes = [AUTO, *PREPROCESSING_MODES]
+    labels = {AUTO: "auto: infer from the model", **{k: f"{k}: {v}" for k, v in PREPROCESSING_MODES.items()}}
+    preprocessing = st.selectbox(
+        "Preprocessing", modes, format_func=labels.get, key="upload_preprocessing", persist_state=PERSIST,
+        help="How 0..255 pixels become the model's input. Asked for when it cannot be inferred.",
+    )
+    mode = None if preprocessing == AUTO else preprocessing
+    if file is not None:
+        return state.upload_key(_uploaded_sha(file), mode)
+    remembered = st.session_state.get("_uploaded_model")
+    if remembered:
+        key = state.parse_model_key(remembered)
+        filename = state.upload_filename(key.name)
+        if filename is not None:
+            st.caption(f"Using {filename}, uploaded on the Dataset page.")
+            return state.upload_key(key.name, mode or key.option)
+    st.info("Upload a .keras or .h5 image classifier.")
+    return None
+
+
+# --------------------------------------------------------------------- layer
+def layer_picker(explainer: Any, default: str, model_key: str) -> str | None:
+    """A layer with a spatial map (nested layers by path), camcore's default first chosen."""
+    infos = [info for info in explainer.layers if info.spatial]
+    if not infos:
+        st.error("This model has no layer with a spatial map: CAMs cannot be computed.")
+        return None
+    options = [info.path for info in infos]
+    labels = {info.path: f"{info.path} · {info.height}×{info.width}×{info.channels}" for info in infos}
+    by_path = {info.path: info for info in infos}
+    pending = st.session_state.pop(PENDING_LAYER, None)
+    if default not in options:
+        default = options[-1]
+    _reset_if("layer", options, default, context=model_key)
+    if pending in options:
+        st.session_state["layer"] = pending
+    layer = st.selectbox(
+        "Layer", options, format_func=labels.get, key="layer", persist_state=PERSIST,
+        help="Every layer with an H×W×channels map; nested models' layers appear by path. "
+        "The default is camcore's proposal: the last layer with a spatial map.",
+    )
+    info = by_path[layer]
+    st.caption(
+        f"{info.class_name} · {info.channels} channels"
+        + (" · default layer" if layer == default else f" · default: `{default}`")
+    )
+    return layer
+
+
+# --------------------------------------------------------------------- image
+def _sample_label(info: Any) -> str:
+    return info.defect if info.defective else "clean"
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _thumbnail(name: str) -> bytes:
+    from camcore.preprocess import resize_for_model
+    from camcore.visualize import png_bytes
+
+    image, _ = state.load_sample(name)
+    return png_bytes(resize_for_model(image, (THUMBNAIL, THUMBNAIL), 1)[..., 0])
+
+
+def image_picker() -> ImageChoice | None:
+    st.subheader("Image")
+    external = st.session_state.get(EXTERNAL_IMAGE)
+    sources = ["sample", "upload"] + (["dataset"] if external is not None else [])
+    _reset_if("image_source", sources, "sample")
+    source = st.radio(
+        "Image source", sources, format_func=IMAGE_SOURCES.get, key="image_source",
+        label_visibility="collapsed", persist_state=PERSIST,
+    )
+    if source == "dataset":
+        st.caption(f"{external.name}" + (" · with ground truth" if external.mask is not None else ""))
+        return external
+    if source == "upload":
+        return _uploaded_image()
+    return _sample_picker()
+
+
+def _sample_picker() -> ImageChoice | None:
+    index = state.sample_index()
+    textures = list(dict.fromkeys(info.texture for info in index))
+    if not textures:
+        st.warning("No bundled samples found.")
+        return None
+    _reset_if("texture", textures, textures[0])
+    texture = st.selectbox(
+        "Texture", textures, format_func=str.capitalize, key="texture", bind="query-params",
+        persist_state=PERSIST,
+    )
+    group = sorted((i for i in index if i.texture == texture), key=lambda i: not i.defective)
+    names = [info.name for info in group]
+    labels = {info.name: _sample_label(info) for info in group}
+    columns = st.columns(len(group), gap="small")
+    for column, info in zip(columns, group):
+        column.image(_thumbnail(info.name), caption=labels[info.name], width="stretch", output_format="PNG")
+    _reset_if("sample", names, names[0])
+    name = st.radio(
+        "Sample", names, format_func=labels.get, key="sample", horizontal=True,
+        label_visibility="collapsed", bind="query-params", persist_state=PERSIST,
+    )
+    info = next(i for i in group if i.name == name)
+    loaded = attempt("Could not read the sample", state.load_sample, name)
+    if failed(loaded):
+        return None
+    image, mask = loaded
+    return ImageChoice(name=name, image=image, mask=mask, source="sample", detail=_sample_label(info))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _decode(data: bytes) -> np.ndarray:
+    from camcore.preprocess import read_image
+
+    return read_image(data)
+
+
+def _uploaded_image() -> ImageChoice | None:
+    file = st.file_uploader(
+        "Image (PNG, JPEG, BMP, TIFF; gray, RGB or RGBA; 8 or 16 bit)", type=IMAGE_TYPES, key="image_file",
+    )
+    if file is None:
+        st.info("Upload an image; it is resized to the model's input.")
+        return None
+    image = attempt(f"Could not read {file.name}", _decode, file.getvalue())
+    if failed(image):
+        return None
+    return ImageChoice(name=file.name, image=image, mask=None, source="upload")
+
+
+# --------------------------------------------------------------------- class
+def class_picker(top: list[tuple[int, float]], class_names: Sequence[str], context: Any) -> int:
+    """The class to explain: any class, ordered by probability, top-1 by default."""
+    st.subheader("Class")
+
+    def name(index: int) -> str:
+        return str(class_names[index]) if 0 <= index < len(class_names) else f"class {index}"
+
+    options = [index for index, _ in top]
+    probability = dict(top)
+    _reset_if("class", options, options[0], context=context)
+    choice = st.selectbox(
+        "Class to explain", options, key="class", persist_state=PERSIST,
+        format_func=lambda i: f"{name(i)} — {probability[i]:.1%}",
+        help="Every class, most probable first. The CAMs explain this class's score (its logit).",
+    )
+    st.caption("Top: " + " · ".join(f"{name(i)} {p:.1%}" for i, p in top[: min(TOP_K, len(top))]))
+    return int(choice)
+
+
+# ------------------------------------------------------------------- display
+@dataclass(frozen=True)
+class Controls:
+    display: Display
+    max_n_slot: Any  # sidebar container the live fragment draws the max_N slider into
+
+
+def display_controls() -> Controls:
+    """Methods to show, a place for max_N, threshold, colormap and opacity."""
+    from camcore.methods import METHODS
+    from camcore.visualize import COLORMAPS
+
+    st.subheader("Display")
+    methods = st.pills(
+        "Methods", list(METHODS), selection_mode="multi", default=list(METHODS), key="methods",
+        format_func=lambda k: METHODS[k].label, persist_state=PERSIST,
+    )
+    max_n_slot = st.container()
+    threshold = st.slider(
+        "Heatmap threshold", 0.0, 1.0, 0.5, 0.05, key="threshold", persist_state=PERSIST,
+        help="Regions with map ≥ threshold form the thresholded view and the IoU/Dice numbers.",
+    )
+    colormap = st.selectbox("Colormap", list(COLORMAPS), key="colormap", persist_state=PERSIST)
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="alpha", persist_state=PERSIST)
+    ordered = tuple(k for k in METHODS if k in (methods or []))
+    return Controls(Display(ordered, float(threshold), str(colormap), float(alpha)), max_n_slot)
+
+
+MAX_N_LABEL = "max_N (Faster-Score-CAM channels)"
+
+
+def max_n_slider(channels: int, enabled: bool) -> int:
+    """The max_N slider (1 … the layer's channel count). Drawn by the live fragment, so
+    moving it reruns only that fragment."""
+    value = st.session_state.get("max_n")
+    if not isinstance(value, int) or not 1 <= value <= channels:
+        st.session_state["max_n"] = min(DEFAULT_MAX_N, channels)
+    if channels < 2:
+        st.caption("max_N: this layer has a single channel.")
+        return 1
+    return int(
+        st.slider(
+            MAX_N_LABEL, 1, channels, key="max_n", disabled=not enabled, persist_state=PERSIST,
+            help="Faster-Score-CAM runs masked passes only for the max_N channels of largest activation "
+            "std. Moving it reuses Score-CAM's cached passes: no new model pass when they cover it.",
+        )
+    )

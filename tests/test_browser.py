@@ -1,0 +1,89 @@
+"""The Compare page in a real headless Chromium: the grid, a live max_N move, the charts.
+
+Runs ``streamlit run dashboard/app.py`` on a free local port and drives Debian's
+Chromium (``/usr/bin/chromium`` or ``$CHROMIUM``) with Playwright. Without Chromium the
+test is skipped, unless ``CAMSTUDIO_REQUIRE_BROWSER=1`` (CI), which makes it fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from camcore.demos import list_demos
+from dashboard import bench
+
+pytestmark = pytest.mark.browser
+
+
+def _require_browser() -> None:
+    problem = None
+    if not (Path(bench.chromium_path()).is_file() or shutil.which(bench.chromium_path())):
+        problem = f"Chromium not found at {bench.chromium_path()} (set CHROMIUM)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "the playwright package is not installed"
+    if problem:
+        if os.environ.get("CAMSTUDIO_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (CAMSTUDIO_REQUIRE_BROWSER=1) but {problem}")
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    _require_browser()
+    if "vgg_defect" not in list_demos():
+        pytest.skip("the demo models are not installed (make train-demos)")
+    with bench.serve() as url:
+        yield url
+
+
+def test_grid_live_max_n_and_charts(app_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    with bench.open_browser(1600, 1000) as (_, new_page):
+        page = new_page()
+        problems: list[str] = []
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+
+        page.goto(app_url)
+        bench.wait_full_grid(page)
+        grid_images = page.locator(f"{bench.GRID} [data-testid=stImage] img")
+        expect(grid_images).to_have_count(20)  # input + 4 methods, 4 rows each
+        for title in ("Grad-CAM", "Grad-CAM++", "Score-CAM", "Faster-Score-CAM"):
+            expect(page.get_by_text(f"{title} · overlay", exact=True)).to_be_visible()
+        expect(page.locator(".js-plotly-plot")).to_have_count(3)
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)
+        page.screenshot(path=str(tmp_path / "compare_grid.png"))
+
+        old_src, header = bench.fsc_state(page)
+        n = bench.slider_value(page)
+        assert header.startswith(f"max_N = {n} ·")
+        bench.move_max_n(page)
+        bench.wait_fsc_changed(page, old_src, n + 1)
+        bench.wait_idle(page)
+        new_src, header = bench.fsc_state(page)
+        assert new_src != old_src
+        assert header.startswith(f"max_N = {n + 1} ·") and "cached" in header  # no new model pass
+        expect(page.locator("[data-testid=stSliderThumbValue]").first).to_have_text(str(n + 1))
+        expect(page.locator(".js-plotly-plot")).to_have_count(3)
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)
+        page.screenshot(path=str(tmp_path / "compare_max_n.png"))
+
+        # A second session (another image through the URL) does not disturb the first.
+        other = new_page()
+        other.on("pageerror", lambda error: problems.append(str(error)))
+        other.goto(f"{app_url}/?texture=Grain")
+        bench.wait_full_grid(other)
+        expect(other.locator(bench.GRID).get_by_text("grain_defective_1", exact=False).first).to_be_visible()
+        expect(other.locator("[data-testid=stSliderThumbValue]").first).to_have_text("10")
+        expect(page.locator(bench.GRID).get_by_text("fractal_defective_1", exact=False).first).to_be_visible()
+        assert tuple(bench.fsc_state(page)) == (new_src, header)
+
+        assert not problems, problems
