@@ -1,0 +1,165 @@
+"""AppTest coverage of the Dataset page (dashboard/pages/dataset.py), with a tiny model."""
+
+from __future__ import annotations
+
+import base64
+import json
+import types
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from camcore import evaluate as ev
+from dashboard import state
+
+PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "dataset.py")
+
+
+def _tiny_model() -> keras.Model:
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((32, 32, 1), name="image")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inp)
+    h = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = keras.layers.Dense(2, activation="softmax", name="predictions")(h)
+    return keras.Model(inp, out, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    """A real results table (6 generated 64-px images, one of them clean at least)."""
+    spec = ev.ModelSpec.from_model(_tiny_model(), "unit", key="demo:vgg_defect")
+    items = ev.synthetic_items(6, seed=1, size=64, defect_rate=0.7)
+    return ev.evaluate(spec, items, curve_steps=4, max_n=3)
+
+
+def _csv(table: pd.DataFrame) -> bytes:
+    return table.to_csv(index=False).encode()
+
+
+def _page_with_upload(data: bytes, name: str = "results.csv") -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.radio(key="ds_source").set_value("results").run()
+    at.file_uploader(key="ds_upload").set_value((name, data, "text/csv")).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _values(data) -> np.ndarray:
+    """Plotly JSON arrays: a list, or a base64 typed array {"dtype", "bdata"}."""
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
+    return np.asarray(data)
+
+
+def _x_title(figure: dict) -> str | None:
+    return figure["layout"].get("xaxis", {}).get("title", {}).get("text")
+
+
+def _figures(at: AppTest) -> dict[str, dict]:
+    return {chart.proto.id: json.loads(chart.proto.spec) for chart in at.get("plotly_chart")}
+
+
+def test_loading_a_results_csv_shows_curves_thresholds_and_flags(results):
+    at = _page_with_upload(_csv(results))
+    figures = list(_figures(at).values())
+    assert len(figures) == 5  # distribution, IoU curve, deletion, insertion, time
+    best = ev.global_thresholds(results)
+    iou_figure = next(f for f in figures if _x_title(f) == "threshold on the map")
+    lines = [t for t in iou_figure["data"] if t["mode"] == "lines"]
+    stars = [t for t in iou_figure["data"] if t["mode"] == "markers"]
+    assert {t["name"] for t in lines} == {ev.METHOD_LABELS[m] for m in ev.ALL_METHODS}
+    assert len(_values(lines[0]["x"])) == 19
+    assert sorted(_values(s["x"])[0] for s in stars) == pytest.approx(sorted(best.values()))
+    deletion = next(f for f in figures if _x_title(f) == "fraction of pixels deleted")
+    assert len(_values(deletion["data"][0]["x"])) == 5  # curve_steps=4
+
+    exported = json.loads(at.get("code")[0].value)
+    assert {m: v["threshold"] for m, v in exported["methods"].items()} == pytest.approx(best)
+    assert [b.label for b in at.get("download_button")] == ["Download thresholds (JSON)", "Download results (CSV)"]
+
+    summary = ev.summarize(results)
+    flagged = [ev.METHOD_LABELS[m] for m in ev.flagged_methods(summary)]
+    warnings = [w.value for w in at.warning]
+    assert sum("does not beat" in w for w in warnings) == len(flagged)
+    for name in flagged:
+        assert any(name in w for w in warnings)
+
+    at.selectbox(key="ds_metric").select("average_drop").run()
+    assert not at.exception
+    box = next(iter(_figures(at).values()))
+    assert box["layout"]["yaxis"]["title"]["text"].startswith("Average Drop")
+
+
+def test_a_method_below_the_controls_is_flagged(results):
+    doctored = results.copy()
+    grad = doctored["method"] == "grad_cam"
+    for _, column in ev.curve_columns(doctored, "iou"):
+        doctored.loc[grad & doctored[column].notna(), column] = 0.0
+    doctored.loc[grad & doctored["pointing_game"].notna(), "pointing_game"] = 0.0
+    at = _page_with_upload(_csv(doctored))
+    assert any("Grad-CAM**" in w.value and "does not beat" in w.value for w in at.warning)
+    exported = json.loads(at.get("code")[0].value)
+    assert exported["methods"]["grad_cam"]["below_controls"] is True
+
+
+def test_parquet_upload_and_bad_files(results, tmp_path):
+    path = ev.write_results(results, tmp_path / "r.parquet")
+    at = _page_with_upload(path.read_bytes(), "r.parquet")
+    assert len(at.get("plotly_chart")) == 5
+    at = _page_with_upload(b"a,b\n1,2\n", "other.csv")
+    assert any("not a camcore.evaluate results table" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
+
+
+def test_worst_image_opens_in_compare(results, monkeypatch):
+    switched: list[str] = []
+    monkeypatch.setattr(st, "switch_page", lambda page: switched.append(page))
+    at = _page_with_upload(_csv(results))
+    at.selectbox(key="ds_worst_method").select("score_cam").run()
+    worst = ev.worst_images(results, "score_cam")
+    image_id = worst["image_id"].iloc[1]
+    at.selectbox(key="ds_worst_image").select(image_id).run()
+    at.button(key="ds_open").click().run()
+    assert not at.exception, at.exception
+    assert switched == ["pages/compare.py"]
+    opened = at.session_state[state.OPEN_IN_COMPARE]
+    row = results[(results["image_id"] == image_id) & (results["method"] == "score_cam")].iloc[0]
+    expected = ev.synthetic_image(row["source"], int(row["index"]))
+    assert opened["name"] == image_id and opened["model"] == "demo:vgg_defect" and opened["layer"] == "conv2"
+    assert opened["image"].dtype == np.uint8
+    np.testing.assert_array_equal(opened["image"], expected.image)
+    np.testing.assert_array_equal(opened["mask"], expected.mask)
+
+
+def test_dagm_results_outside_the_data_folder_are_not_opened(results, monkeypatch, tmp_path):
+    monkeypatch.setenv("CAMSTUDIO_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    foreign = results.copy()
+    foreign["source"] = "/etc"
+    switched: list[str] = []
+    monkeypatch.setattr(st, "switch_page", lambda page: switched.append(page))
+    at = _page_with_upload(_csv(foreign))
+    at.button(key="ds_open").click().run()
+    assert any("outside the configured data folder" in e.value for e in at.error)
+    assert not switched and state.OPEN_IN_COMPARE not in at.session_state
+
+
+def test_in_page_run_on_a_generated_set(monkeypatch):
+    bundle = types.SimpleNamespace(model=_tiny_model(), preprocessing="unit", default_layer=None,
+                                   class_names=["clean", "defective"])
+    monkeypatch.setattr(state, "list_demos", lambda: ["tiny"])
+    monkeypatch.setattr(state, "get_bundle", lambda key: bundle)
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.slider(key="ds_n").set_value(3).run()
+    at.slider(key="ds_rate").set_value(1.0).run()
+    at.button(key="ds_run").click().run()
+    assert not at.exception, at.exception
+    table = at.session_state["ds_results"]["table"]
+    assert table.groupby("method")["image_id"].nunique().eq(3).all()
+    assert len(at.get("plotly_chart")) == 5
