@@ -90,6 +90,7 @@ _WEIGHT_CHOICES = ("auto", "imagenet", "random")
 _MODEL_EXTENSIONS = (".keras", ".h5", ".hdf5")
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_UPLOAD_PREFIX = "camcore-upload-"  # temporary folder of an upload being read (never shown)
 
 # layers that leave pixel values alone at inference, so a Rescaling or
 # Normalization behind them still is the model's first word on the input
@@ -264,20 +265,30 @@ def load_model_bytes(data: bytes, filename: str) -> keras.Model:
         suffix = ".keras"
     elif data.startswith(_HDF5_MAGIC):
         suffix = ".h5"
-    with tempfile.TemporaryDirectory(prefix="camcore-upload-") as folder:
+    else:
+        raise ValueError(
+            f"{filename} is not a Keras model file (expected a .keras zip archive or an HDF5 .h5 file)"
+        )
+    with tempfile.TemporaryDirectory(prefix=_UPLOAD_PREFIX) as folder:
         path = Path(folder) / f"model{suffix}"
         path.write_bytes(data)
         try:
             model = keras.models.load_model(path, compile=False, safe_mode=True)
         except Exception as exc:  # noqa: BLE001 - every reader failure becomes a user message
-            raise _load_error(filename, exc) from exc
+            raise _load_error(filename, exc, (str(path), folder)) from exc
     if not isinstance(model, keras.Model):
         raise ValueError(f"could not read {filename} as a Keras model: it holds a {type(model).__name__}")
     return model
 
 
-def _load_error(filename: str, exc: Exception) -> ValueError:
+def _load_error(filename: str, exc: Exception, private: tuple[str, ...] = ()) -> ValueError:
+    """A user-facing ValueError for a reader failure. ``private``: paths (the temporary
+    copy, its folder) that must not reach the user; they become the file's name."""
     text = _exception_text(exc)
+    for secret in sorted((p for p in private if p), key=len, reverse=True):
+        text = text.replace(secret, filename)
+    # anything still naming the temporary folder (a resolved or quoted form of it)
+    text = re.sub(r"[^\s'\"`]*" + re.escape(_UPLOAD_PREFIX) + r"[^\s'\"`]*", filename, text)
     if "safe_mode" in text or "unsafe_deserialization" in text or "`Lambda` layer" in text:
         return ValueError(
             f"refused: the model contains a Lambda layer or custom code, which safe mode does "
@@ -323,13 +334,115 @@ def guess_preprocessing(model: keras.Model) -> str | None:
     return None
 
 
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 2048
+
+
+def _check_input_size(input_size) -> tuple[int, int]:
+    ok = isinstance(input_size, (tuple, list)) and len(input_size) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in input_size
+    )
+    if not ok or not all(MIN_INPUT_SIZE <= int(v) <= MAX_INPUT_SIZE for v in input_size):
+        raise ValueError(
+            f"input size must be (height, width), whole numbers from {MIN_INPUT_SIZE} to "
+            f"{MAX_INPUT_SIZE}, got {input_size!r}"
+        )
+    return int(input_size[0]), int(input_size[1])
+
+
+def _image_input_shape(model: keras.Model) -> tuple | None:
+    """The (batch, H, W, C) shape of the model's single image input, or None when the
+    model has no such input (ModelAdapter then says what is wrong)."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or len(inputs) != 1:
+        return None
+    shape = tuple(inputs[0].shape)
+    return shape if len(shape) == 4 else None
+
+
+def input_size_is_variable(model: keras.Model) -> bool:
+    """Whether the model's image input leaves its height or width open (None), so that
+    ``bundle_from_model`` needs an ``input_size``."""
+    shape = _image_input_shape(model)
+    return shape is not None and (shape[1] is None or shape[2] is None)
+
+
+def _nested_graph_models(model: keras.Model) -> list[keras.Model]:
+    return [
+        layer for layer in model.layers
+        if isinstance(layer, keras.Model) and (
+            isinstance(layer, keras.Sequential) or hasattr(layer, "_run_through_graph")
+        )
+    ]
+
+
+def with_fixed_input(model: keras.Model, shape: tuple[int, int, int]) -> keras.Model:
+    """A copy of a Functional or Sequential ``model`` whose input is fixed to ``shape``
+    (H, W, C), same layer names and weights; nested models with a variable input are
+    fixed too, so every layer has a concrete output shape (the user's model is untouched)."""
+    first = keras.models.clone_model(model, input_tensors=keras.Input(shape))
+    # A nested model keeps its own (variable) input in the copy; what the outer graph
+    # feeds it is concrete now: fix each such model to that shape, in a second copy.
+    inner: dict[str, tuple[int, int, int]] = {}
+    for layer in _nested_graph_models(first):
+        own = _image_input_shape(layer)
+        if own is None or all(d is not None for d in own[1:]):
+            continue
+        nodes = getattr(layer, "_inbound_nodes", None) or []
+        fed = tuple(nodes[0].input_tensors[0].shape) if nodes and nodes[0].input_tensors else ()
+        if len(fed) == 4 and all(isinstance(d, int) for d in fed[1:]):
+            inner[layer.name] = tuple(int(d) for d in fed[1:])
+    fixed = first
+    if inner:
+        def clone(layer):
+            if layer.name in inner:
+                return with_fixed_input(layer, inner[layer.name])
+            return layer.__class__.from_config(layer.get_config())
+
+        fixed = keras.models.clone_model(model, input_tensors=keras.Input(shape), clone_function=clone)
+    fixed.set_weights(model.get_weights())
+    return fixed
+
+
 def bundle_from_model(
     model: keras.Model,
     name: str,
     preprocessing: str | None = None,
     class_names: list[str] | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> ModelBundle:
-    """Any Keras image classifier as a bundle; ValueError (user-facing) if it cannot be explained."""
+    """Any Keras image classifier as a bundle; ValueError (user-facing) if it cannot be explained.
+
+    ``input_size`` (height, width) is needed, and only used, when the model accepts any
+    size (``keras.Input((None, None, 3))``): the bundle then holds a copy of the model
+    with that input fixed (same layers and weights). For a model that fixes its size,
+    a different ``input_size`` is an error.
+    """
+    if input_size is not None:
+        input_size = _check_input_size(input_size)
+    shape = _image_input_shape(model)
+    if input_size_is_variable(model):
+        if input_size is None:
+            raise ValueError(
+                f"cannot infer the input size of {name}: the model accepts images of any "
+                f"height × width (input {shape}); choose one (Input height/width in the sidebar)"
+            )
+        if shape[3] is None:
+            raise ValueError(f"the number of input channels of {name} is not fixed (input {shape})")
+        try:
+            model = with_fixed_input(model, (*input_size, int(shape[3])))
+        except Exception as exc:  # noqa: BLE001 - a Keras failure becomes a user message
+            raise ValueError(
+                f"could not fix the input size of {name} to {input_size[0]}×{input_size[1]}: "
+                f"{_first_line(str(exc))}"
+            ) from exc
+    elif shape is not None and input_size is not None and tuple(shape[1:3]) != input_size:
+        raise ValueError(
+            f"{name} fixes its input size at {shape[1]}×{shape[2]}, not "
+            f"{input_size[0]}×{input_size[1]}"
+        )
     adapter = ModelAdapter(model)
     layer = adapter.default_layer
     height, width, channels = adapter.input_shape

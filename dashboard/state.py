@@ -6,18 +6,22 @@ A model is named by one string, the *model key*. The Compare page's sidebar reso
 to one, ``get_bundle`` / ``get_explainer`` take one, and the Dataset page passes one
 in ``st.session_state["open_in_compare"]["model"]``:
 
-=============================  ===============================================================
-``"demo:<name>"``              a bundled demo model, e.g. ``"demo:vgg_defect"``
-                               (``camcore.demos.list_demos()`` lists them)
-``"app:<Name>"``               a Keras Application with ImageNet weights from the local Keras
-                               cache, e.g. ``"app:VGG16"`` (only when
-                               ``camcore.zoo.imagenet_weights_cached(Name)``)
-``"app:<Name>:random"``        the same architecture with random weights (layers and timing)
-``"upload:<sha>"``             a model file registered with :func:`register_upload`,
-                               preprocessing inferred by ``camcore.zoo.bundle_from_model``
-``"upload:<sha>:<mode>"``      the same with preprocessing ``<mode>``, a key of
-                               ``camcore.PREPROCESSING_MODES`` ("unit", "symmetric", ...)
-=============================  ===============================================================
+===================================  ============================================================
+``"demo:<name>"``                    a bundled demo model, e.g. ``"demo:vgg_defect"``
+                                     (``camcore.demos.list_demos()`` lists them)
+``"app:<Name>"``                     a Keras Application with ImageNet weights from the local Keras
+                                     cache, e.g. ``"app:VGG16"`` (only when
+                                     ``camcore.zoo.imagenet_weights_cached(Name)``)
+``"app:<Name>:random"``              the same architecture with random weights (layers and timing)
+``"upload:<sha>"``                   a model file registered with :func:`register_upload`,
+                                     preprocessing inferred by ``camcore.zoo.bundle_from_model``
+``"upload:<sha>:<mode>"``            the same with preprocessing ``<mode>``, a key of
+                                     ``camcore.PREPROCESSING_MODES`` ("unit", "symmetric", ...)
+``"upload:<sha>:<mode>:<H>x<W>"``    the same with input size H×W (e.g. ``"upload:ab12:unit:224x224"``,
+                                     or ``"upload:ab12:-:224x224"`` with the preprocessing inferred);
+                                     used only when the model's input size is not fixed
+                                     (``keras.Input((None, None, 3))``), ignored otherwise
+===================================  ============================================================
 
 ``parse_model_key`` validates a key; ``demo_key`` / ``app_key`` / ``upload_key`` build one.
 
@@ -43,6 +47,7 @@ The open-in-compare contract (Dataset page → Compare page)::
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,14 +64,36 @@ MAX_MODELS = 4  # models (and explainers) kept loaded at once
 
 
 # ------------------------------------------------------------------ model keys
+INFERRED = "-"  # upload keys with an input size: preprocessing inferred from the model
+_SIZE = re.compile(r"([0-9]{1,4})x([0-9]{1,4})")
+
+
 @dataclass(frozen=True)
 class ModelKey:
     kind: str  # "demo" | "app" | "upload"
     name: str  # demo name, application name, or upload sha
     option: str | None = None  # "random" for apps, a preprocessing mode for uploads
+    input_size: tuple[int, int] | None = None  # uploads only: (H, W) for a variable-size model
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.name}" + (f":{self.option}" if self.option else "")
+        text = f"{self.kind}:{self.name}"
+        if self.input_size is not None:
+            height, width = self.input_size
+            return f"{text}:{self.option or INFERRED}:{height}x{width}"
+        return text + (f":{self.option}" if self.option else "")
+
+
+def _parse_size(text: str, key: str) -> tuple[int, int]:
+    from camcore.zoo import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+    found = _SIZE.fullmatch(text)
+    size = (int(found[1]), int(found[2])) if found else None
+    if size is None or not all(MIN_INPUT_SIZE <= v <= MAX_INPUT_SIZE for v in size):
+        raise ValueError(
+            f"bad model key {key!r}: the input size must be <H>x<W>, each from "
+            f"{MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}, got {text!r}"
+        )
+    return size
 
 
 def parse_model_key(key: str) -> ModelKey:
@@ -74,22 +101,28 @@ def parse_model_key(key: str) -> ModelKey:
     if not isinstance(key, str):
         raise ValueError(f"a model key must be a string, got {type(key).__name__}")
     parts = key.split(":")
-    if len(parts) not in (2, 3) or parts[0] not in MODEL_KINDS or not parts[1]:
+    sizes = (2, 3, 4) if parts[0] == "upload" else (2, 3)
+    if len(parts) not in sizes or parts[0] not in MODEL_KINDS or not parts[1]:
         raise ValueError(
             f"bad model key {key!r}: expected 'demo:<name>', 'app:<Name>[:random]' "
-            "or 'upload:<sha>[:<preprocessing>]'"
+            "or 'upload:<sha>[:<preprocessing>[:<H>x<W>]]'"
         )
-    option = parts[2] if len(parts) == 3 else None
+    option = parts[2] if len(parts) >= 3 else None
+    input_size = None
     if parts[0] == "demo" and option is not None:
         raise ValueError(f"bad model key {key!r}: demo keys have no option")
     if parts[0] == "app" and option not in (None, RANDOM):
         raise ValueError(f"bad model key {key!r}: the only application option is ':random'")
-    if parts[0] == "upload" and option is not None:
-        from camcore.preprocess import PREPROCESSING_MODES
+    if parts[0] == "upload":
+        if len(parts) == 4:
+            input_size = _parse_size(parts[3], key)
+            option = None if option == INFERRED else option
+        if option is not None:
+            from camcore.preprocess import PREPROCESSING_MODES
 
-        if option not in PREPROCESSING_MODES:
-            raise ValueError(f"bad model key {key!r}: unknown preprocessing {option!r}")
-    return ModelKey(parts[0], parts[1], option)
+            if option not in PREPROCESSING_MODES:
+                raise ValueError(f"bad model key {key!r}: unknown preprocessing {option!r}")
+    return ModelKey(parts[0], parts[1], option, input_size)
 
 
 def demo_key(name: str) -> str:
@@ -100,8 +133,9 @@ def app_key(name: str, random_weights: bool = False) -> str:
     return str(ModelKey("app", name, RANDOM if random_weights else None))
 
 
-def upload_key(sha: str, preprocessing: str | None = None) -> str:
-    return str(ModelKey("upload", sha, preprocessing))
+def upload_key(sha: str, preprocessing: str | None = None, input_size: tuple[int, int] | None = None) -> str:
+    size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
+    return str(ModelKey("upload", sha, preprocessing, size))
 
 
 def list_demos() -> list[str]:
@@ -166,7 +200,9 @@ def get_bundle(model_key: str):
         return zoo.load_application(key.name, weights=RANDOM if key.option == RANDOM else "imagenet")
     data, filename = _upload_bytes(key.name)
     model = zoo.load_model_bytes(data, filename)
-    return zoo.bundle_from_model(model, filename, preprocessing=key.option)
+    # the key's input size is for models that do not fix theirs; a fixed one wins
+    size = key.input_size if zoo.input_size_is_variable(model) else None
+    return zoo.bundle_from_model(model, filename, preprocessing=key.option, input_size=size)
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Preparing the explainer…")

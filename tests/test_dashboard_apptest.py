@@ -274,6 +274,33 @@ def test_uploaded_model_asks_for_preprocessing_then_renders() -> None:
     assert len(grid_images(at)) == GRID_ROWS * 5
 
 
+def test_variable_input_size_model_asks_for_the_size_then_renders() -> None:
+    import keras
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)  # preprocessing inferred: only the size is asked for
+    x = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    at = run_app()
+    _upload_model(at, "anysize.keras", keras_file(model))
+    assert_clean(at)
+    assert not errors(at)
+    assert any("does not fix its input size" in w.value for w in at.warning)
+    assert not grid_images(at)
+    at.number_input(key="upload_height").set_value(48).run()
+    assert_clean(at)
+    assert any("does not fix its input size" in w.value for w in at.warning)  # both are needed
+    at.number_input(key="upload_width").set_value(40).run()
+    assert_clean(at)
+    assert not errors(at)
+    assert not any("input size" in w.value for w in at.warning)
+    assert "anysize.keras" in headline(at) and "`conv` (48×40×5)" in headline(at)
+    assert at.slider(key="max_n").max == 5
+    assert len(grid_images(at)) == GRID_ROWS * 5
+
+
 def test_random_weight_application_needs_consent() -> None:
     from camcore import zoo
 
@@ -322,11 +349,18 @@ def test_downloads_build(default_app: AppTest) -> None:
 def test_model_keys_round_trip_and_reject_bad_keys() -> None:
     from dashboard import state
 
-    for key in ("demo:vgg_defect", "app:VGG16", "app:VGG16:random", "upload:abc123", "upload:abc123:caffe"):
+    for key in ("demo:vgg_defect", "app:VGG16", "app:VGG16:random", "upload:abc123", "upload:abc123:caffe",
+                "upload:abc123:-:224x224", "upload:abc123:unit:48x40"):
         assert str(state.parse_model_key(key)) == key
     assert state.app_key("ResNet50", random_weights=True) == "app:ResNet50:random"
     assert state.upload_key("abc", "unit") == "upload:abc:unit"
+    assert state.upload_key("abc", None, (64, 32)) == "upload:abc:-:64x32"
+    sized = state.parse_model_key("upload:abc:-:64x32")
+    assert sized.option is None and sized.input_size == (64, 32)
+    assert state.parse_model_key("upload:abc:torch").input_size is None
     assert state.default_model_key() == "demo:vgg_defect"
-    for bad in ("vgg_defect", "demo:", "app:VGG16:imagenet", "upload:abc:sepia", "file:/etc/passwd", 3):
+    for bad in ("vgg_defect", "demo:", "app:VGG16:imagenet", "upload:abc:sepia", "file:/etc/passwd", 3,
+                "upload:abc:-:4x4", "upload:abc:-:64", "upload:abc:unit:64x64:1", "app:VGG16:random:64x64",
+                "upload:abc:sepia:64x64", "upload:abc:-:9999x64"):
         with pytest.raises(ValueError):
             state.parse_model_key(bad)

@@ -170,13 +170,46 @@ def test_load_model_bytes_trusts_content_over_a_wrong_suffix(tmp_path):
     [
         (b"whatever", "model.pt", "expected a .keras or .h5 file"),
         (b"", "model.keras", "empty"),
-        (b"this is not a model" * 20, "model.keras", "could not read model.keras as a Keras model"),
+        (b"this is not a model" * 20, "model.keras", "model.keras is not a Keras model file"),
         (b"\x89HDF\r\n\x1a\n" + b"\x00" * 100, "model.h5", "could not read model.h5 as a Keras model"),
     ],
 )
 def test_load_model_bytes_rejects_bad_files(data, filename, message):
     with pytest.raises(ValueError, match=message):
         zoo.load_model_bytes(data, filename)
+
+
+def test_garbage_bytes_are_refused_before_keras_reads_them(monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("keras.models.load_model called on garbage")
+
+    monkeypatch.setattr(keras.models, "load_model", must_not_load)
+    with pytest.raises(ValueError) as info:
+        zoo.load_model_bytes(b"garbage, not a model", "x.keras")
+    message = str(info.value)
+    assert message == (
+        "x.keras is not a Keras model file (expected a .keras zip archive or an HDF5 .h5 file)"
+    )
+    assert "/tmp" not in message
+
+
+@pytest.mark.parametrize(
+    "data", [b"\x89HDF\r\n\x1a\n" + b"\x00" * 100, b"PK\x03\x04" + b"\x00" * 100]
+)
+def test_load_errors_never_show_the_temporary_path(data):
+    with pytest.raises(ValueError) as info:
+        zoo.load_model_bytes(data, "broken.h5")
+    message = str(info.value)
+    assert "broken.h5" in message
+    assert "/tmp" not in message and "camcore-upload" not in message and "model.h5" not in message
+
+
+def test_load_error_replaces_the_temporary_path_by_the_file_name():
+    exc = OSError("Unable to open file (name = '/tmp/camcore-upload-abc123/model.h5', errno = 2)")
+    message = str(zoo._load_error("mine.h5", exc, ("/tmp/camcore-upload-abc123/model.h5",)))
+    assert "/tmp" not in message and "name = 'mine.h5'" in message
+    resolved = OSError("cannot open /private/var/folders/x/camcore-upload-zz/model.keras")
+    assert "camcore-upload" not in str(zoo._load_error("m.keras", resolved, ("/tmp/other",)))
 
 
 def test_weights_only_file_is_not_a_model(tmp_path):
@@ -262,3 +295,82 @@ def test_guess_preprocessing_only_claims_what_it_can_see():
     )
     assert zoo.guess_preprocessing(scaled_up) is None
     assert zoo.guess_preprocessing(small_convnet(size=16)) is None
+
+
+# ------------------------------------------------------- variable input size
+def variable_functional():
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+
+
+def variable_sequential():
+    keras.utils.set_random_seed(4)
+    return keras.Sequential([
+        keras.Input((None, None, 3)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+        keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax", name="predictions"),
+    ])
+
+
+def variable_nested():
+    # a variable-size backbone nested as one layer of a variable-size model
+    return keras.Sequential([keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255), variable_functional()])
+
+
+def test_variable_input_size_must_be_given():
+    model = variable_functional()
+    with pytest.raises(ValueError, match=r"^cannot infer the input size of var\.keras: .*sidebar"):
+        zoo.bundle_from_model(model, "var.keras", preprocessing="unit")
+
+
+@pytest.mark.parametrize(
+    "make, layer",
+    [(variable_functional, "conv2"), (variable_sequential, "conv2"), (variable_nested, None)],
+)
+def test_variable_input_size_is_fixed_when_given(make, layer):
+    from camcore.explainer import Explainer
+
+    model = make()
+    bundle = zoo.bundle_from_model(model, "var.keras", preprocessing="unit", input_size=(64, 64))
+    assert bundle.input_size == (64, 64) and bundle.channels == 3
+    assert tuple(bundle.model.inputs[0].shape) == (None, 64, 64, 3)
+    assert tuple(model.inputs[0].shape) == (None, None, None, 3)  # the user's model is untouched
+    if layer is not None:
+        assert bundle.default_layer == layer
+    else:  # nested: the backbone's layers, by path
+        assert bundle.default_layer.endswith("/conv2")
+    x = bundle.preprocess(np.random.default_rng(0).integers(0, 256, (80, 70, 3), dtype=np.uint8))
+    assert x.shape == (1, 64, 64, 3)
+    np.testing.assert_allclose(bundle.model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    explainer = Explainer(bundle.model)
+    assert bundle.default_layer in [info.path for info in explainer.layers]
+    result = explainer.compute("grad_cam", x, bundle.default_layer, 0)
+    assert result.cam.shape == (64, 64) and np.all(np.isfinite(result.cam))
+
+
+def test_variable_input_size_from_a_saved_file(tmp_path):
+    path = tmp_path / "var.keras"
+    variable_functional().save(path)
+    model = zoo.load_model_bytes(path.read_bytes(), "var.keras")
+    with pytest.raises(ValueError, match="cannot infer the input size"):
+        zoo.bundle_from_model(model, "var.keras", "unit")
+    assert zoo.bundle_from_model(model, "var.keras", "unit", input_size=(32, 48)).input_size == (32, 48)
+
+
+@pytest.mark.parametrize("size", [(4, 64), (64, 4096), (64.0, 64), (True, 64), (64,), "64x64"])
+def test_input_size_is_validated(size):
+    with pytest.raises(ValueError, match="input size must be"):
+        zoo.bundle_from_model(variable_functional(), "var.keras", "unit", input_size=size)
+
+
+def test_fixed_model_rejects_a_different_input_size():
+    model = small_convnet(size=16)
+    assert zoo.bundle_from_model(model, "mine.keras", "unit", input_size=(16, 16)).model is model
+    with pytest.raises(ValueError, match="fixes its input size at 16×16, not 32×32"):
+        zoo.bundle_from_model(model, "mine.keras", "unit", input_size=(32, 32))

@@ -23,6 +23,8 @@ AUTO = "auto"
 DEFAULT_MAX_N = 10
 TOP_K = 5
 THUMBNAIL = 96
+DEFAULT_INPUT_SIZE = 224  # suggested (placeholder) input height and width for variable-size uploads
+INPUT_SIZE_KEYS = ("upload_height", "upload_width")
 
 # session-state keys that are not widgets
 EXTERNAL_IMAGE = "_external_image"  # the image sent by the Dataset page
@@ -167,17 +169,40 @@ def _upload_model_picker() -> str | None:
         help="How 0..255 pixels become the model's input. Asked for when it cannot be inferred.",
     )
     mode = None if preprocessing == AUTO else preprocessing
+    size = _input_size_inputs()
     if file is not None:
-        return state.upload_key(_uploaded_sha(file), mode)
+        return state.upload_key(_uploaded_sha(file), mode, size)
     remembered = st.session_state.get("_uploaded_model")
     if remembered:
         key = state.parse_model_key(remembered)
         filename = state.upload_filename(key.name)
         if filename is not None:
             st.caption(f"Using {filename}, uploaded on the Dataset page.")
-            return state.upload_key(key.name, mode or key.option)
+            return state.upload_key(key.name, mode or key.option, size or key.input_size)
     st.info("Upload a .keras or .h5 image classifier.")
     return None
+
+
+def _input_size_inputs() -> tuple[int, int] | None:
+    """Input height and width for a model that does not fix its input size: (H, W) once
+    both are set, else None. Empty at first, so such a model prompts for them (the Compare
+    page's warning) instead of silently running at a size nobody chose."""
+    from camcore.zoo import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+    help_text = (
+        "Used only when the model accepts any size (e.g. keras.Input((None, None, 3))): images "
+        f"are resized to it. A model with a fixed input size ignores it. Typical: {DEFAULT_INPUT_SIZE}."
+    )
+    values = []
+    for column, label, key in zip(st.columns(2), ("Input height", "Input width"), INPUT_SIZE_KEYS):
+        with column:
+            values.append(st.number_input(
+                label, min_value=MIN_INPUT_SIZE, max_value=MAX_INPUT_SIZE, value=None, step=1,
+                placeholder=str(DEFAULT_INPUT_SIZE), key=key, persist_state=PERSIST, help=help_text,
+            ))
+    if any(v is None for v in values):
+        return None
+    return int(values[0]), int(values[1])
 
 
 # --------------------------------------------------------------------- layer

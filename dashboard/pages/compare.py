@@ -180,12 +180,18 @@ def render_grid(view: View, slider_box, analysis_box) -> None:
 
 # ----------------------------------------------------------------------- page
 def _load_bundle(model_key: str):
-    """The model bundle, or FAILED after a message. An upload whose preprocessing cannot
-    be inferred gets a prompt to choose it, not an error."""
+    """The model bundle, or FAILED after a message. An upload whose preprocessing or input
+    size cannot be inferred gets a prompt to choose it, not an error."""
     try:
         return state.get_bundle(model_key)
     except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
-        if isinstance(exc, ValueError) and "cannot infer the preprocessing" in str(exc):
+        if isinstance(exc, ValueError) and "cannot infer the input size" in str(exc):
+            st.warning(
+                "This model does not fix its input size: set **Input height** and **Input width** "
+                "above to the size it was trained at (224 × 224 for most ImageNet models).",
+                icon=":material/aspect_ratio:",
+            )
+        elif isinstance(exc, ValueError) and "cannot infer the preprocessing" in str(exc):
             st.warning(
                 "This model does not say how its input is scaled: choose its **Preprocessing** above "
                 "(VGG16/ResNet50: caffe; MobileNet/Xception: symmetric; DenseNet: torch; "
