@@ -61,6 +61,7 @@ import os
 import sys
 import time
 import uuid
+import zipfile
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,8 @@ def load_model_spec(
             raise ValueError(
                 f"{path}: a model file needs --preprocessing, one of {sorted(PREPROCESSING_MODES)}"
             )
+        if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not a .keras model file (a .keras file is a zip archive)")
         import keras
 
         try:
@@ -226,15 +229,13 @@ def load_model_spec(
         raise ValueError(f"demo {name} uses {demo.preprocessing!r} preprocessing, not {preprocessing!r}")
     if class_index is None:
         class_index = demo.class_names.index("defective") if "defective" in demo.class_names else 1
-    return ModelSpec(
-        key=f"demo:{name}",
-        model=demo.model,
+    return ModelSpec.from_model(
+        demo.model,
+        demo.preprocessing,
         layer=demo.layer if layer is None else layer,
-        class_index=int(class_index),
-        preprocessing=demo.preprocessing,
-        input_size=(int(demo.input_size[0]), int(demo.input_size[1])),
-        channels=demo.channels,
-        class_names=tuple(demo.class_names),
+        class_index=class_index,
+        key=f"demo:{name}",
+        class_names=demo.class_names,
     )
 
 
@@ -686,6 +687,7 @@ def evaluate(
     if len(set(ids)) != len(ids):
         raise ValueError("item ids must be unique")
     out_path = None if out is None else _check_out(out)
+    _check_spec(model)  # a bad layer or class must fail before a journal is started
     config = {
         "model": model.key,
         "layer": model.layer,
@@ -749,6 +751,14 @@ def _evaluate_item(runner: _Runner, item: EvalItem) -> dict[str, Any]:
             },
         }
     return {"id": item.id, "rows": runner.run(item, loaded, x)}
+
+
+def _check_spec(spec: ModelSpec) -> None:
+    from camcore.adapter import ModelAdapter
+
+    adapter = ModelAdapter(spec.model)
+    adapter.layer_info(spec.layer)
+    adapter.check_class(spec.class_index)
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:

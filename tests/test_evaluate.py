@@ -215,6 +215,19 @@ def test_model_arguments_are_checked(model_file, tmp_path):
     assert spec.class_index == 1 and spec.key.startswith("file:")
     with pytest.raises(ValueError, match="out of range"):
         ev.load_model_spec(str(model_file), preprocessing="unit", class_index=2)
+    with pytest.raises(ValueError, match="layer 'nope' not found"):
+        ev.load_model_spec(str(model_file), preprocessing="unit", layer="nope")
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a model")
+    with pytest.raises(ValueError, match="junk.keras: not a .keras model file"):
+        ev.load_model_spec(str(junk), preprocessing="unit")
+
+
+def test_a_bad_layer_fails_before_any_journal_is_written(spec, tmp_path):
+    out = tmp_path / "r.csv"
+    with pytest.raises(ValueError, match="no spatial map"):
+        ev.evaluate(dataclasses.replace(spec, layer="gap"), ev.synthetic_items(1, size=SIZE), out=out)
+    assert not ev.journal_path(out).exists()
 
 
 # ------------------------------------------------------------------- tables, summary
