@@ -27,8 +27,8 @@ st.html("<style>[data-testid=stMainBlockContainer]{padding-top:2.2rem;padding-bo
 
 navigation = st.navigation(
     [
-        st.Page("pages/compare.py", title="Compare", icon=":material/compare:", default=True),
-        st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:"),
+        st.Page("views/compare.py", title="Compare", icon=":material/compare:", default=True),
+        st.Page("views/dataset.py", title="Dataset", icon=":material/dataset:"),
     ]
 )
 navigation.run()

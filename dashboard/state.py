@@ -41,7 +41,7 @@ The open-in-compare contract (Dataset page → Compare page)::
         "model": "demo:vgg_defect",            # a model key (see above)
         "layer": "block5_conv3" or None,       # None: the model's default layer
     }
-    st.switch_page("pages/compare.py")
+    st.switch_page("views/compare.py")
 """
 
 from __future__ import annotations

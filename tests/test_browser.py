@@ -7,11 +7,10 @@ test is skipped, unless ``CAMSTUDIO_REQUIRE_BROWSER=1`` (CI), which makes it fai
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from browser_checks import require_browser
 
 from camcore.demos import list_demos
 from dashboard import bench
@@ -19,24 +18,9 @@ from dashboard import bench
 pytestmark = pytest.mark.browser
 
 
-def _require_browser() -> None:
-    problem = None
-    if not (Path(bench.chromium_path()).is_file() or shutil.which(bench.chromium_path())):
-        problem = f"Chromium not found at {bench.chromium_path()} (set CHROMIUM)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed"
-    if problem:
-        if os.environ.get("CAMSTUDIO_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (CAMSTUDIO_REQUIRE_BROWSER=1) but {problem}")
-        pytest.skip(problem)
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    _require_browser()
+    require_browser()
     if "vgg_defect" not in list_demos():
         pytest.skip("the demo models are not installed (make train-demos)")
     with bench.serve() as url:

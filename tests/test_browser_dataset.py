@@ -7,30 +7,14 @@ which makes it fail.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import keras
 import pytest
+from browser_checks import require_browser
 
 from camcore import evaluate as ev
 from dashboard import bench
-
-
-def _require_browser() -> None:
-    problem = None
-    if not (Path(bench.chromium_path()).is_file() or shutil.which(bench.chromium_path())):
-        problem = f"Chromium not found at {bench.chromium_path()} (set CHROMIUM)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed"
-    if problem:
-        if os.environ.get("CAMSTUDIO_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (CAMSTUDIO_REQUIRE_BROWSER=1) but {problem}")
-        pytest.skip(problem)
 
 
 def _results_csv(tmp_path: Path) -> str:
@@ -50,14 +34,13 @@ def _results_csv(tmp_path: Path) -> str:
 def test_dataset_page_loads_results_and_draws_the_curves(tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    _require_browser()
+    require_browser()
     results = _results_csv(tmp_path)
     with bench.serve() as url, bench.open_browser(1400, 1000) as (_, new_page):
         page = new_page()
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(str(error)))
-        # Through the app's navigation: a fresh server's very first session opened directly
-        # at /dataset runs the page without app.py (Streamlit's pages/ auto-discovery).
+        # Through the app's navigation, as a user arrives from the Compare page.
         page.goto(url)
         page.locator("[data-testid=stSidebarNav] a", has_text="Dataset").click(timeout=120_000)
         expect(page.get_by_role("heading", name="Dataset evaluation")).to_be_visible(timeout=60_000)

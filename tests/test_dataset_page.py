@@ -1,4 +1,4 @@
-"""AppTest coverage of the Dataset page (dashboard/pages/dataset.py), with a tiny model."""
+"""AppTest coverage of the Dataset page (dashboard/views/dataset.py), with a tiny model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from camcore import evaluate as ev
 from dashboard import state
 
-PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "dataset.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "views" / "dataset.py")
 
 
 def _tiny_model() -> keras.Model:
@@ -127,7 +127,7 @@ def test_worst_image_opens_in_compare(results, monkeypatch):
     at.selectbox(key="ds_worst_image").select(image_id).run()
     at.button(key="ds_open").click().run()
     assert not at.exception, at.exception
-    assert switched == ["pages/compare.py"]
+    assert switched == ["views/compare.py"]
     opened = at.session_state[state.OPEN_IN_COMPARE]
     row = results[(results["image_id"] == image_id) & (results["method"] == "score_cam")].iloc[0]
     expected = ev.synthetic_image(row["source"], int(row["index"]))

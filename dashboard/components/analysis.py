@@ -1,6 +1,6 @@
 """Below the grid: compute times, the Faster-Score-CAM trade-off, threshold tuning
 against the ground truth, and the downloads. Everything here depends on max_N, so it
-is drawn by a fragment that a max_N move reruns (see ``pages/compare.py``)."""
+is drawn by a fragment that a max_N move reruns (see ``views/compare.py``)."""
 
 from __future__ import annotations
 

@@ -331,7 +331,7 @@ def worst_section(table: pd.DataFrame) -> None:
         "model": model_key,
         "layer": None if layer is None or pd.isna(layer) else str(layer),
     }
-    st.switch_page("pages/compare.py")
+    st.switch_page("views/compare.py")
 
 
 # -------------------------------------------------------------------------- page
