@@ -311,30 +311,11 @@ def _parse_synthetic_source(source: str) -> dict[str, Any]:
     return {"seed": int(values["seed"]), "size": int(values["size"]), "defect_rate": float(values["defect_rate"])}
 
 
-class _SyntheticStream:
-    """Samples of ``synth.generate`` served by index. ``generate`` has no random access,
-    so indices are served in increasing order from one generator (restarted if asked
-    for an earlier index); skipped samples cost only their generation (~30 ms at 512)."""
+def _synthetic_load(index: int, seed: int, size: int, defect_rate: float) -> LoadedImage:
+    from camcore.synth import sample_at
 
-    def __init__(self, n: int, seed: int, size: int, defect_rate: float) -> None:
-        self.args = (n, seed, size, defect_rate)
-        self._restart()
-
-    def _restart(self) -> None:
-        from camcore.synth import generate
-
-        n, seed, size, defect_rate = self.args
-        self._iterator = enumerate(generate(n, seed=seed, size=size, defect_rate=defect_rate))
-        self._next = 0
-
-    def get(self, index: int) -> LoadedImage:
-        if index < self._next:
-            self._restart()
-        for i, sample in self._iterator:
-            self._next = i + 1
-            if i == index:
-                return LoadedImage(sample.image, sample.mask, sample.defective, sample.texture, sample.defect or "")
-        raise IndexError(f"synthetic sample {index} out of range")
+    sample = sample_at(index, seed=seed, size=size, defect_rate=defect_rate)
+    return LoadedImage(sample.image, sample.mask, sample.defective, sample.texture, sample.defect or "")
 
 
 def synthetic_items(
@@ -345,20 +326,18 @@ def synthetic_items(
     ``synthetic/00000`` ... stay valid when ``n`` grows."""
     if n < 1:
         raise ValueError(f"need at least one synthetic image, got {n}")
-    stream = _SyntheticStream(n, seed, size, defect_rate)
     source = synthetic_source(seed, size, defect_rate)
     return [
-        EvalItem(id=f"synthetic/{i:05d}", source=source, index=i, load=(lambda i=i: stream.get(i)))
+        EvalItem(id=f"synthetic/{i:05d}", source=source, index=i, load=(lambda i=i: _synthetic_load(i, seed, size, defect_rate)))
         for i in range(n)
     ]
 
 
 def synthetic_image(source: str, index: int) -> LoadedImage:
     """Regenerate image ``index`` of a synthetic set from its ``source`` string (as found in
-    a results table), e.g. to open it in the comparison view. Costs ``index + 1``
-    generations."""
+    a results table), e.g. to open it in the comparison view."""
     params = _parse_synthetic_source(source)
-    return _SyntheticStream(index + 1, params["seed"], params["size"], params["defect_rate"]).get(index)
+    return _synthetic_load(int(index), params["seed"], params["size"], params["defect_rate"])
 
 
 # ------------------------------------------------------------------------- per image

@@ -256,20 +256,36 @@ def generate(
     n = operator.index(n)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    for index in range(n):
+        yield sample_at(index, seed, size, defect_rate, textures, defects)
+
+
+def sample_at(
+    index: int,
+    seed: int = 0,
+    size: int = 512,
+    defect_rate: float = 0.5,
+    textures: Sequence[str] | None = None,
+    defects: Sequence[str] | None = None,
+) -> Sample:
+    """Sample ``index`` of :func:`generate` with the same arguments, without making the
+    ones before it (random access, e.g. to reopen image 250 of an evaluated set)."""
+    index = operator.index(index)
+    if index < 0:
+        raise ValueError(f"index must be >= 0, got {index}")
     seed = _check_seed(seed)
     size = _check_size(size)
     if not 0.0 <= defect_rate <= 1.0:
         raise ValueError(f"defect_rate must be in [0, 1], got {defect_rate}")
     texture_pool = _check_pool(textures, TEXTURES, "texture")
     defect_pool = _check_pool(defects, DEFECTS, "defect")
-    for index in range(n):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
-        texture = texture_pool[int(rng.integers(len(texture_pool)))]
-        defective = bool(rng.random() < defect_rate)
-        # Always draw the kind so the stream layout does not depend on defect_rate.
-        kind = defect_pool[int(rng.integers(len(defect_pool)))]
-        sample_seed = int(rng.integers(0, 2**63))
-        yield make_sample(sample_seed, texture, kind if defective else None, size)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+    texture = texture_pool[int(rng.integers(len(texture_pool)))]
+    defective = bool(rng.random() < defect_rate)
+    # Always draw the kind so the stream layout does not depend on defect_rate.
+    kind = defect_pool[int(rng.integers(len(defect_pool)))]
+    sample_seed = int(rng.integers(0, 2**63))
+    return make_sample(sample_seed, texture, kind if defective else None, size)
 
 
 def _check_seed(seed: int) -> int:

@@ -263,3 +263,16 @@ def test_fit_ellipse_covers_degenerate_masks() -> None:
         assert not (mask & ~ellipse_mask(fit_ellipse(mask), mask.shape)).any()
     with pytest.raises(ValueError, match="empty"):
         fit_ellipse(np.zeros((5, 5), bool))
+
+
+def test_sample_at_gives_the_same_sample_as_generate_without_the_ones_before():
+    from camcore.synth import generate, sample_at
+
+    stream = list(generate(6, seed=21, size=64, defect_rate=0.7))
+    for index in (0, 3, 5):
+        alone = sample_at(index, seed=21, size=64, defect_rate=0.7)
+        assert np.array_equal(alone.image, stream[index].image)
+        assert np.array_equal(alone.mask, stream[index].mask)
+        assert (alone.texture, alone.defect) == (stream[index].texture, stream[index].defect)
+    with pytest.raises(ValueError, match="index"):
+        sample_at(-1)
