@@ -564,9 +564,6 @@ class Explainer:
                 )
             return rows
 
-    def score_cam_channel_count(self, layer: str) -> int:
-        return self.adapter.layer_info(layer).channels
-
     # --------------------------------------------------------- guided saliency
     def guided_backprop(self, x: Any, class_index: int | None = None) -> np.ndarray:
         """Guided backpropagation (Springenberg et al. 2015): d score / d input with

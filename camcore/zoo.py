@@ -11,6 +11,9 @@ never gets the chance to download anything.
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import json
 import os
 import re
@@ -263,6 +266,9 @@ def load_model_bytes(data: bytes, filename: str) -> keras.Model:
     # .keras (or the reverse) still loads instead of failing with "file not found"
     if data.startswith(_ZIP_MAGIC):
         suffix = ".keras"
+        # Keras reports a damaged archive as "File not found"; say what it is
+        if not zipfile.is_zipfile(io.BytesIO(data)):
+            raise ValueError(f"{filename} is a damaged zip archive, not a readable .keras model")
     elif data.startswith(_HDF5_MAGIC):
         suffix = ".h5"
     else:

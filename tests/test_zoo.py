@@ -374,3 +374,9 @@ def test_fixed_model_rejects_a_different_input_size():
     assert zoo.bundle_from_model(model, "mine.keras", "unit", input_size=(16, 16)).model is model
     with pytest.raises(ValueError, match="fixes its input size at 16×16, not 32×32"):
         zoo.bundle_from_model(model, "mine.keras", "unit", input_size=(32, 32))
+
+
+def test_damaged_keras_archive_is_named_as_such():
+    with pytest.raises(ValueError, match=r"m\.keras is a damaged zip archive") as info:
+        zoo.load_model_bytes(b"PK\x03\x04broken", "m.keras")
+    assert "not found" not in str(info.value).lower()
