@@ -1,6 +1,8 @@
 # Two commands set everything up on a fresh machine:
 #   make run    create .venv if missing, install, start the dashboard on 127.0.0.1:8501
 #   make test   create .venv if missing, install runtime + dev tools, run the tests
+# Both install the project itself editable (pip install -e .), so `camcore` and `dashboard`
+# import from this checkout and the `cam-studio` command exists in .venv/bin.
 PYTHON  ?= python3
 VENV    ?= .venv
 PORT    ?= 8501
@@ -8,7 +10,7 @@ ADDRESS ?= 127.0.0.1
 PY      := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test bench train-demos samples clean-venv
+.PHONY: run test bench bench-dashboard train-demos samples clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,22 +24,31 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.runtime
-	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT)
+# The project itself, editable; --no-deps: the pinned requirements are installed above.
+$(VENV)/.project: pyproject.toml setup.py $(VENV)/.runtime
+	$(PY) -m pip install -q -e . --no-deps
+	touch $@
 
-test: $(VENV)/.dev
+run: $(VENV)/.project
+	$(VENV)/bin/cam-studio run --server.address $(ADDRESS) --server.port $(PORT)
+
+test: $(VENV)/.dev $(VENV)/.project
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: $(VENV)/.runtime
+bench: $(VENV)/.project
 	$(PY) -m camcore.bench
 
+# The dashboard in headless Chromium (needs the dev tools and /usr/bin/chromium).
+bench-dashboard: $(VENV)/.dev $(VENV)/.project
+	$(PY) -m scripts.bench_dashboard
+
 # Regenerates assets/models/*.keras and their cards (seeded; ~10 min on 2 cores).
-train-demos: $(VENV)/.runtime
-	$(PY) -m camcore.train_demo
+train-demos: $(VENV)/.project
+	$(PY) scripts/train_demos.py
 
 # Regenerates assets/samples/ (deterministic).
-samples: $(VENV)/.runtime
-	$(PY) -m camcore.samples
+samples: $(VENV)/.project
+	$(PY) -m camcore.samples --out assets/samples
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,9 +7,9 @@ importing TensorFlow.
     >>> import camcore
     >>> demo = camcore.load_demo("vgg_defect")
     >>> x = demo.preprocess(image)
-    >>> cam = camcore.grad_cam(demo.model, x, demo.layer)          # (14, 14) in [0, 1]
+    >>> cam = camcore.grad_cam(demo.model, x, demo.layer, 1)       # (14, 14) in [0, 1]
     >>> explainer = camcore.Explainer(demo.model)                  # shares work between methods
-    >>> fast = explainer.score_cam(x, demo.layer, max_n=32)        # Faster-Score-CAM
+    >>> fast = explainer.compute("faster_score_cam", x, demo.layer, 1, max_n=32).cam
 """
 
 from __future__ import annotations
@@ -22,43 +22,56 @@ _EXPORTS: dict[str, str] = {
     # model adapter
     "ModelAdapter": "camcore.adapter",
     "LayerInfo": "camcore.adapter",
-    # engine and plain-function methods
+    # engine, registry and plain-function methods
     "Explainer": "camcore.explainer",
     "CamResult": "camcore.explainer",
-    "grad_cam": "camcore.explainer",
-    "grad_cam_plus_plus": "camcore.explainer",
-    "score_cam": "camcore.explainer",
-    "faster_score_cam": "camcore.explainer",
-    "guided_backprop": "camcore.explainer",
+    "Prepared": "camcore.prepared",
+    "prepare": "camcore.prepared",
+    "grad_cam": "camcore.functions",
+    "grad_cam_plus_plus": "camcore.functions",
+    "score_cam": "camcore.functions",
+    "faster_score_cam": "camcore.functions",
+    "layer_cam": "camcore.functions",
+    "xgrad_cam": "camcore.functions",
+    "hires_cam": "camcore.functions",
+    "eigen_cam": "camcore.functions",
+    "ablation_cam": "camcore.functions",
+    "guided_backprop": "camcore.functions",
+    "plain_function": "camcore.functions",
+    "register_method": "camcore.methods",
     # image-space maps and their combinations with CAMs
     "sobel_gradient": "camcore.methods.sobel",
     "guided_variant": "camcore.methods.combine",
     "sobel_variant": "camcore.methods.combine",
-    "upsample": "camcore.methods.combine",
+    "upsample": "camcore.maps",
     "METHODS": "camcore.methods",
     "MethodSpec": "camcore.methods",
     # images and preprocessing
     "PREPROCESSING_MODES": "camcore.preprocess",
     "preprocess_image": "camcore.preprocess",
     "read_image": "camcore.preprocess",
-    # demo models and other model sources
+    # models: one type, one loader (demos, Keras Applications, uploads, files)
+    "LoadedModel": "camcore.models",
+    "load_model": "camcore.models",
+    "NeedsInputSize": "camcore.models",
+    "NeedsPreprocessing": "camcore.models",
+    "load_model_bytes": "camcore.models",
     "list_demos": "camcore.demos",
     "load_demo": "camcore.demos",
-    "Demo": "camcore.demos",
-    "ModelBundle": "camcore.zoo",
     "load_application": "camcore.zoo",
-    "load_model_bytes": "camcore.zoo",
-    "bundle_from_model": "camcore.zoo",
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+_RENAMED = {"register_method": "register"}
 
 
 def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'camcore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
+    value = getattr(importlib.import_module(module_name), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 

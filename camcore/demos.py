@@ -1,10 +1,11 @@
-"""The bundled demo models: DAGM-style defect classifiers trained by ``camcore.train_demo``.
+"""The bundled demo models: DAGM-style defect classifiers trained by ``scripts/train_demos.py``.
 
-Each model is ``assets/models/<name>.keras`` with a card ``assets/models/<name>.json``
-that records how to feed it (input size, channels, preprocessing), its class
-names, the layer to explain by default and how well it did on held-out data.
+Each model is ``models/<name>.keras`` in the assets folder (see :mod:`camcore.assets`) with
+a card ``models/<name>.json`` that records how to feed it (input size, channels,
+preprocessing), its class names, the layer to explain by default and how well it did on
+held-out data.
 
-    >>> demo = load_demo("vgg_defect")
+    >>> demo = load_demo("vgg_defect")       # a camcore.LoadedModel
     >>> x = demo.preprocess(uint8_image)     # any size, gray or RGB
     >>> demo.model.predict(x)                # [[p_clean, p_defective]]
 """
@@ -12,37 +13,17 @@ names, the layer to explain by default and how well it did on held-out data.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from camcore.assets import assets_dir
+from camcore.models import LoadedModel, demo_key, from_keras, load_model_bytes
 
-from camcore.preprocess import preprocess_image
-
-MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+MODELS_DIR = assets_dir() / "models"  # $CAMSTUDIO_ASSETS is read once, at import
 DEFAULT_DEMO = "vgg_defect"
 
 
-@dataclass(frozen=True)
-class Demo:
-    """A loaded demo model and what is needed to use it."""
-
-    name: str
-    model: Any  # keras.Model
-    class_names: list[str]
-    layer: str
-    input_size: tuple[int, int]
-    channels: int
-    preprocessing: str
-    card: dict = field(repr=False)
-
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """uint8 gray or RGB image of any size → the model's input batch (1, H, W, C)."""
-        return preprocess_image(image, self.input_size, self.channels, self.preprocessing)
-
-
 def read_card(name: str, directory: Path = MODELS_DIR) -> dict:
+    """The card of demo model ``name``; ValueError naming the available ones if there is none."""
     path = Path(directory) / f"{name}.json"
     if not path.is_file():
         raise ValueError(f"unknown demo model {name!r}; available: {list_demos(directory)}")
@@ -50,25 +31,37 @@ def read_card(name: str, directory: Path = MODELS_DIR) -> dict:
 
 
 def list_demos(directory: Path = MODELS_DIR) -> list[str]:
-    """Names of the demo models shipped in ``assets/models`` (card and weights present), default first."""
+    """Names of the demo models in the assets (card and weights present), default first."""
     directory = Path(directory)
     names = sorted(p.stem for p in directory.glob("*.json") if (directory / f"{p.stem}.keras").is_file())
     return sorted(names, key=lambda n: n != DEFAULT_DEMO)
 
 
-def load_demo(name: str = DEFAULT_DEMO, directory: Path = MODELS_DIR) -> Demo:
-    """Load a demo model in Keras safe mode, with its card."""
-    import keras
+def card_note(card: dict) -> str:
+    """One line for the user: the architecture and the held-out accuracy the card records."""
+    parts = [str(card["architecture"])] if card.get("architecture") else []
+    heldout = card.get("heldout") or {}
+    if isinstance(heldout.get("accuracy"), (int, float)):
+        parts.append(
+            f"held-out accuracy {heldout['accuracy']:.1%} on {heldout.get('images', '?')} synthetic images"
+        )
+    return "; ".join(parts)
 
+
+def load_demo(name: str = DEFAULT_DEMO, directory: Path = MODELS_DIR) -> LoadedModel:
+    """Load a demo model in Keras safe mode, fed and explained as its card says."""
     card = read_card(name, directory)
-    model = keras.models.load_model(Path(directory) / card["file"], compile=False, safe_mode=True)
-    return Demo(
-        name=name,
-        model=model,
-        class_names=list(card["class_names"]),
+    path = Path(directory) / card["file"]
+    model = load_model_bytes(path.read_bytes(), path.name)
+    return from_keras(
+        model,
+        name,
+        card["preprocessing"],
+        card["class_names"],
+        tuple(card["input_size"]),  # checked against the model's own
         layer=card["layer"],
-        input_size=tuple(card["input_size"]),
-        channels=int(card["channels"]),
-        preprocessing=card["preprocessing"],
+        source="demo",
+        key=demo_key(name),
+        note=card_note(card),
         card=card,
     )

@@ -1,59 +1,63 @@
-"""Explainer: every CAM method for one model, sharing work between them.
+"""Explainer: every CAM method of the registry for one model, sharing work between them.
 
-Per (layer, image) it caches the layer's activations and the class scores; per
-(layer, image, class) the gradient of the class score (Grad-CAM and Grad-CAM++
-come from the same compiled forward+backward); per (layer, image) the scores of
-Score-CAM's masked passes, for every class at once. Masked passes run in order of
-decreasing channel std, so after any Score-CAM run every ``max_n`` up to what was
-computed (Faster-Score-CAM) costs no model pass at all.
+One mechanism serves every method (:mod:`camcore.methods`): the Explainer computes,
+lazily and once, the tensors a method asks for, and caches them in a bounded,
+thread-safe LRU cache:
 
-The plain functions at the bottom (``grad_cam(model, x, layer)`` ...) build a
-fresh Explainer per call; keep an Explainer to benefit from the caches.
+* per (layer, image): the layer's activations and the class scores;
+* per (layer, image, class): the gradient of the class score - every gradient method
+  (Grad-CAM, Grad-CAM++, LayerCAM, XGrad-CAM, HiResCAM) reads the same compiled
+  forward+backward;
+* per (layer, image): Score-CAM's masked passes, run in order of decreasing channel
+  std and kept with their full score vectors, so any later ``max_n`` or class costs no
+  model pass; Ablation-CAM's channel-ablated passes likewise.
+
+The plain functions (``camcore.grad_cam(model, x, layer)`` ...) build a fresh
+Explainer per call; keep an Explainer to benefit from the caches.
+
+    >>> explainer = camcore.Explainer(model)
+    >>> result = explainer.compute("grad_cam", x, "block5_conv3", class_index=1)
+    >>> result.cam.shape, result.model_passes, result.reused
+    ((14, 14), 1, ())
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from camcore.adapter import LayerInfo, ModelAdapter
-from camcore.methods import METHODS
-from camcore.metrics import map_correlation
-from camcore.methods.gradient import (
-    grad_cam_plus_plus_weights,
-    grad_cam_weights,
-    normalize_cam,
-    weighted_cam,
-)
-from camcore.methods.score import (
-    ChannelPlan,
-    clamp_max_n,
-    plan_channels,
-    score_cam_weights,
-)
+from camcore.maps import map_correlation, normalize_cam
+from camcore.methods import get as get_method
+from camcore.methods.base import MethodSpec
+from camcore.methods.score_cam import ChannelPlan, clamp_max_n, plan_channels, score_cam_weights
+from camcore.prepared import Prepared, image_key
 from camcore.preprocess import apply_preprocessing
 
 Progress = Callable[[int, int], None]
 DEFAULT_MAX_N = 10
 DEFAULT_BATCH_SIZE = 16
 
+__all__ = ["CamResult", "Explainer", "Prepared", "image_key", "DEFAULT_MAX_N"]
+
 
 @dataclass(frozen=True)
 class CamResult:
     """A CAM with how it was obtained.
 
-    ``seconds`` is the wall time of this call; ``timings`` splits it into stages
-    ("forward+gradients", "activations", "masked passes", "weights");
-    ``model_passes`` counts images run through the model by this call (0 when
-    everything came from the cache, ``cached`` is then True).
+    ``cam``: float32 in [0, 1], at the layer's resolution (at the input's for fused
+    layers). ``seconds``: wall time of this call, split by stage in ``timings``.
+    ``model_passes``: images run through the model by this call (0 when everything came
+    from the cache; ``cached`` is then True). ``reused``: what earlier calls computed
+    that this one read (e.g. "forward+backward shared with earlier gradient methods").
+    ``max_n``: channels used by a max_N method (clamped to the layer's channel count).
     """
 
     method: str
@@ -62,6 +66,10 @@ class CamResult:
     cached: bool
     model_passes: int
     timings: dict[str, float] = field(default_factory=dict)
+    reused: tuple[str, ...] = ()
+    class_index: int = -1
+    layer: str | tuple[str, ...] = ""
+    max_n: int | None = None
 
 
 class _LRU:
@@ -81,8 +89,15 @@ class _LRU:
         while len(self._data) > self.maxsize:
             self._data.popitem(last=False)
 
+    def clear(self) -> None:
+        self._data.clear()
+
     def __len__(self) -> int:
         return len(self._data)
+
+
+class _NeedsModelPass(Exception):
+    """Raised inside :meth:`Explainer.peek` when a result is not cached."""
 
 
 @dataclass
@@ -106,28 +121,103 @@ class _ScoreState:
         return int(missing[0]) if missing.size else int(order.size)
 
 
+@dataclass
+class _AblationState:
+    """Ablation-CAM's passes for one (layer, image): scores with channel k zeroed."""
+
+    zero: np.ndarray  # (K,) all-zero channels: ablating them changes nothing
+    scores: np.ndarray  # (K, n_classes); NaN = not run
+    done: np.ndarray  # (K,) bool
+
+
 def _top1_if_negative(scores: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
     top1 = tf.argmax(scores[0], output_type=tf.int32)
     return tf.where(class_index < 0, top1, class_index)
 
 
-def image_key(x: np.ndarray) -> str:
-    """Content hash of an input array (shape, dtype and bytes)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((x.shape, x.dtype.str)).encode())
-    digest.update(np.ascontiguousarray(x).tobytes())
-    return digest.hexdigest()
+class _Call:
+    """Bookkeeping of one ``compute`` call: timings, model passes, reuse notes."""
+
+    def __init__(self, offline: bool) -> None:
+        self.offline = offline
+        self.timings: dict[str, float] = {}
+        self.passes = 0
+        self.reused: list[str] = []
+
+    def need_pass(self) -> None:
+        if self.offline:
+            raise _NeedsModelPass
+
+    def spent(self, stage: str, seconds: float, passes: int) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        self.passes += passes
+
+
+class _Inputs:
+    """:class:`~camcore.methods.base.CamInputs` for one (image, layer, class), lazily
+    filled from the explainer's caches (the caller holds the explainer's lock)."""
+
+    def __init__(self, explainer: "Explainer", prepared: Prepared, layer: str, class_index: int,
+                 max_n: int | None, progress: Progress | None, options: Mapping[str, Any], call: _Call) -> None:
+        self._explainer = explainer
+        self._prepared = prepared
+        self._layer = layer
+        self._class = class_index  # -1: top-1, resolved by the first pass that sees the scores
+        self._max_n = max_n
+        self._progress = progress
+        self.options = options
+        self._call = call
+        self._activations: np.ndarray | None = None
+        self._gradients: np.ndarray | None = None
+
+    @property
+    def probability_kind(self) -> str:
+        return self._explainer.adapter.probability_kind
+
+    @property
+    def class_index(self) -> int:
+        if self._class < 0:
+            self._class = int(np.argmax(self._explainer._scores(self._prepared, self._call)))
+        return self._class
+
+    @property
+    def max_n(self) -> int:
+        return clamp_max_n(self._max_n, self.activations.shape[-1])
+
+    @property
+    def activations(self) -> np.ndarray:
+        if self._activations is None:
+            self._activations = self._explainer._activations(self._prepared, self._layer, self._call)
+        return self._activations
+
+    @property
+    def gradients(self) -> np.ndarray:
+        if self._gradients is None:
+            activations, gradients, chosen = self._explainer._gradients(
+                self._prepared, self._layer, self._class, self._call
+            )
+            self._activations, self._gradients, self._class = activations, gradients, chosen
+        return self._gradients
+
+    def masked_scores(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._explainer._masked_scores(
+            self._prepared, self._layer, n, self.options, self._progress, self._call
+        )
+
+    def ablation_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._explainer._ablation_scores(self._prepared, self._layer, self._progress, self._call)
 
 
 class Explainer:
-    """All CAM methods for one Keras model, with shared, bounded, thread-safe caches.
+    """Every registered CAM method for one Keras model, with shared, bounded,
+    thread-safe caches.
 
     Args:
         model: Functional or Sequential Keras 3 classifier (see ModelAdapter).
         target: "logit" (default) or "probability": the score the CAMs explain.
-        batch_size: images per compiled masked forward pass in Score-CAM.
+        batch_size: images per compiled pass in Score-CAM / Ablation-CAM.
         cache_size: entries kept in the LRU cache (activations, gradients,
-            Score-CAM states, saliency maps).
+            masked-pass states, saliency maps).
     """
 
     def __init__(
@@ -166,28 +256,45 @@ class Explainer:
     def input_shape(self) -> tuple[int, int, int]:
         return self.adapter.input_shape
 
+    def prepare(self, x: Any, image: np.ndarray | None = None) -> Prepared:
+        """``x`` checked against this model's input and hashed once (see :class:`Prepared`)."""
+        prepared = Prepared.of(x, image)
+        expected = (1, *self.input_shape)
+        if prepared.shape != expected:
+            raise ValueError(f"x must have shape {expected} for this model, got {prepared.shape}")
+        return prepared
+
+    def clear_cache(self) -> None:
+        """Drop every cached tensor (the compiled passes stay)."""
+        with self._lock:
+            self._cache.clear()
+
     # ------------------------------------------------------- compiled passes
     def _signature_x(self, batch: int | None = 1) -> tf.TensorSpec:
         return tf.TensorSpec((batch, *self.input_shape), tf.float32)
 
-    def _scores_fn(self) -> Callable:
-        fn = self._compiled.get("scores")
+    def _compiled_fn(self, key: Any, build: Callable[[], Callable]) -> Callable:
+        fn = self._compiled.get(key)
         if fn is None:
-            adapter = self.adapter
+            fn = self._compiled[key] = build()
+        return fn
 
+    def _scores_fn(self) -> Callable:
+        adapter = self.adapter
+
+        def build():
             @tf.function(input_signature=[self._signature_x(None)])
             def scores(x):
                 return adapter.forward(x)[1]
 
-            fn = self._compiled["scores"] = scores
-        return fn
+            return scores
+
+        return self._compiled_fn("scores", build)
 
     def _gradient_fn(self, layer: str) -> Callable:
-        key = ("gradient", layer)
-        fn = self._compiled.get(key)
-        if fn is None:
-            adapter = self.adapter
+        adapter = self.adapter
 
+        def build():
             @tf.function(input_signature=[self._signature_x(), tf.TensorSpec((), tf.int32)])
             def forward_backward(x, class_index):
                 # Watch only the activations: recording variables would make the tape
@@ -204,21 +311,21 @@ class Explainer:
                 gradients = tape.gradient(target, activations)
                 return activations, scores, gradients, class_index
 
-            fn = self._compiled[key] = forward_backward
-        return fn
+            return forward_backward
+
+        return self._compiled_fn(("gradient", layer), build)
 
     def _activation_fn(self, layer: str) -> Callable:
-        key = ("activations", layer)
-        fn = self._compiled.get(key)
-        if fn is None:
-            adapter = self.adapter
+        adapter = self.adapter
 
+        def build():
             @tf.function(input_signature=[self._signature_x()])
             def forward(x):
                 return adapter.forward(x, capture=layer)
 
-            fn = self._compiled[key] = forward
-        return fn
+            return forward
+
+        return self._compiled_fn(("activations", layer), build)
 
     def _masked_fn(self, layer: str, preprocessing: str | None) -> Callable:
         """Compiled Score-CAM pass: (input, maps (B, h, w)) -> scores (B, n_classes).
@@ -226,13 +333,11 @@ class Explainer:
         Upsampling, min-max normalization and masking happen inside the graph, so
         memory grows with the batch, not with the channel count.
         """
-        key = ("masked", layer, preprocessing)
-        fn = self._compiled.get(key)
-        if fn is None:
-            adapter = self.adapter
-            info = adapter.layer_info(layer)
-            height, width, _ = self.input_shape
+        adapter = self.adapter
+        info = adapter.layer_info(layer)
+        height, width, _ = self.input_shape
 
+        def build():
             @tf.function(
                 input_signature=[
                     self._signature_x(),
@@ -250,14 +355,31 @@ class Explainer:
                     masked = apply_preprocessing(masked, preprocessing)
                 return adapter.forward(masked)[1]
 
-            fn = self._compiled[key] = masked_scores
-        return fn
+            return masked_scores
+
+        return self._compiled_fn(("masked", layer, preprocessing), build)
+
+    def _ablation_fn(self, layer: str) -> Callable:
+        """Compiled Ablation-CAM pass: (input, keep (B, K)) -> scores (B, n_classes), the
+        layer's output multiplied by ``keep`` per sample (0 = channel ablated)."""
+        adapter = self.adapter
+        channels = adapter.layer_info(layer).channels
+
+        def build():
+            @tf.function(input_signature=[self._signature_x(), tf.TensorSpec((None, channels), tf.float32)])
+            def ablated_scores(x, keep):
+                batch = tf.tile(x, [tf.shape(keep)[0], 1, 1, 1])
+                gate = lambda activations: activations * keep[:, None, None, :]  # noqa: E731
+                return adapter.forward(batch, capture=layer, on_capture=gate)[1]
+
+            return ablated_scores
+
+        return self._compiled_fn(("ablation", layer), build)
 
     def _guided_fn(self) -> Callable:
-        fn = self._compiled.get("guided")
-        if fn is None:
-            adapter = self.adapter
+        adapter = self.adapter
 
+        def build():
             @tf.function(input_signature=[self._signature_x(), tf.TensorSpec((), tf.int32)])
             def guided(x, class_index):
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -267,26 +389,27 @@ class Explainer:
                     target = adapter.target_score(scores, class_index)
                 return tape.gradient(target, x), class_index
 
-            fn = self._compiled["guided"] = guided
-        return fn
+            return guided
+
+        return self._compiled_fn("guided", build)
 
     # ------------------------------------------------------------ cached data
-    def _prepare(self, x: Any) -> tuple[np.ndarray, str]:
-        arr = self.adapter.check_input(x)
-        return arr, image_key(arr)
+    def _scores(self, prepared: Prepared, call: _Call | None = None) -> np.ndarray:
+        cached = self._cache.get(("scores", prepared.key))
+        if cached is None:
+            if call is not None:
+                call.need_pass()
+            start = time.perf_counter()
+            cached = self._scores_fn()(tf.constant(prepared.x)).numpy()[0]
+            self._cache.put(("scores", prepared.key), cached)
+            if call is not None:
+                call.spent("forward", time.perf_counter() - start, 1)
+        return cached
 
     def scores(self, x: Any) -> np.ndarray:
         """Pre-activation class scores (n_classes,) of one input."""
         with self._lock:
-            arr, key = self._prepare(x)
-            return self._scores(arr, key)
-
-    def _scores(self, arr: np.ndarray, key: str) -> np.ndarray:
-        cached = self._cache.get(("scores", key))
-        if cached is None:
-            cached = self._scores_fn()(tf.constant(arr)).numpy()[0]
-            self._cache.put(("scores", key), cached)
-        return cached
+            return self._scores(self.prepare(x))
 
     def predict(self, x: Any) -> np.ndarray:
         """The model's class probabilities (n_classes,) for one input."""
@@ -299,11 +422,6 @@ class Explainer:
         order = np.argsort(-probabilities, kind="stable")[:k]
         return [(int(i), float(probabilities[i])) for i in order]
 
-    def _class(self, arr: np.ndarray, key: str, class_index: Any) -> int:
-        if class_index is None:
-            return int(np.argmax(self._scores(arr, key)))
-        return self.adapter.check_class(class_index)
-
     def _known_class(self, key: str, class_index: Any) -> int:
         """The explicit class, or top-1 if the scores are cached; -1 lets the compiled
         pass pick top-1 itself, so an unknown top class costs no extra forward."""
@@ -312,78 +430,56 @@ class Explainer:
         scores = self._cache.get(("scores", key))
         return -1 if scores is None else int(np.argmax(scores))
 
-    def _gradients(self, arr: np.ndarray, key: str, layer: str, class_index: int):
-        """(activations, gradients, seconds spent or 0.0 when cached, class index).
-
-        ``class_index`` -1 means top-1, chosen inside the compiled pass.
-        """
-        cached = self._cache.get(("gradient", layer, key, class_index))
+    def _gradients(self, prepared: Prepared, layer: str, class_index: int, call: _Call):
+        """(activations, gradients, class index); ``class_index`` -1 = top-1, chosen inside the pass."""
+        cached = self._cache.get(("gradient", layer, prepared.key, class_index))
         if cached is not None:
-            return cached[0], cached[1], 0.0, class_index
+            call.reused.append("forward+backward shared with earlier gradient methods")
+            return cached[0], cached[1], class_index
+        call.need_pass()
         start = time.perf_counter()
-        outputs = self._gradient_fn(layer)(tf.constant(arr), tf.constant(class_index, tf.int32))
+        outputs = self._gradient_fn(layer)(tf.constant(prepared.x), tf.constant(class_index, tf.int32))
         activations, scores, gradients = (t.numpy() for t in outputs[:3])
         class_index = int(outputs[3])
         activations, gradients = activations[0], gradients[0]
-        seconds = time.perf_counter() - start
-        self._cache.put(("gradient", layer, key, class_index), (activations, gradients))
-        self._cache.put(("activations", layer, key), (activations, scores[0]))
-        self._cache.put(("scores", key), scores[0])
-        return activations, gradients, seconds, class_index
+        self._cache.put(("gradient", layer, prepared.key, class_index), (activations, gradients))
+        self._cache.put(("activations", layer, prepared.key), activations)
+        self._cache.put(("scores", prepared.key), scores[0])
+        call.spent("forward+gradients", time.perf_counter() - start, 1)
+        return activations, gradients, class_index
 
-    def _activations(self, arr: np.ndarray, key: str, layer: str) -> tuple[np.ndarray, float]:
-        cached = self._cache.get(("activations", layer, key))
+    def _activations(self, prepared: Prepared, layer: str, call: _Call) -> np.ndarray:
+        cached = self._cache.get(("activations", layer, prepared.key))
         if cached is not None:
-            return cached[0], 0.0
+            call.reused.append("activations from an earlier pass")
+            return cached
+        call.need_pass()
         start = time.perf_counter()
-        activations, scores = self._activation_fn(layer)(tf.constant(arr))
+        activations, scores = self._activation_fn(layer)(tf.constant(prepared.x))
         activations = activations.numpy()[0]
-        self._cache.put(("activations", layer, key), (activations, scores.numpy()[0]))
-        self._cache.put(("scores", key), scores.numpy()[0])
-        return activations, time.perf_counter() - start
+        self._cache.put(("activations", layer, prepared.key), activations)
+        self._cache.put(("scores", prepared.key), scores.numpy()[0])
+        call.spent("activations", time.perf_counter() - start, 1)
+        return activations
 
-    # ---------------------------------------------------------- gradient CAMs
-    def _gradient_cam(self, method: str, weights_fn, x, layer, class_index) -> CamResult:
-        start = time.perf_counter()
+    def activations_and_gradients(self, x: Any, layer: str, class_index: int | None = None
+                                  ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The shared tensors of the gradient family: (A (h, w, K), dy_c/dA (h, w, K), c),
+        from the cache or one compiled forward+backward. For custom methods and checks."""
         with self._lock:
             self.adapter.layer_info(layer)
-            arr, key = self._prepare(x)
-            index = self._known_class(key, class_index)
-            activations, gradients, pass_seconds, _ = self._gradients(arr, key, layer, index)
-            weights_start = time.perf_counter()
-            cam = weighted_cam(activations, weights_fn(activations, gradients))
-            weight_seconds = time.perf_counter() - weights_start
-        return CamResult(
-            method,
-            cam,
-            time.perf_counter() - start,
-            cached=pass_seconds == 0.0,
-            model_passes=0 if pass_seconds == 0.0 else 1,
-            timings={"forward+gradients": pass_seconds, "weights": weight_seconds},
-        )
+            prepared = self.prepare(x)
+            index = self._known_class(prepared.key, class_index)
+            return self._gradients(prepared, layer, index, _Call(offline=False))
 
-    def grad_cam_result(self, x: Any, layer: str, class_index: int | None = None) -> CamResult:
-        return self._gradient_cam("grad_cam", grad_cam_weights, x, layer, class_index)
-
-    def grad_cam_plus_plus_result(self, x: Any, layer: str, class_index: int | None = None) -> CamResult:
-        return self._gradient_cam("grad_cam_plus_plus", grad_cam_plus_plus_weights, x, layer, class_index)
-
-    def grad_cam(self, x: Any, layer: str, class_index: int | None = None) -> np.ndarray:
-        """Grad-CAM (Selvaraju et al. 2017, eq. 1-2): (h, w) float32 in [0, 1]."""
-        return self.grad_cam_result(x, layer, class_index).cam
-
-    def grad_cam_plus_plus(self, x: Any, layer: str, class_index: int | None = None) -> np.ndarray:
-        """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 10, 11, 19): (h, w) float32 in [0, 1]."""
-        return self.grad_cam_plus_plus_result(x, layer, class_index).cam
-
-    # ---------------------------------------------------------------- Score-CAM
-    def _score_state(self, arr, key, layer, raw, preprocessing) -> tuple[_ScoreState, float]:
-        masking = "input" if raw is None else ("raw", preprocessing, image_key(raw))
-        state_key = ("score", layer, key, masking)
+    # -------------------------------------------------------- masked passes
+    def _score_state(self, prepared: Prepared, layer: str, raw: Prepared | None,
+                     preprocessing: str | None, call: _Call) -> _ScoreState:
+        masking = "input" if raw is None else ("raw", preprocessing, raw.key)
+        state_key = ("score", layer, prepared.key, masking)
         state = self._cache.get(state_key)
-        seconds = 0.0
         if state is None:
-            activations, seconds = self._activations(arr, key, layer)
+            activations = self._activations(prepared, layer, call)
             k = activations.shape[-1]
             state = _ScoreState(
                 activations=activations,
@@ -392,18 +488,23 @@ class Explainer:
                 done=np.zeros(k, bool),
             )
             self._cache.put(state_key, state)
-        return state, seconds
+        return state
 
-    def _run_masked_passes(self, state, arr, layer, n, raw, preprocessing, progress) -> int:
-        """Run the masked passes the first ``n`` channels still need; return how many ran."""
+    def _run_masked_passes(self, state: _ScoreState, source: np.ndarray, layer: str, n: int,
+                           preprocessing: str | None, progress: Progress | None, call: _Call) -> None:
+        """Run the masked passes the first ``n`` channels still need."""
         varying, needs_zero = state.plan.passes_needed(n)
         todo = varying[~state.done[varying]]
         zero_todo = needs_zero and state.zero_scores is None
         total = int(todo.size) + int(zero_todo)
+        reused = int(varying.size) - int(todo.size) + int(needs_zero and not zero_todo)
+        if reused:
+            call.reused.append(f"{reused} masked passes reused")
         if total == 0:
-            return 0
-        fn = self._masked_fn(layer, None if raw is None else preprocessing)
-        source = tf.constant(arr if raw is None else np.asarray(raw, np.float32))
+            return
+        call.need_pass()
+        fn = self._masked_fn(layer, preprocessing)
+        source_t = tf.constant(source)
         maps = np.moveaxis(state.activations, -1, 0)  # (K, h, w)
         done = 0
         if progress is not None:
@@ -411,140 +512,206 @@ class Explainer:
         start = time.perf_counter()
         if zero_todo:
             zero = np.zeros((1, *maps.shape[1:]), np.float32)
-            state.zero_scores = fn(source, tf.constant(zero)).numpy()[0]
+            state.zero_scores = fn(source_t, tf.constant(zero)).numpy()[0]
             done += 1
             if progress is not None:
                 progress(done, total)
         for begin in range(0, todo.size, self.batch_size):
             channels = todo[begin : begin + self.batch_size]
-            state.scores[channels] = fn(source, tf.constant(maps[channels])).numpy()
+            state.scores[channels] = fn(source_t, tf.constant(maps[channels])).numpy()
             state.done[channels] = True
             done += channels.size
             if progress is not None:
                 progress(done, total)
-        state.seconds_per_pass = (time.perf_counter() - start) / total
-        return total
+        seconds = time.perf_counter() - start
+        state.seconds_per_pass = seconds / total
+        call.spent("masked passes", seconds, total)
 
-    def _score_cam_map(self, state: _ScoreState, n: int, class_index: int, weighting: str) -> np.ndarray:
+    def _masked_scores(self, prepared: Prepared, layer: str, n: int, options: Mapping[str, Any],
+                       progress: Progress | None, call: _Call) -> tuple[np.ndarray, np.ndarray]:
+        raw, preprocessing = options.get("raw_image"), options.get("preprocessing")
+        if (raw is None) != (preprocessing is None):
+            raise ValueError("raw_image and preprocessing go together: give both or neither")
+        raw = None if raw is None else self.prepare(raw)
+        state = self._score_state(prepared, layer, raw, preprocessing, call)
+        n = clamp_max_n(n, state.plan.n_channels)
+        source = prepared.x if raw is None else raw.x
+        self._run_masked_passes(state, source, layer, n, preprocessing, progress, call)
+        return self._masked_rows(state, n)
+
+    @staticmethod
+    def _masked_rows(state: _ScoreState, n: int) -> tuple[np.ndarray, np.ndarray]:
         channels = state.plan.order[:n]
         # All-zero channels add 0·w_k to the sum; under channel_softmax their share of
         # the normalizer is a positive global factor that the [0, 1] rescale removes.
         channels = channels[~state.plan.zero[channels]]
-        if channels.size == 0:
-            return np.zeros(state.activations.shape[:2], np.float32)
         scores = state.scores[channels]
         constant = state.plan.constant[channels]
         if constant.any():
             scores = scores.copy()
             scores[constant] = state.zero_scores
-        weights = score_cam_weights(scores, class_index, self.adapter.probability_kind, weighting)
-        cam = np.tensordot(state.activations[..., channels], weights, axes=([-1], [0]))
-        return normalize_cam(np.maximum(cam, 0.0))
+        return channels, scores
 
-    def score_cam_result(
+    def _ablation_scores(self, prepared: Prepared, layer: str, progress: Progress | None,
+                         call: _Call) -> tuple[np.ndarray, np.ndarray]:
+        activations = self._activations(prepared, layer, call)
+        base = self._scores(prepared, call)
+        key = ("ablation", layer, prepared.key)
+        state = self._cache.get(key)
+        if state is None:
+            k = activations.shape[-1]
+            zero = ~np.any(activations.reshape(-1, k) != 0.0, axis=0)
+            state = _AblationState(zero=zero, scores=np.full((k, self.n_classes), np.nan, np.float32),
+                                   done=zero.copy())
+            state.scores[zero] = base
+            self._cache.put(key, state)
+        todo = np.flatnonzero(~state.done)
+        if todo.size < int((~state.zero).sum()):
+            call.reused.append(f"{int((~state.zero).sum()) - todo.size} ablation passes reused")
+        if todo.size:
+            call.need_pass()
+            fn = self._ablation_fn(layer)
+            x = tf.constant(prepared.x)
+            k = activations.shape[-1]
+            if progress is not None:
+                progress(0, int(todo.size))
+            start = time.perf_counter()
+            for begin in range(0, todo.size, self.batch_size):
+                channels = todo[begin : begin + self.batch_size]
+                keep = np.ones((channels.size, k), np.float32)
+                keep[np.arange(channels.size), channels] = 0.0
+                state.scores[channels] = fn(x, tf.constant(keep)).numpy()
+                state.done[channels] = True
+                if progress is not None:
+                    progress(begin + channels.size, int(todo.size))
+            call.spent("ablation passes", time.perf_counter() - start, int(todo.size))
+        return base, state.scores
+
+    # -------------------------------------------------------------- dispatch
+    def _layers(self, layer: str | Sequence[str]) -> list[str]:
+        layers = [layer] if isinstance(layer, str) else list(layer) if isinstance(layer, (list, tuple)) else None
+        if not layers:
+            raise TypeError(f"layer must be a layer name/path or a non-empty list of them, got {layer!r}")
+        for path in layers:
+            self.adapter.layer_info(path)
+        return layers
+
+    def _compute(self, spec: MethodSpec, prepared: Prepared, layer: str, class_index: int | None,
+                 max_n: int | None, progress: Progress | None, options: Mapping[str, Any],
+                 call: _Call) -> tuple[np.ndarray, int, int | None]:
+        index = self._known_class(prepared.key, class_index)
+        inputs = _Inputs(self, prepared, layer, index, max_n, progress, options, call)
+        if "gradients" in spec.needs:
+            inputs.gradients  # noqa: B018 - one shared pass also resolves top-1
+        start, in_passes = time.perf_counter(), sum(call.timings.values())
+        raw = np.asarray(spec.cam(inputs), dtype=np.float32)
+        if raw.ndim != 2:
+            raise ValueError(f"method {spec.key!r} returned a map of shape {raw.shape}, expected (h, w)")
+        cam = normalize_cam(np.maximum(np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0), 0.0))
+        # the model passes the method triggered are timed as their own stages
+        passes = sum(call.timings.values()) - in_passes
+        call.timings["weights"] = call.timings.get("weights", 0.0) + time.perf_counter() - start - passes
+        used_n = inputs.max_n if spec.uses_max_n else None
+        return cam, inputs.class_index, used_n
+
+    def compute(
         self,
+        method: str,
         x: Any,
-        layer: str,
+        layer: str | Sequence[str],
         class_index: int | None = None,
         max_n: int | None = None,
-        *,
-        weighting: str = "class_softmax",
         progress: Progress | None = None,
-        raw_image: np.ndarray | None = None,
-        preprocessing: str | None = None,
-        method: str | None = None,
+        **options: Any,
     ) -> CamResult:
-        """Score-CAM with its timings; see :meth:`score_cam`."""
+        """Run the registered method ``method`` (see ``camcore.METHODS``).
+
+        Args:
+            x: the model input (1, H, W, C), or a :class:`Prepared` (hashed once).
+            layer: a layer name or path ("vgg16/block5_conv3"); a list of them fuses the
+                per-layer maps (see :func:`camcore.methods.fusion.fuse_maps`) into one
+                map at the input resolution.
+            class_index: the explained class; None = top-1.
+            max_n: channels for max_N methods (Faster-Score-CAM; default 10, clamped to
+                the layer's channel count).
+            progress: ``progress(done, total)`` as per-channel passes finish.
+            options: method options, e.g. Score-CAM's ``weighting="channel_softmax"`` or
+                ``raw_image=..., preprocessing=...`` (mask the raw image, re-preprocess).
+        """
+        return self._run(method, x, layer, class_index, max_n, progress, options, offline=False)
+
+    def peek(self, method: str, x: Any, layer: str | Sequence[str], class_index: int | None = None,
+             max_n: int | None = None, **options: Any) -> CamResult | None:
+        """The result of :meth:`compute` if it needs no model pass, else None."""
+        try:
+            return self._run(method, x, layer, class_index, max_n, None, options, offline=True)
+        except _NeedsModelPass:
+            return None
+
+    def _run(self, method: str, x: Any, layer: str | Sequence[str], class_index: int | None,
+             max_n: int | None, progress: Progress | None, options: Mapping[str, Any],
+             offline: bool) -> CamResult:
         start = time.perf_counter()
-        if (raw_image is None) != (preprocessing is None):
-            raise ValueError("raw_image and preprocessing go together: give both or neither")
+        spec = get_method(method)
+        if spec.uses_max_n and max_n is None:
+            max_n = DEFAULT_MAX_N
+        if max_n is not None:
+            clamp_max_n(max_n, 1)  # type and range check before any work
+        call = _Call(offline)
         with self._lock:
-            self.adapter.layer_info(layer)
-            arr, key = self._prepare(x)
-            if raw_image is not None:
-                raw_image = self.adapter.check_input(raw_image)
+            layers = self._layers(layer)
+            prepared = self.prepare(x)
             if class_index is not None:
                 self.adapter.check_class(class_index)
-            state, forward_seconds = self._score_state(arr, key, layer, raw_image, preprocessing)
-            index = self._class(arr, key, class_index)  # scores are cached by now
-            n = clamp_max_n(max_n, state.plan.n_channels)
-            masked_start = time.perf_counter()
-            passes = self._run_masked_passes(state, arr, layer, n, raw_image, preprocessing, progress)
-            masked_seconds = time.perf_counter() - masked_start
-            weights_start = time.perf_counter()
-            cam = self._score_cam_map(state, n, index, weighting)
-            weight_seconds = time.perf_counter() - weights_start
-        label = method or ("score_cam" if max_n is None else "faster_score_cam")
+            if len(layers) == 1:
+                cam, index, used_n = self._compute(spec, prepared, layers[0], class_index, max_n, progress, options, call)
+                layer_id: str | tuple[str, ...] = layers[0]
+            else:
+                if not spec.fusable:
+                    raise ValueError(f"{spec.label} costs a pass per channel: fuse gradient or activation methods only")
+                from camcore.methods.fusion import fuse_maps
+
+                maps = []
+                for path in layers:
+                    cam, index, used_n = self._compute(spec, prepared, path, class_index, max_n, progress, options, call)
+                    class_index = index  # every layer explains the same class
+                    maps.append(cam)
+                cam = fuse_maps(maps, self.input_shape[:2])
+                layer_id = tuple(layers)
         return CamResult(
-            label,
-            cam,
-            time.perf_counter() - start,
-            cached=passes == 0 and forward_seconds == 0.0,
-            model_passes=passes + (1 if forward_seconds else 0),
-            timings={
-                "activations": forward_seconds,
-                "masked passes": masked_seconds if passes else 0.0,
-                "weights": weight_seconds,
-            },
+            method=spec.key,
+            cam=cam,
+            seconds=time.perf_counter() - start,
+            cached=call.passes == 0,
+            model_passes=call.passes,
+            timings=call.timings,
+            reused=tuple(dict.fromkeys(call.reused)),
+            class_index=index,
+            layer=layer_id,
+            max_n=used_n,
         )
 
-    def score_cam(
-        self,
-        x: Any,
-        layer: str,
-        class_index: int | None = None,
-        max_n: int | None = None,
-        *,
-        weighting: str = "class_softmax",
-        progress: Progress | None = None,
-        raw_image: np.ndarray | None = None,
-        preprocessing: str | None = None,
-    ) -> np.ndarray:
-        """Score-CAM (Wang et al. 2020, eq. 3-5): (h, w) float32 in [0, 1].
-
-        ``max_n=None`` uses every channel; ``max_n=k`` is Faster-Score-CAM on the k
-        channels of largest activation std (k > channel count uses them all).
-        Masks multiply the preprocessed ``x``; give ``raw_image`` (0..255, model
-        layout) and a ``preprocessing`` mode to mask the raw image and re-preprocess.
-        ``progress(done, total)`` is called as masked passes finish.
-        """
-        return self.score_cam_result(
-            x, layer, class_index, max_n, weighting=weighting, progress=progress,
-            raw_image=raw_image, preprocessing=preprocessing,
-        ).cam
-
-    def faster_score_cam(
-        self, x: Any, layer: str, class_index: int | None = None, max_n: int = DEFAULT_MAX_N, **kwargs: Any
-    ) -> np.ndarray:
-        """Faster-Score-CAM: Score-CAM on the ``max_n`` channels of largest activation std."""
-        return self.score_cam(x, layer, class_index, max_n=max_n, **kwargs)
-
+    # ------------------------------------------------------ Score-CAM extras
     def score_cam_channels_done(self, x: Any, layer: str) -> int:
-        """How many leading channels (in std order) are covered by cached masked passes.
-
-        Any ``max_n`` up to this number costs no model pass.
-        """
+        """How many leading channels (in std order) are covered by cached masked passes:
+        any ``max_n`` up to this number costs no model pass."""
         with self._lock:
-            arr, key = self._prepare(x)
-            state = self._cache.get(("score", layer, key, "input"))
-            if state is None:
-                return 0
-            return state.covered_prefix()
+            state = self._cache.get(("score", layer, self.prepare(x).key, "input"))
+            return 0 if state is None else state.covered_prefix()
 
     def faster_score_cam_tradeoff(
         self, x: Any, layer: str, class_index: int | None = None, ns: Sequence[int] | None = None
     ) -> list[dict[str, float]]:
         """Faster-Score-CAM against full Score-CAM as max_n grows.
 
-        For each n: the masked passes it needs, their estimated time (at the
-        per-pass time measured when they ran) and the correlation of its map with
-        full Score-CAM. Runs full Score-CAM first if needed; then costs no pass.
+        For each n: the masked passes it needs, their estimated time (at the per-pass
+        time measured when they ran) and the correlation of its map with full
+        Score-CAM. Runs full Score-CAM first if needed; then costs no pass.
         """
-        full = self.score_cam_result(x, layer, class_index, None)
         with self._lock:
-            arr, key = self._prepare(x)
-            index = self._class(arr, key, class_index)
-            state = self._cache.get(("score", layer, key, "input"))
+            prepared = self.prepare(x)
+            full = self.compute("score_cam", prepared, layer, class_index)
+            state = self._cache.get(("score", layer, prepared.key, "input"))
             total = state.plan.n_channels
             if ns is None:
                 ns = sorted({int(round(v)) for v in np.geomspace(1, total, num=min(total, 24))})
@@ -553,7 +720,10 @@ class Explainer:
                 n = clamp_max_n(int(n), total)
                 varying, needs_zero = state.plan.passes_needed(n)
                 passes = int(varying.size) + int(needs_zero)
-                cam = self._score_cam_map(state, n, index, "class_softmax")
+                channels, scores = self._masked_rows(state, n)
+                weights = score_cam_weights(scores, full.class_index, self.adapter.probability_kind)
+                cam = np.tensordot(state.activations[..., channels], weights, axes=([-1], [0]))
+                cam = normalize_cam(np.maximum(cam, 0.0))
                 rows.append(
                     {
                         "max_n": n,
@@ -566,73 +736,15 @@ class Explainer:
 
     # --------------------------------------------------------- guided saliency
     def guided_backprop(self, x: Any, class_index: int | None = None) -> np.ndarray:
-        """Guided backpropagation (Springenberg et al. 2015): d score / d input with
+        """Guided backpropagation (Springenberg et al. 2015, eq. 6): d score / d input with
         only positive gradients passed through every ReLU. (H, W, C) float32, raw
         gradient values (signed); see ``camcore.visualize`` for display."""
         with self._lock:
-            arr, key = self._prepare(x)
-            index = self._known_class(key, class_index)
-            cached = self._cache.get(("guided", key, index))
+            prepared = self.prepare(x)
+            index = self._known_class(prepared.key, class_index)
+            cached = self._cache.get(("guided", prepared.key, index))
             if cached is None:
-                saliency, chosen = self._guided_fn()(tf.constant(arr), tf.constant(index, tf.int32))
+                saliency, chosen = self._guided_fn()(tf.constant(prepared.x), tf.constant(index, tf.int32))
                 cached = saliency.numpy()[0]
-                self._cache.put(("guided", key, int(chosen)), cached)
+                self._cache.put(("guided", prepared.key, int(chosen)), cached)
             return cached
-
-    # -------------------------------------------------------------- dispatch
-    def compute(
-        self,
-        method: str,
-        x: Any,
-        layer: str,
-        class_index: int | None = None,
-        max_n: int | None = None,
-        progress: Progress | None = None,
-    ) -> CamResult:
-        """Run a method of the registry (``camcore.METHODS``) by key."""
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-        if method == "grad_cam":
-            return self.grad_cam_result(x, layer, class_index)
-        if method == "grad_cam_plus_plus":
-            return self.grad_cam_plus_plus_result(x, layer, class_index)
-        if method == "score_cam":
-            return self.score_cam_result(x, layer, class_index, None, progress=progress, method=method)
-        n = DEFAULT_MAX_N if max_n is None else max_n
-        return self.score_cam_result(x, layer, class_index, n, progress=progress, method=method)
-
-
-# ------------------------------------------------------------- plain functions
-def grad_cam(model: keras.Model, x: Any, layer: str, class_index: int | None = None) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017, eq. 1-2) of ``class_index`` (default top-1)
-    at ``layer`` (name, or path like "vgg16/block5_conv3"): (h, w) float32 in [0, 1]."""
-    return Explainer(model).grad_cam(x, layer, class_index)
-
-
-def grad_cam_plus_plus(model: keras.Model, x: Any, layer: str, class_index: int | None = None) -> np.ndarray:
-    """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 10, 11, 19): (h, w) float32 in [0, 1]."""
-    return Explainer(model).grad_cam_plus_plus(x, layer, class_index)
-
-
-def score_cam(
-    model: keras.Model,
-    x: Any,
-    layer: str,
-    class_index: int | None = None,
-    max_n: int | None = None,
-    **kwargs: Any,
-) -> np.ndarray:
-    """Score-CAM (Wang et al. 2020); ``max_n=k`` gives Faster-Score-CAM. (h, w) in [0, 1]."""
-    return Explainer(model).score_cam(x, layer, class_index, max_n, **kwargs)
-
-
-def faster_score_cam(
-    model: keras.Model, x: Any, layer: str, class_index: int | None = None, max_n: int = DEFAULT_MAX_N
-) -> np.ndarray:
-    """Faster-Score-CAM: Score-CAM on the ``max_n`` channels of largest activation std."""
-    return Explainer(model).score_cam(x, layer, class_index, max_n)
-
-
-def guided_backprop(model: keras.Model, x: Any, class_index: int | None = None) -> np.ndarray:
-    """Guided backpropagation saliency (Springenberg et al. 2015): (H, W, C) float32."""
-    return Explainer(model).guided_backprop(x, class_index)

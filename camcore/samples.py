@@ -29,9 +29,10 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from camcore.assets import assets_dir
 from camcore.synth import DEFECTS, TEXTURES, Ellipse, Sample, ellipse_mask, make_sample
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+DEFAULT_DIR = assets_dir() / "samples"  # $CAMSTUDIO_ASSETS is read once, at import
 INDEX_FILE = "index.json"
 SAMPLE_SIZE = 512
 DEFECTIVE_PER_TEXTURE = 2
@@ -60,7 +61,7 @@ class SampleInfo:
 
 
 def load_sample_index(directory: str | os.PathLike[str] | None = None) -> list[SampleInfo]:
-    """Read ``index.json`` of ``directory`` (default: the repository's assets/samples).
+    """Read ``index.json`` of ``directory`` (default: the bundled samples, see camcore.assets).
     Raises FileNotFoundError if it is missing, ValueError naming the file if malformed."""
     directory = Path(directory) if directory is not None else DEFAULT_DIR
     index_path = directory / INDEX_FILE

@@ -38,7 +38,7 @@ MIN_SIZE = 32
 # small CNN still reaches high accuracy on the default data.
 SUBTLE_RATE = 0.1
 # Typical defects must survive the 512→224 shrink the demo models see; this gain on
-# every defect's contrast keeps them visible there (tuned with camcore.train_demo).
+# every defect's contrast keeps them visible there (tuned with scripts/train_demos.py).
 DEFECT_CONTRAST_GAIN = 1.3
 # fit_ellipse grows the containing ellipse by this factor plus FIT_MARGIN_PX so the
 # weak label is a little generous, like DAGM's hand-drawn ellipses.

@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from camcore.methods.combine import upsample
+from camcore.maps import upsample
 from camcore.preprocess import to_uint8_image
 
 # name -> OpenCV colormap; jet first because the original study used it

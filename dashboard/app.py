@@ -1,8 +1,13 @@
 """CAM Studio: the Streamlit entry point.
 
-    make run                                  # 127.0.0.1:8501
-    make run PORT=8600 ADDRESS=0.0.0.0        # or any streamlit --server.* option
-    streamlit run dashboard/app.py --server.port 8600
+    cam-studio run                                        # 127.0.0.1:8501
+    cam-studio run --server.port 8600 --server.address 0.0.0.0
+    make run PORT=8600 ADDRESS=0.0.0.0                    # the same from a checkout
+    streamlit run dashboard/app.py --server.port 8600     # after pip install -e .
+
+The ``camcore`` and ``dashboard`` packages are imported from the installation (``pip
+install -e .`` in a checkout), never from a path this script adds. The server settings
+are in ``dashboard/.streamlit/config.toml``, which Streamlit reads next to this script.
 
 Two pages: "Compare" (the CAM comparison grid, default) and "Dataset".
 """
@@ -10,13 +15,8 @@ Two pages: "Compare" (the CAM comparison grid, default) and "Dataset".
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:  # `streamlit run dashboard/app.py` puts only dashboard/ on the path
-    sys.path.insert(0, _ROOT)
 
 import streamlit as st  # noqa: E402
 

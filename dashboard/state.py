@@ -1,33 +1,17 @@
 """Cached resources shared by the dashboard pages (and by every browser session).
 
-Model-choice keys
------------------
-A model is named by one string, the *model key*. The Compare page's sidebar resolves
-to one, ``get_bundle`` / ``get_explainer`` take one, and the Dataset page passes one
-in ``st.session_state["open_in_compare"]["model"]``:
-
-===================================  ============================================================
-``"demo:<name>"``                    a bundled demo model, e.g. ``"demo:vgg_defect"``
-                                     (``camcore.demos.list_demos()`` lists them)
-``"app:<Name>"``                     a Keras Application with ImageNet weights from the local Keras
-                                     cache, e.g. ``"app:VGG16"`` (only when
-                                     ``camcore.zoo.imagenet_weights_cached(Name)``)
-``"app:<Name>:random"``              the same architecture with random weights (layers and timing)
-``"upload:<sha>"``                   a model file registered with :func:`register_upload`,
-                                     preprocessing inferred by ``camcore.zoo.bundle_from_model``
-``"upload:<sha>:<mode>"``            the same with preprocessing ``<mode>``, a key of
-                                     ``camcore.PREPROCESSING_MODES`` ("unit", "symmetric", ...)
-``"upload:<sha>:<mode>:<H>x<W>"``    the same with input size H×W (e.g. ``"upload:ab12:unit:224x224"``,
-                                     or ``"upload:ab12:-:224x224"`` with the preprocessing inferred);
-                                     used only when the model's input size is not fixed
-                                     (``keras.Input((None, None, 3))``), ignored otherwise
-===================================  ============================================================
-
-``parse_model_key`` validates a key; ``demo_key`` / ``app_key`` / ``upload_key`` build one.
+Model keys
+----------
+A model is named by one string, the *model key*, whose grammar is
+``camcore.models``' (``"demo:vgg_defect"``, ``"app:VGG16[:random]"``,
+``"upload:<sha>[:<mode>[:<H>x<W>]]"``). The Compare page's sidebar resolves to one,
+``get_model`` / ``get_explainer`` take one, and the Dataset page passes one in
+``st.session_state["open_in_compare"]["model"]``. Uploaded files live in one
+``camcore.models.UploadStore`` for the whole server (:func:`uploads`).
 
 Sharing
 -------
-``get_bundle(key)`` and ``get_explainer(key)`` are ``st.cache_resource``: one model and
+``get_model(key)`` and ``get_explainer(key)`` are ``st.cache_resource``: one model and
 one ``camcore.Explainer`` per key for the whole server. The Explainer is thread-safe
 and caches activations, gradients and Score-CAM's masked passes by image content, so
 two sessions looking at the same image share work and never see each other's state.
@@ -46,98 +30,32 @@ The open-in-compare contract (Dataset page → Compare page)::
 
 from __future__ import annotations
 
-import hashlib
-import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
+# the model-key grammar and the upload store are camcore's; the pages use them through here
+from camcore.models import (  # noqa: F401 - re-exported for the pages
+    RANDOM,
+    LoadedModel,
+    ModelKey,
+    UploadStore,
+    app_key,
+    demo_key,
+    load_model,
+    parse_model_key,
+    upload_key,
+)
+
 OPEN_IN_COMPARE = "open_in_compare"
-MODEL_KINDS = ("demo", "app", "upload")
-RANDOM = "random"
 MAX_UPLOADS = 4  # model files kept in memory for re-loading by key
 MAX_MODELS = 4  # models (and explainers) kept loaded at once
 
 
 # ------------------------------------------------------------------ model keys
-INFERRED = "-"  # upload keys with an input size: preprocessing inferred from the model
-_SIZE = re.compile(r"([0-9]{1,4})x([0-9]{1,4})")
-
-
-@dataclass(frozen=True)
-class ModelKey:
-    kind: str  # "demo" | "app" | "upload"
-    name: str  # demo name, application name, or upload sha
-    option: str | None = None  # "random" for apps, a preprocessing mode for uploads
-    input_size: tuple[int, int] | None = None  # uploads only: (H, W) for a variable-size model
-
-    def __str__(self) -> str:
-        text = f"{self.kind}:{self.name}"
-        if self.input_size is not None:
-            height, width = self.input_size
-            return f"{text}:{self.option or INFERRED}:{height}x{width}"
-        return text + (f":{self.option}" if self.option else "")
-
-
-def _parse_size(text: str, key: str) -> tuple[int, int]:
-    from camcore.zoo import MAX_INPUT_SIZE, MIN_INPUT_SIZE
-
-    found = _SIZE.fullmatch(text)
-    size = (int(found[1]), int(found[2])) if found else None
-    if size is None or not all(MIN_INPUT_SIZE <= v <= MAX_INPUT_SIZE for v in size):
-        raise ValueError(
-            f"bad model key {key!r}: the input size must be <H>x<W>, each from "
-            f"{MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}, got {text!r}"
-        )
-    return size
-
-
-def parse_model_key(key: str) -> ModelKey:
-    """Split and validate a model key; ValueError with a readable message otherwise."""
-    if not isinstance(key, str):
-        raise ValueError(f"a model key must be a string, got {type(key).__name__}")
-    parts = key.split(":")
-    sizes = (2, 3, 4) if parts[0] == "upload" else (2, 3)
-    if len(parts) not in sizes or parts[0] not in MODEL_KINDS or not parts[1]:
-        raise ValueError(
-            f"bad model key {key!r}: expected 'demo:<name>', 'app:<Name>[:random]' "
-            "or 'upload:<sha>[:<preprocessing>[:<H>x<W>]]'"
-        )
-    option = parts[2] if len(parts) >= 3 else None
-    input_size = None
-    if parts[0] == "demo" and option is not None:
-        raise ValueError(f"bad model key {key!r}: demo keys have no option")
-    if parts[0] == "app" and option not in (None, RANDOM):
-        raise ValueError(f"bad model key {key!r}: the only application option is ':random'")
-    if parts[0] == "upload":
-        if len(parts) == 4:
-            input_size = _parse_size(parts[3], key)
-            option = None if option == INFERRED else option
-        if option is not None:
-            from camcore.preprocess import PREPROCESSING_MODES
-
-            if option not in PREPROCESSING_MODES:
-                raise ValueError(f"bad model key {key!r}: unknown preprocessing {option!r}")
-    return ModelKey(parts[0], parts[1], option, input_size)
-
-
-def demo_key(name: str) -> str:
-    return str(ModelKey("demo", name))
-
-
-def app_key(name: str, random_weights: bool = False) -> str:
-    return str(ModelKey("app", name, RANDOM if random_weights else None))
-
-
-def upload_key(sha: str, preprocessing: str | None = None, input_size: tuple[int, int] | None = None) -> str:
-    size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
-    return str(ModelKey("upload", sha, preprocessing, size))
-
-
 def list_demos() -> list[str]:
     from camcore.demos import list_demos as _list
 
@@ -151,58 +69,33 @@ def default_model_key() -> str | None:
 
 
 # --------------------------------------------------------------------- uploads
-_uploads: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
-_uploads_lock = threading.Lock()
+@st.cache_resource(show_spinner=False)
+def uploads() -> UploadStore:
+    """The uploaded model files of the whole server, by sha (``"upload:<sha>"`` keys)."""
+    return UploadStore(MAX_UPLOADS)
 
 
 def register_upload(data: bytes, filename: str) -> str:
     """Keep an uploaded model file in memory; return its sha (for ``upload_key``)."""
-    sha = hashlib.sha256(bytes(data)).hexdigest()[:20]
-    with _uploads_lock:
-        _uploads[sha] = (bytes(data), str(filename))
-        _uploads.move_to_end(sha)
-        while len(_uploads) > MAX_UPLOADS:
-            _uploads.popitem(last=False)
-    return sha
+    return uploads().add(data, filename)
 
 
 def upload_filename(sha: str) -> str | None:
-    with _uploads_lock:
-        entry = _uploads.get(sha)
-    return None if entry is None else entry[1]
-
-
-def _upload_bytes(sha: str) -> tuple[bytes, str]:
-    with _uploads_lock:
-        entry = _uploads.get(sha)
-    if entry is None:
-        raise ValueError("the uploaded model is no longer in memory: please upload it again")
-    return entry
+    return uploads().filename(sha)
 
 
 # ---------------------------------------------------------- models, explainers
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Loading the model…")
-def get_bundle(model_key: str):
-    """The ``camcore.zoo.ModelBundle`` for a model key (cached for the whole server).
+def get_model(model_key: str) -> LoadedModel:
+    """The ``camcore.LoadedModel`` for a model key (cached for the whole server).
 
-    Raises ValueError with a user-facing message for a bad key or a bad model file.
+    Raises ValueError with a user-facing message for a bad key or a bad model file, and
+    its subclasses ``NeedsInputSize`` / ``NeedsPreprocessing`` when the user must choose.
     """
-    from camcore import zoo
-
-    key = parse_model_key(model_key)
-    if key.kind == "demo":
-        if key.name not in list_demos():
-            raise ValueError(f"unknown demo model {key.name!r}; available: {list_demos()}")
-        return zoo.demo_bundle(key.name)
-    if key.kind == "app":
-        if key.name not in zoo.APPLICATIONS:
-            raise ValueError(f"unknown Keras application {key.name!r}; choose one of {list(zoo.APPLICATIONS)}")
-        return zoo.load_application(key.name, weights=RANDOM if key.option == RANDOM else "imagenet")
-    data, filename = _upload_bytes(key.name)
-    model = zoo.load_model_bytes(data, filename)
-    # the key's input size is for models that do not fix theirs; a fixed one wins
-    size = key.input_size if zoo.input_size_is_variable(model) else None
-    return zoo.bundle_from_model(model, filename, preprocessing=key.option, input_size=size)
+    kind = parse_model_key(model_key).kind
+    if kind not in ("demo", "app", "upload"):  # files are for the command line only
+        raise ValueError(f"the dashboard does not load {kind!r} models ({model_key})")
+    return load_model(model_key, uploads=uploads())
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Preparing the explainer…")
@@ -210,7 +103,7 @@ def get_explainer(model_key: str):
     """One ``camcore.Explainer`` per model key, shared by all sessions (it is thread-safe)."""
     from camcore.explainer import Explainer
 
-    return Explainer(get_bundle(model_key).model)
+    return Explainer(get_model(model_key).model)
 
 
 def model_label(model_key: str) -> str:
@@ -219,11 +112,7 @@ def model_label(model_key: str) -> str:
         key = parse_model_key(model_key)
     except ValueError:
         return str(model_key)
-    if key.kind == "demo":
-        return f"{key.name} (demo)"
-    if key.kind == "app":
-        return f"{key.name} ({'random weights' if key.option == RANDOM else 'ImageNet'})"
-    return f"{upload_filename(key.name) or 'uploaded model'} (upload)"
+    return key.label(upload_filename(key.name) if key.kind == "upload" else None)
 
 
 # ---------------------------------------------------------------------- samples
@@ -285,3 +174,10 @@ class TimingLog:
 @st.cache_resource(show_spinner=False)
 def timing_log() -> TimingLog:
     return TimingLog()
+
+
+# ------------------------------------------------------------------ model input
+def prepare_input(model_key: str, bundle, explainer, choice):
+    """The chosen image as this model's input, prepared once per page run
+    (``camcore.Prepared``: preprocessed, checked and hashed a single time)."""
+    return explainer.prepare(bundle.preprocess(choice.image), choice.image)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import bench
+from browser_helpers import chromium_path
 
 
 def require_browser() -> None:
     """Skip when Chromium or Playwright is missing; fail instead under
     ``CAMSTUDIO_REQUIRE_BROWSER=1`` (set by .ci/run), so CI cannot go green by skipping."""
     problem = None
-    if not (Path(bench.chromium_path()).is_file() or shutil.which(bench.chromium_path())):
-        problem = f"Chromium not found at {bench.chromium_path()} (set CHROMIUM)"
+    if not (Path(chromium_path()).is_file() or shutil.which(chromium_path())):
+        problem = f"Chromium not found at {chromium_path()} (set CHROMIUM)"
     else:
         try:
             import playwright.sync_api  # noqa: F401

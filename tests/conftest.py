@@ -1,6 +1,20 @@
 import os
-import sys
-from pathlib import Path
 
+import pytest
+
+# camcore and dashboard are imported from the installed project (`pip install -e .`, done by `make test`).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+    """Any attempt to fetch a file fails the test loudly."""
+    import keras
+    from keras.src.utils import file_utils
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"download attempted: {args} {kwargs}")
+
+    # keras.applications call file_utils.get_file through the module attribute
+    monkeypatch.setattr(file_utils, "get_file", refuse)
+    monkeypatch.setattr(keras.utils, "get_file", refuse)

@@ -110,23 +110,23 @@ def test_errors_name_the_problem():
     explainer = camcore.Explainer(model)
     x = np.random.default_rng(4).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
     with pytest.raises(ValueError, match="'block9' not found"):
-        explainer.grad_cam(x, "block9")
+        explainer.compute("grad_cam", x, "block9").cam
     with pytest.raises(ValueError, match="'predictions'.*no spatial map"):
-        explainer.grad_cam(x, "predictions")
+        explainer.compute("grad_cam", x, "predictions").cam
     with pytest.raises(ValueError, match="'gap'.*no spatial map"):
-        explainer.score_cam(x, "gap")
+        explainer.compute("score_cam", x, "gap").cam
     with pytest.raises(ValueError, match="rank 3"):
-        explainer.grad_cam(x[0], "conv2")
+        explainer.compute("grad_cam", x[0], "conv2").cam
     with pytest.raises(ValueError, match=r"shape \(1, 12, 12, 3\)"):
-        explainer.grad_cam(np.zeros((1, 20, 20, 3), np.float32), "conv2")
+        explainer.compute("grad_cam", np.zeros((1, 20, 20, 3), np.float32), "conv2").cam
     with pytest.raises(ValueError, match="class_index 3 out of range"):
-        explainer.grad_cam(x, "conv2", 3)
+        explainer.compute("grad_cam", x, "conv2", 3).cam
     with pytest.raises(ValueError, match="class_index -1 out of range"):
-        explainer.score_cam(x, "conv2", -1)
+        explainer.compute("score_cam", x, "conv2", -1).cam
     with pytest.raises(TypeError, match="class_index must be an int"):
-        explainer.grad_cam(x, "conv2", 1.5)
+        explainer.compute("grad_cam", x, "conv2", 1.5).cam
     with pytest.raises(ValueError, match="NaN"):
-        explainer.grad_cam(np.full((1, 12, 12, 3), np.nan, np.float32), "conv2")
+        explainer.compute("grad_cam", np.full((1, 12, 12, 3), np.nan, np.float32), "conv2").cam
     with pytest.raises(TypeError):
         camcore.Explainer("not a model")
 
@@ -140,7 +140,7 @@ def test_one_by_one_layer_is_listed_but_not_spatial():
     assert [i.path for i in explainer.layers] == ["conv", "pooled"]
     assert explainer.default_layer == "conv"
     with pytest.raises(ValueError, match="1×1"):
-        explainer.grad_cam(np.zeros((1, 8, 8, 3), np.float32), "pooled")
+        explainer.compute("grad_cam", np.zeros((1, 8, 8, 3), np.float32), "pooled").cam
 
 
 def test_model_without_spatial_layer_is_rejected_clearly():
@@ -176,9 +176,9 @@ def test_explainer_is_safe_from_two_threads():
     model = small_convnet(size=12)
     explainer = camcore.Explainer(model)
     xs = [np.random.default_rng(i).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32) for i in range(6)]
-    expected = [camcore.Explainer(model).score_cam(x, "conv2", 0, max_n=4) for x in xs]
+    expected = [camcore.Explainer(model).compute("faster_score_cam", x, "conv2", 0, max_n=4).cam for x in xs]
     with ThreadPoolExecutor(2) as pool:
-        got = list(pool.map(lambda x: explainer.score_cam(x, "conv2", 0, max_n=4), xs))
+        got = list(pool.map(lambda x: explainer.compute("faster_score_cam", x, "conv2", 0, max_n=4).cam, xs))
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
@@ -188,7 +188,7 @@ def test_lru_cache_is_bounded():
     explainer = camcore.Explainer(model, cache_size=5)
     for i in range(10):
         x = np.random.default_rng(i).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
-        explainer.grad_cam(x, "conv2")
+        explainer.compute("grad_cam", x, "conv2").cam
     assert len(explainer._cache) <= 5
 
 

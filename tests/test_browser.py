@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import browser_helpers as browser
 from browser_checks import require_browser
 
 from camcore.demos import list_demos
-from dashboard import bench
 
 pytestmark = pytest.mark.browser
 
@@ -23,22 +23,22 @@ def app_url():
     require_browser()
     if "vgg_defect" not in list_demos():
         pytest.skip("the demo models are not installed (make train-demos)")
-    with bench.serve() as url:
+    with browser.serve() as url:
         yield url
 
 
 def test_grid_live_max_n_and_charts(app_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    with bench.open_browser(1600, 1000) as (_, new_page):
+    with browser.open_browser(1600, 1000) as (_, new_page):
         page = new_page()
         problems: list[str] = []
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: problems.append(str(error)))
 
         page.goto(app_url)
-        bench.wait_full_grid(page)
-        grid_images = page.locator(f"{bench.GRID} [data-testid=stImage] img")
+        browser.wait_full_grid(page)
+        grid_images = page.locator(f"{browser.GRID} [data-testid=stImage] img")
         expect(grid_images).to_have_count(20)  # input + 4 methods, 4 rows each
         for title in ("Grad-CAM", "Grad-CAM++", "Score-CAM", "Faster-Score-CAM"):
             expect(page.get_by_text(f"{title} · overlay", exact=True)).to_be_visible()
@@ -46,13 +46,13 @@ def test_grid_live_max_n_and_charts(app_url: str, tmp_path: Path) -> None:
         expect(page.locator("[data-testid=stException]")).to_have_count(0)
         page.screenshot(path=str(tmp_path / "compare_grid.png"))
 
-        old_src, header = bench.fsc_state(page)
-        n = bench.slider_value(page)
+        old_src, header = browser.fsc_state(page)
+        n = browser.slider_value(page)
         assert header.startswith(f"max_N = {n} ·")
-        bench.move_max_n(page)
-        bench.wait_fsc_changed(page, old_src, n + 1)
-        bench.wait_idle(page)
-        new_src, header = bench.fsc_state(page)
+        browser.move_max_n(page)
+        browser.wait_fsc_changed(page, old_src, n + 1)
+        browser.wait_idle(page)
+        new_src, header = browser.fsc_state(page)
         assert new_src != old_src
         assert header.startswith(f"max_N = {n + 1} ·") and "cached" in header  # no new model pass
         expect(page.locator("[data-testid=stSliderThumbValue]").first).to_have_text(str(n + 1))
@@ -64,10 +64,10 @@ def test_grid_live_max_n_and_charts(app_url: str, tmp_path: Path) -> None:
         other = new_page()
         other.on("pageerror", lambda error: problems.append(str(error)))
         other.goto(f"{app_url}/?texture=Grain")
-        bench.wait_full_grid(other)
-        expect(other.locator(bench.GRID).get_by_text("grain_defective_1", exact=False).first).to_be_visible()
+        browser.wait_full_grid(other)
+        expect(other.locator(browser.GRID).get_by_text("grain_defective_1", exact=False).first).to_be_visible()
         expect(other.locator("[data-testid=stSliderThumbValue]").first).to_have_text("10")
-        expect(page.locator(bench.GRID).get_by_text("fractal_defective_1", exact=False).first).to_be_visible()
-        assert tuple(bench.fsc_state(page)) == (new_src, header)
+        expect(page.locator(browser.GRID).get_by_text("fractal_defective_1", exact=False).first).to_be_visible()
+        assert tuple(browser.fsc_state(page)) == (new_src, header)
 
         assert not problems, problems

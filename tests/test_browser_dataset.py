@@ -1,6 +1,6 @@
 """The Dataset page in a real headless Chromium: upload a small results file, see the curves.
 
-Reuses the server and browser helpers of ``dashboard.bench`` (as tests/test_browser.py
+Reuses the server and browser helpers of ``tests/browser_helpers.py`` (as tests/test_browser.py
 does). Without Chromium the test is skipped, unless ``CAMSTUDIO_REQUIRE_BROWSER=1``,
 which makes it fail.
 """
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import keras
 import pytest
+import browser_helpers as browser
 from browser_checks import require_browser
 
 from camcore import evaluate as ev
-from dashboard import bench
 
 
 def _results_csv(tmp_path: Path) -> str:
@@ -36,7 +36,7 @@ def test_dataset_page_loads_results_and_draws_the_curves(tmp_path: Path) -> None
 
     require_browser()
     results = _results_csv(tmp_path)
-    with bench.serve() as url, bench.open_browser(1400, 1000) as (_, new_page):
+    with browser.serve() as url, browser.open_browser(1400, 1000) as (_, new_page):
         page = new_page()
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(str(error)))
@@ -45,12 +45,12 @@ def test_dataset_page_loads_results_and_draws_the_curves(tmp_path: Path) -> None
         page.locator("[data-testid=stSidebarNav] a", has_text="Dataset").click(timeout=120_000)
         expect(page.get_by_role("heading", name="Dataset evaluation")).to_be_visible(timeout=60_000)
         assert page.url.endswith("/dataset")
-        bench.wait_idle(page)
+        browser.wait_idle(page)
         page.get_by_test_id("stRadioGroup").get_by_text("Load a results file").click()
-        bench.wait_idle(page)
+        browser.wait_idle(page)
         page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(results)
         expect(page.locator(".js-plotly-plot")).to_have_count(5, timeout=60_000)
-        bench.wait_idle(page)
+        browser.wait_idle(page)
         expect(page.get_by_text("Mean IoU vs threshold")).to_be_visible()
         expect(page.get_by_role("button", name="Download thresholds (JSON)")).to_be_visible()
         iou_chart = page.locator(".js-plotly-plot").nth(1)

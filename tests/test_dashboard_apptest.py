@@ -325,7 +325,7 @@ def test_downloads_build(default_app: AppTest) -> None:
     keys = {button.key for button in default_app.get("download_button")}
     assert keys == {"download_grid", "download_maps", "download_timings", "download_settings"}
     # The same cached bundle and explainer the page used (st.cache_resource is per process).
-    bundle, explainer = state.get_bundle("demo:vgg_defect"), state.get_explainer("demo:vgg_defect")
+    bundle, explainer = state.get_model("demo:vgg_defect"), state.get_explainer("demo:vgg_defect")
     info = load_sample_index()[0]
     image, mask = load_sample(info)
     x = bundle.preprocess(image)

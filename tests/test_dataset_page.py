@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import types
 from pathlib import Path
 
 import keras
@@ -15,6 +14,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from camcore import evaluate as ev
+from camcore.models import from_keras
 from dashboard import state
 
 PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "views" / "dataset.py")
@@ -151,10 +151,9 @@ def test_dagm_results_outside_the_data_folder_are_not_opened(results, monkeypatc
 
 
 def test_in_page_run_on_a_generated_set(monkeypatch):
-    bundle = types.SimpleNamespace(model=_tiny_model(), preprocessing="unit", default_layer=None,
-                                   class_names=["clean", "defective"])
+    loaded = from_keras(_tiny_model(), "tiny", "unit", ["clean", "defective"], key="demo:tiny")
     monkeypatch.setattr(state, "list_demos", lambda: ["tiny"])
-    monkeypatch.setattr(state, "get_bundle", lambda key: bundle)
+    monkeypatch.setattr(state, "get_model", lambda key: loaded)
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     at.slider(key="ds_n").set_value(3).run()
     at.slider(key="ds_rate").set_value(1.0).run()

@@ -11,7 +11,7 @@ from camcore import demos, synth
 
 DEMOS = demos.list_demos()
 pytestmark = pytest.mark.skipif(not DEMOS, reason="no demo models in assets/models (run `make train-demos`)")
-FRESH_SEED = 8_675_309  # not a training or held-out seed of camcore.train_demo
+FRESH_SEED = 8_675_309  # not a training or held-out seed of scripts/train_demos.py
 
 
 def test_both_demo_models_are_shipped_default_first():
@@ -40,14 +40,14 @@ def test_at_least_one_demo_looks_at_the_defect():
 def test_loads_in_safe_mode_and_explains(name):
     model = keras.models.load_model(demos.MODELS_DIR / f"{name}.keras", safe_mode=True, compile=False)
     demo = camcore.load_demo(name)
-    assert demo.class_names == ["clean", "defective"]
+    assert demo.class_names == ("clean", "defective")
     assert model.count_params() == demo.model.count_params()
     x = demo.preprocess(synth.make_sample(3, "grain", "scratch").image)
     assert x.shape == (1, 224, 224, 1) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
     explainer = camcore.Explainer(demo.model)
     info = explainer.adapter.layer_info(demo.layer)
     assert info.spatial
-    cam = explainer.grad_cam(x, demo.layer, 1)
+    cam = explainer.compute("grad_cam", x, demo.layer, 1).cam
     assert cam.shape == (info.height, info.width) and np.isfinite(cam).all()
 
 

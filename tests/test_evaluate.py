@@ -219,7 +219,7 @@ def test_model_arguments_are_checked(model_file, tmp_path):
         ev.load_model_spec(str(model_file), preprocessing="unit", layer="nope")
     junk = tmp_path / "junk.keras"
     junk.write_text("not a model")
-    with pytest.raises(ValueError, match="junk.keras: not a .keras model file"):
+    with pytest.raises(ValueError, match="junk.keras is not a Keras model file"):
         ev.load_model_spec(str(junk), preprocessing="unit")
 
 

@@ -18,7 +18,7 @@ def test_grad_cam_weights_are_dense_weights_over_hw():
     x = np.random.default_rng(1).uniform(0, 1, (1, 4, 5, 3)).astype(np.float32)
     explainer = camcore.Explainer(model)
     for c in range(3):
-        _, gradients, _, _ = explainer._gradients(x, camcore.explainer.image_key(x), "feat", c)
+        _, gradients, _ = explainer.activations_and_gradients(x, "feat", c)
         np.testing.assert_allclose(gradients, np.broadcast_to(kernel[:, c] / 20.0, (4, 5, 3)), rtol=1e-5)
         expected = relu_scaled(np.tensordot(x[0], kernel[:, c] / 20.0, axes=([-1], [0])))
         np.testing.assert_allclose(camcore.grad_cam(model, x, "feat", c), expected, atol=1e-6)
@@ -38,7 +38,7 @@ def test_cam_uses_logit_not_probability():
     assert not np.allclose(logit_cam, prob_cam, atol=1e-2), "test needs a case where they differ"
 
     np.testing.assert_allclose(camcore.grad_cam(model, x, "feat", c), logit_cam, atol=1e-5)
-    as_probability = camcore.Explainer(model, target="probability").grad_cam(x, "feat", c)
+    as_probability = camcore.Explainer(model, target="probability").compute("grad_cam", x, "feat", c).cam
     np.testing.assert_allclose(as_probability, prob_cam, atol=1e-5)
 
 
@@ -49,7 +49,7 @@ def test_single_unit_sigmoid_class_zero_is_the_complement():
     assert explainer.n_classes == 2
     for c, sign in ((1, 1.0), (0, -1.0)):
         expected = relu_scaled(np.tensordot(x[0], sign * kernel[:, 0], axes=([-1], [0])))
-        np.testing.assert_allclose(explainer.grad_cam(x, "feat", c), expected, atol=1e-5)
+        np.testing.assert_allclose(explainer.compute("grad_cam", x, "feat", c).cam, expected, atol=1e-5)
     p = float(model.predict(x, verbose=0)[0, 0])
     np.testing.assert_allclose(explainer.predict(x), [1 - p, p], atol=1e-6)
 
@@ -60,7 +60,7 @@ def test_multi_unit_sigmoid_uses_pre_sigmoid_score():
     explainer = camcore.Explainer(model)
     assert explainer.adapter.head.kind == "sigmoid"
     expected = relu_scaled(np.tensordot(x[0], kernel[:, 1], axes=([-1], [0])))
-    np.testing.assert_allclose(explainer.grad_cam(x, "feat", 1), expected, atol=1e-5)
+    np.testing.assert_allclose(explainer.compute("grad_cam", x, "feat", 1).cam, expected, atol=1e-5)
     np.testing.assert_allclose(explainer.predict(x), model.predict(x, verbose=0)[0], atol=1e-6)
 
 
@@ -86,19 +86,18 @@ def test_grad_cam_plus_plus_matches_plain_reference():
     model = small_convnet(size=12, channels=5)
     x = np.random.default_rng(5).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
     explainer = camcore.Explainer(model)
-    key = camcore.explainer.image_key(x)
     for c in range(3):
-        activations, gradients, _, _ = explainer._gradients(x, key, "conv2", c)
+        activations, gradients, _ = explainer.activations_and_gradients(x, "conv2", c)
         expected = grad_cam_plus_plus_reference(activations.astype(np.float64), gradients.astype(np.float64))
-        np.testing.assert_allclose(explainer.grad_cam_plus_plus(x, "conv2", c), expected, atol=1e-5)
+        np.testing.assert_allclose(explainer.compute("grad_cam_plus_plus", x, "conv2", c).cam, expected, atol=1e-5)
 
 
 def test_both_gradient_cams_share_one_forward_backward():
     model = small_convnet(size=12)
     x = np.random.default_rng(6).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
     explainer = camcore.Explainer(model)
-    first = explainer.grad_cam_result(x, "conv2", 1)
-    second = explainer.grad_cam_plus_plus_result(x, "conv2", 1)
+    first = explainer.compute("grad_cam", x, "conv2", 1)
+    second = explainer.compute("grad_cam_plus_plus", x, "conv2", 1)
     assert first.model_passes == 1 and not first.cached
     assert second.model_passes == 0 and second.cached
 
@@ -120,10 +119,10 @@ def test_default_class_costs_no_extra_forward_pass():
     model = small_convnet(size=12)
     x = np.random.default_rng(9).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
     explainer = camcore.Explainer(model)
-    result = explainer.grad_cam_result(x, "conv2")
+    result = explainer.compute("grad_cam", x, "conv2")
     assert result.model_passes == 1
     top = int(np.argmax(model.predict(x, verbose=0)[0]))
-    again = explainer.grad_cam_result(x, "conv2", top)
+    again = explainer.compute("grad_cam", x, "conv2", top)
     assert again.cached, "the top-1 gradient must be cached under its class index"
     np.testing.assert_array_equal(result.cam, again.cam)
 
@@ -133,7 +132,7 @@ def test_default_class_is_top_one_and_explicit_class_is_honoured():
     x = np.random.default_rng(8).uniform(0, 1, (1, 3, 3, 3)).astype(np.float32)
     top = int(np.argmax(model.predict(x, verbose=0)[0]))
     explainer = camcore.Explainer(model)
-    np.testing.assert_array_equal(explainer.grad_cam(x, "feat"), explainer.grad_cam(x, "feat", top))
+    np.testing.assert_array_equal(explainer.compute("grad_cam", x, "feat").cam, explainer.compute("grad_cam", x, "feat", top).cam)
     other = (top + 1) % 3
     expected = relu_scaled(np.tensordot(x[0], kernel[:, other], axes=([-1], [0])))
-    np.testing.assert_allclose(explainer.grad_cam(x, "feat", other), expected, atol=1e-5)
+    np.testing.assert_allclose(explainer.compute("grad_cam", x, "feat", other).cam, expected, atol=1e-5)

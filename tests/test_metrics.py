@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from camcore import metrics as M
+from camcore.metrics import road
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -437,7 +438,7 @@ def test_multigrid_transfer_operators_are_adjoint():
     rng = np.random.default_rng(5)
     removed = np.ones((37, 29), bool)  # unknowns on every image edge
     removed[18, 14] = False
-    grid = M._ImputationGrid(removed)
+    grid = road._ImputationGrid(removed)
     coarse = grid.coarse
     assert coarse is not None
     e = rng.normal(size=(2, coarse.h + 1, coarse.w)) * coarse.mask

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import camcore
-from camcore.methods.score import plan_channels
+from camcore.methods.score_cam import plan_channels
 from toy_models import linear_head_model
 
 
@@ -59,7 +59,7 @@ def test_softmax_twice_would_be_detected():
     model = same_resolution_model(seed=2)
     x = np.random.default_rng(1).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model)
-    cam = explainer.score_cam(x, "feat", 0)
+    cam = explainer.compute("score_cam", x, "feat", 0).cam
     state = explainer._cache.get(("score", "feat", camcore.explainer.image_key(x), "input"))
     logits = state.scores
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
@@ -83,7 +83,7 @@ def test_skipping_dead_and_sharing_constant_channels_is_exact():
     model = same_resolution_model(channels=8, seed=3, dead=(1, 4), constant={2: 0.7, 6: 1.3})
     x = np.random.default_rng(3).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model, batch_size=3)
-    result = explainer.score_cam_result(x, "feat", 1)
+    result = explainer.compute("score_cam", x, "feat", 1)
     expected, activations = plain_score_cam(model, x, "feat", 1)
     plan = plan_channels(activations)
     assert plan.zero[[1, 4]].all() and plan.constant[[2, 6]].all()
@@ -101,7 +101,7 @@ def test_faster_score_cam_uses_top_std_channels_in_order():
     explainer = camcore.Explainer(model)
     for n in (1, 3, 5):
         expected, _ = plain_score_cam(model, x, "feat", 2, channels=order[:n])
-        np.testing.assert_allclose(explainer.score_cam(x, "feat", 2, max_n=n), expected, atol=1e-5)
+        np.testing.assert_allclose(explainer.compute("faster_score_cam", x, "feat", 2, max_n=n).cam, expected, atol=1e-5)
         np.testing.assert_allclose(camcore.faster_score_cam(model, x, "feat", 2, max_n=n), expected, atol=1e-5)
 
 
@@ -109,9 +109,9 @@ def test_max_n_larger_than_channel_count_is_full_score_cam():
     model = same_resolution_model(channels=5, seed=5)
     x = np.random.default_rng(5).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model)
-    np.testing.assert_array_equal(explainer.score_cam(x, "feat", 0, max_n=1000), explainer.score_cam(x, "feat", 0))
+    np.testing.assert_array_equal(explainer.compute("faster_score_cam", x, "feat", 0, max_n=1000).cam, explainer.compute("score_cam", x, "feat", 0).cam)
     with pytest.raises(ValueError, match="max_n"):
-        explainer.score_cam(x, "feat", 0, max_n=0)
+        explainer.compute("faster_score_cam", x, "feat", 0, max_n=0).cam
 
 
 def test_prefix_cache_makes_max_n_changes_free():
@@ -119,24 +119,24 @@ def test_prefix_cache_makes_max_n_changes_free():
     x = np.random.default_rng(6).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model, batch_size=2)
     seen = []
-    first = explainer.score_cam_result(x, "feat", 0, max_n=3, progress=lambda d, t: seen.append((d, t)))
+    first = explainer.compute("faster_score_cam", x, "feat", 0, max_n=3, progress=lambda d, t: seen.append((d, t)))
     assert first.model_passes == 1 + 3  # activations + 3 masked passes
     assert seen[0] == (0, 3) and seen[-1] == (3, 3)
     assert explainer.score_cam_channels_done(x, "feat") == 3
-    grow = explainer.score_cam_result(x, "feat", 0, max_n=6)
+    grow = explainer.compute("faster_score_cam", x, "feat", 0, max_n=6)
     assert grow.model_passes == 3  # only the new channels
     for n in (1, 2, 5, 6):
-        again = explainer.score_cam_result(x, "feat", 0, max_n=n)
+        again = explainer.compute("faster_score_cam", x, "feat", 0, max_n=n)
         assert again.model_passes == 0 and again.cached
     # the cached masked passes hold every class: another class is free too
-    assert explainer.score_cam_result(x, "feat", 2, max_n=6).model_passes == 0
+    assert explainer.compute("faster_score_cam", x, "feat", 2, max_n=6).model_passes == 0
 
 
 def test_channel_softmax_weighting_matches_paper_formula():
     model = same_resolution_model(channels=4, seed=7)
     x = np.random.default_rng(7).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model)
-    cam = explainer.score_cam(x, "feat", 1, weighting="channel_softmax")
+    cam = explainer.compute("score_cam", x, "feat", 1, weighting="channel_softmax").cam
     state = explainer._cache.get(("score", "feat", camcore.explainer.image_key(x), "input"))
     # eq. 5: softmax over channels of S^c(X∘H^k) - S^c(X_b); the baseline cancels
     baseline = explainer.scores(np.zeros_like(x))[1]
@@ -151,7 +151,7 @@ def test_raw_image_masking_re_preprocesses():
     raw = np.random.default_rng(8).uniform(0, 255, (1, 10, 10, 2)).astype(np.float32)
     x = raw / 127.5 - 1.0
     explainer = camcore.Explainer(model)
-    cam = explainer.score_cam(x, "feat", 0, raw_image=raw, preprocessing="symmetric")
+    cam = explainer.compute("score_cam", x, "feat", 0, raw_image=raw, preprocessing="symmetric").cam
     sub = keras.Model(model.inputs, model.get_layer("feat").output)
     activations = sub.predict(x, verbose=0)[0]
     expected = np.zeros((10, 10))
@@ -162,7 +162,7 @@ def test_raw_image_masking_re_preprocesses():
         expected += model.predict(masked, verbose=0)[0, 0] * a
     expected = np.maximum(expected, 0)
     np.testing.assert_allclose(cam, expected / expected.max(), atol=1e-5)
-    assert not np.allclose(cam, explainer.score_cam(x, "feat", 0), atol=1e-4)
+    assert not np.allclose(cam, explainer.compute("score_cam", x, "feat", 0).cam, atol=1e-4)
 
 
 def test_tradeoff_curve_ends_at_full_score_cam():
@@ -176,4 +176,4 @@ def test_tradeoff_curve_ends_at_full_score_cam():
     passes = [r["passes"] for r in rows]
     assert passes == sorted(passes) and passes[-1] <= 8
     # the curve reads the cache: it runs no new pass
-    assert explainer.score_cam_result(x, "feat", 0, max_n=3).model_passes == 0
+    assert explainer.compute("faster_score_cam", x, "feat", 0, max_n=3).model_passes == 0

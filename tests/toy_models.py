@@ -32,3 +32,36 @@ def small_convnet(size: int = 16, channels: int = 6, classes: int = 3, seed: int
     h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
     out = keras.layers.Dense(classes, activation="softmax", name="predictions")(h)
     return keras.Model(inp, out, name=name)
+
+
+def strided_convnet(size: int = 16, channels: int = 6, classes: int = 3, seed: int = 0, name: str = "strided"):
+    """image (size) → conv1 (stride 2, ReLU; size/2) → conv2 (stride 2, ReLU; size/4) → GAP
+    → Dense(softmax). Two layers at two resolutions, both below the input's (fusion)."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3), name="image")
+    h = keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="relu", name="conv1")(inp)
+    h = keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = keras.layers.Dense(classes, activation="softmax", name="predictions")(h)
+    return keras.Model(inp, out, name=name)
+
+
+def nested_backbone_model(size: int = 12, channels: int = 5, classes: int = 3, seed: int = 0):
+    """Sequential([image, inner, GAP, Dense(softmax)]) with ``inner`` a functional
+    conv1 → conv2 → conv3 (ReLU) backbone nested as one layer: "inner/conv2" is a
+    layer inside the nested model with a nonlinear path (conv3) after it."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3), name="inner_image")
+    h = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv1")(inp)
+    h = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv3")(h)
+    inner = keras.Model(inp, h, name="inner")
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            inner,
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(classes, activation="softmax", name="predictions"),
+        ],
+        name="nested",
+    )

@@ -1,28 +1,72 @@
-"""The registry of CAM methods the UI iterates over.
+"""The registry of CAM methods: every consumer (``Explainer.compute``, the plain
+functions, the dashboard's grid, charts and tables, the evaluation) iterates it.
 
-Adding a method: write its weights in a module beside this one, expose it on
-the Explainer, and add one line here.
+A method is described once, by a :class:`MethodSpec`: its key, label, family, what
+it needs from the model, and a function that turns the shared tensors (a
+:class:`~camcore.methods.base.CamInputs`) into a raw map. The engine applies ReLU
+and the [0, 1] scaling afterwards, the same for every method (pytorch-grad-cam's
+``base_cam.py`` works the same way: methods override only their weights).
+
+Adding a method is one module that defines ``SPEC = MethodSpec(...)`` and one line
+in :data:`_BUILTIN` below - or, from outside the package, ``register(spec)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from camcore.methods import (
+    ablation_cam,
+    eigen_cam,
+    grad_cam,
+    grad_cam_plus_plus,
+    hires_cam,
+    layer_cam,
+    score_cam,
+    xgrad_cam,
+)
+from camcore.methods.base import FAMILIES, NEEDS, CamInputs, MethodSpec
+
+_BUILTIN: tuple[MethodSpec, ...] = (
+    grad_cam.SPEC,
+    grad_cam_plus_plus.SPEC,
+    score_cam.SPEC,
+    score_cam.FASTER_SPEC,
+    layer_cam.SPEC,
+    xgrad_cam.SPEC,
+    hires_cam.SPEC,
+    eigen_cam.SPEC,
+    ablation_cam.SPEC,
+)
+
+METHODS: dict[str, MethodSpec] = {spec.key: spec for spec in _BUILTIN}
+"""Every known method by key, in display order."""
+
+ORIGINAL_STUDY: tuple[str, ...] = ("grad_cam", "grad_cam_plus_plus", "score_cam", "faster_score_cam")
+"""The four methods of the 2019 Faster-Score-CAM study: the dashboard's default columns."""
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    key: str  # Explainer method and plain-function name
-    label: str  # column title in the UI
-    uses_max_n: bool  # Faster-Score-CAM: the max_N slider applies
-    reference: str
+def register(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    """Add ``spec`` to :data:`METHODS` (``replace=True`` to redefine a key)."""
+    if not isinstance(spec, MethodSpec):
+        raise TypeError(f"expected a MethodSpec, got {type(spec).__name__}")
+    if spec.key in METHODS and not replace:
+        raise ValueError(f"a method {spec.key!r} is already registered")
+    METHODS[spec.key] = spec
+    return spec
 
 
-METHODS: dict[str, MethodSpec] = {
-    spec.key: spec
-    for spec in (
-        MethodSpec("grad_cam", "Grad-CAM", False, "Selvaraju et al., ICCV 2017"),
-        MethodSpec("grad_cam_plus_plus", "Grad-CAM++", False, "Chattopadhyay et al., WACV 2018"),
-        MethodSpec("score_cam", "Score-CAM", False, "Wang et al., CVPR-W 2020"),
-        MethodSpec("faster_score_cam", "Faster-Score-CAM", True, "Score-CAM on the max_N channels of largest std, 2019"),
-    )
-}
+def unregister(key: str) -> None:
+    """Remove a method added with :func:`register` (built-in methods stay)."""
+    if key in {spec.key for spec in _BUILTIN}:
+        raise ValueError(f"{key!r} is a built-in method and cannot be removed")
+    METHODS.pop(key, None)
+
+
+def get(key: str) -> MethodSpec:
+    """The spec of ``key``; ValueError naming the known keys otherwise."""
+    spec = METHODS.get(key) if isinstance(key, str) else None
+    if spec is None:
+        raise ValueError(f"unknown method {key!r}; choose one of {list(METHODS)}")
+    return spec
+
+
+__all__ = ["FAMILIES", "METHODS", "NEEDS", "ORIGINAL_STUDY", "CamInputs", "MethodSpec", "get", "register", "unregister"]

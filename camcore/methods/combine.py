@@ -5,20 +5,11 @@ sec. 3 "Guided Grad-CAM") and Sobel variants (× dilated image gradient, the
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from camcore.maps import upsample
 
-def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-D map to ``size`` = (height, width), kept in [0, 1]."""
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.ndim != 2:
-        raise ValueError(f"cam must be 2-D (h, w), got shape {cam.shape}")
-    height, width = int(size[0]), int(size[1])
-    if cam.shape == (height, width):
-        return cam.copy()
-    resized = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.clip(resized, 0.0, 1.0).astype(np.float32)
+__all__ = ["guided_variant", "sobel_variant", "upsample"]
 
 
 def guided_variant(cam: np.ndarray, saliency: np.ndarray) -> np.ndarray:

@@ -13,11 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from camcore import metrics
+from camcore.methods import METHODS
 from dashboard import state
 from dashboard.components import charts, grid
 from dashboard.components.grid import View, label
-
-POINTING_TOLERANCE = 15  # pixels of the ground truth, as in Zhang et al. 2016
 
 
 # ------------------------------------------------------------------- results
@@ -27,19 +26,18 @@ def score_cam_complete(view: View) -> bool:
 
 def current_results(view: View, max_n: int) -> dict[str, Any]:
     """CamResults of the shown methods, from the explainer's caches (no model pass:
-    the grid computed them). Score-CAM is left out while its passes are incomplete."""
+    the grid computed them). A method whose passes are not all done is left out."""
     results = {}
     for method in view.methods:
-        if method == "score_cam" and not score_cam_complete(view):
-            continue
-        if method == "faster_score_cam" and view.explainer.score_cam_channels_done(view.x, view.layer) < max_n:
-            continue
-        results[method] = view.explainer.compute(method, view.x, view.layer, view.class_index, max_n=max_n)
+        found = view.explainer.peek(method, view.x, view.layers_for(method), view.class_index,
+                                    max_n=_n(method, max_n))
+        if found is not None:
+            results[method] = found
     return results
 
 
 def _n(method: str, max_n: int) -> int | None:
-    return max_n if method == "faster_score_cam" else None
+    return max_n if METHODS[method].uses_max_n else None
 
 
 def timing_rows(view: View, results: dict[str, Any], max_n: int) -> list[dict]:
@@ -103,14 +101,14 @@ def _timing_section(view: View, results: dict[str, Any], max_n: int) -> None:
         st.info("Compute times appear when the maps are ready.")
         return
     rows = timing_rows(view, results, max_n)
-    labels = {m: label(m) + (f" (max_N={max_n})" if m == "faster_score_cam" else "") for m in results}
+    labels = {m: label(m) + (f" (max_N={max_n})" if METHODS[m].uses_max_n else "") for m in results}
     totals = {m: _total_text(m, rows) for m in results}
     st.plotly_chart(
         charts.timing_figure(rows, labels, totals), key="timing_chart", config={"displayModeBar": False}
     )
     st.caption(
         "Time of the calls that computed each map for this image, by stage, and the model passes they "
-        "ran. Hatched, “shared”: work done once for two methods (Grad-CAM++ reuses Grad-CAM's "
+        "ran. Hatched, “shared”: work done once for several methods (the gradient methods share one "
         "forward+backward pass; Score-CAM continues Faster-Score-CAM's masked passes). “(cached)”: "
         "the map needed no model pass (e.g. a max_N that Score-CAM's passes already cover)."
     )
@@ -149,15 +147,19 @@ def _tradeoff_section(view: View, max_n: int) -> None:
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _localization(record_key: tuple, mask_id: str, threshold: float, _cam: np.ndarray, _mask: np.ndarray) -> dict:
+    """The one localization protocol of ``camcore.metrics`` (the evaluation uses it too)."""
     thresholds = metrics.DEFAULT_THRESHOLDS
-    best_t, best_iou = metrics.best_threshold(_cam, _mask, thresholds)
+    found = metrics.localization(_cam, _mask, threshold)
+    ious, _ = metrics.localization_curves(_cam, _mask, thresholds)
+    best = int(np.argmax(ious))
     return {
-        "iou": metrics.iou(_cam, _mask, threshold),
-        "dice": metrics.dice(_cam, _mask, threshold),
-        "hit": metrics.pointing_game(_cam, _mask, tolerance=POINTING_TOLERANCE),
-        "best_threshold": best_t,
-        "best_iou": best_iou,
-        "curve": (list(map(float, thresholds)), list(map(float, metrics.iou_curve(_cam, _mask, thresholds)))),
+        "iou": found.iou,
+        "dice": found.dice,
+        "hit": found.pointing_hit,
+        "energy": found.energy_pointing,
+        "best_threshold": float(thresholds[best]),
+        "best_iou": float(ious[best]),
+        "curve": (list(map(float, thresholds)), list(map(float, ious))),
     }
 
 
@@ -177,6 +179,7 @@ def localization_table(
                 f"IoU @ {view.threshold:.2f}": found["iou"],
                 f"Dice @ {view.threshold:.2f}": found["dice"],
                 "Peak in defect": "✓ hit" if found["hit"] else "✗ miss",
+                "Energy in defect": found["energy"],
                 "Best threshold": found["best_threshold"],
                 "IoU @ best": found["best_iou"],
             }
@@ -203,13 +206,16 @@ def _threshold_section(view: View, results: dict[str, Any], max_n: int) -> None:
                 f"IoU @ {t}": st.column_config.NumberColumn("IoU", format="%.3f"),
                 f"Dice @ {t}": st.column_config.NumberColumn("Dice", format="%.3f"),
                 "Peak in defect": st.column_config.TextColumn("Peak"),
+                "Energy in defect": st.column_config.NumberColumn("Energy", format="%.2f"),
                 "Best threshold": st.column_config.NumberColumn("Best t", format="%.2f"),
                 "IoU @ best": st.column_config.NumberColumn("IoU at best t", format="%.3f"),
             },
         )
         st.caption(
-            f"IoU and Dice of the region map ≥ {t} against the defect mask, at the mask's resolution. "
-            f"“Peak”: the pointing game (is the map's maximum within {POINTING_TOLERANCE} px of the defect?). "
+            f"IoU and Dice of the region map ≥ {t} against the defect mask, at the mask's resolution "
+            "(camcore.metrics.localization: the same rule as the Dataset evaluation). "
+            f"“Peak”: the pointing game (is the map's maximum within {metrics.POINTING_TOLERANCE} px of the "
+            "defect?); “Energy”: the share of the map's mass inside the defect. "
             "“Best t” maximizes IoU using the ground truth: an upper bound for this image, not a deployable "
             "setting."
         )

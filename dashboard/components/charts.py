@@ -9,18 +9,28 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-METHOD_COLORS = {
-    "grad_cam": "#1c7ed6",
-    "grad_cam_plus_plus": "#7048e8",
-    "score_cam": "#e8590c",
-    "faster_score_cam": "#2b8a3e",
-}
+# One color per registered method, by registry position: a new method gets a color too.
+PALETTE = ("#1c7ed6", "#7048e8", "#e8590c", "#2b8a3e", "#c2255c", "#0c8599", "#f59f00", "#5c940d", "#862e9c",
+           "#364fc7", "#d9480f", "#087f5b")
+CONTROL_COLORS = {"sobel": "#7f7f7f", "random": "#bcbd22"}
 STAGE_COLORS = {
     "forward+gradients": "#4c6ef5",
+    "forward": "#748ffc",
     "activations": "#15aabf",
     "masked passes": "#f76707",
+    "ablation passes": "#d6336c",
     "weights": "#868e96",
 }
+
+
+def method_color(method: str) -> str:
+    """The color of ``method`` in every chart (controls are gray/olive)."""
+    from camcore.methods import METHODS
+
+    if method in CONTROL_COLORS:
+        return CONTROL_COLORS[method]
+    keys = list(METHODS)
+    return PALETTE[keys.index(method) % len(PALETTE)] if method in keys else "#495057"
 FONT = dict(size=13)
 MARGIN = dict(l=10, r=10, t=30, b=10)
 
@@ -105,7 +115,7 @@ def tradeoff_figure(rows: Sequence[dict], current: dict | None, channels: int) -
     fig.add_trace(
         go.Scatter(
             x=ns, y=[r["correlation"] for r in rows], name="correlation with Score-CAM", yaxis="y2",
-            mode="lines+markers", line=dict(color=METHOD_COLORS["faster_score_cam"], width=2.5),
+            mode="lines+markers", line=dict(color=method_color("faster_score_cam"), width=2.5),
             hovertemplate="max_N %{x}: r = %{y:.3f}<extra></extra>",
         )
     )
@@ -133,7 +143,7 @@ def iou_figure(
     """IoU vs threshold per method, each method's best threshold starred."""
     fig = go.Figure()
     for method, (thresholds, ious) in curves.items():
-        color = METHOD_COLORS.get(method, "#495057")
+        color = method_color(method)
         name = method_labels.get(method, method)
         fig.add_trace(
             go.Scatter(

@@ -16,10 +16,12 @@ import numpy as np
 import streamlit as st
 
 from camcore import visualize
+from camcore.maps import upsample
 from camcore.methods import METHODS
 from camcore.methods.combine import guided_variant, sobel_variant
 
 ROW_NAMES = ("Overlay", "Thresholded", "Guided", "Sobel")
+MAX_METHOD_COLUMNS = 5  # more methods wrap into another row of columns: tiles stay readable
 OUTLINE = (0, 255, 0)  # ground truth, green as in the study
 EMPTY_SHADE = 246  # placeholder tiles: a light gray that keeps rows aligned
 
@@ -31,13 +33,13 @@ class View:
     model_key: str
     model_name: str
     layer: str
+    fused_layers: tuple[str, ...]  # layers the one-pass methods fuse (empty: ``layer`` only)
     channels: int  # of the layer: max_N's range
     class_index: int
     class_name: str
     probability: float
     image_name: str
-    image_id: str  # content hash of the model input
-    x: np.ndarray  # model input (1, H, W, C)
+    prepared: Any  # camcore.Prepared: the model input, hashed once
     rgb: np.ndarray  # the input at the model's size, uint8 RGB: what panels are drawn on
     mask: np.ndarray | None  # bool ground truth (any size)
     mask_id: str  # content hash of the mask ("none" without one)
@@ -49,13 +51,30 @@ class View:
     alpha: float
     explainer: Any = field(repr=False)
 
+    @property
+    def x(self) -> Any:
+        """What every explainer call takes: the prepared input (hashed once)."""
+        return self.prepared
+
+    @property
+    def image_id(self) -> str:
+        return self.prepared.key
+
+    def layers_for(self, method: str) -> str | tuple[str, ...]:
+        """The layer (or fused layers) a method's column is computed on."""
+        spec = METHODS.get(method)
+        if self.fused_layers and spec is not None and spec.fusable:
+            return self.fused_layers
+        return self.layer
+
     def record_key(self, method: str, max_n: int | None = None) -> tuple:
-        return (self.model_key, self.layer, self.image_id, self.class_index, method, max_n)
+        return (self.model_key, self.layers_for(method), self.image_id, self.class_index, method, max_n)
 
     def settings(self, max_n: int) -> dict:
         return {
             "model": self.model_key,
             "layer": self.layer,
+            "fused_layers": list(self.fused_layers),
             "image": self.image_name,
             "image_sha": self.image_id,
             "class_index": self.class_index,
@@ -77,34 +96,35 @@ def make_view(
     detail: str,
     image: np.ndarray,
     mask: np.ndarray | None,
-    x: np.ndarray,
+    prepared: Any,
     class_index: int,
     probability: float,
     display: Any,
+    fused_layers: tuple[str, ...] = (),
 ) -> View:
     """A View for one (model, layer, image, class) and display settings: the image at the
     model's size, its guided-backprop saliency and Sobel gradient (camcore computes them)."""
-    from camcore.explainer import image_key
     from camcore.methods.sobel import sobel_gradient
+    from camcore.prepared import image_key
     from camcore.preprocess import resize_for_model
 
     rgb = visualize.to_rgb(resize_for_model(image, bundle.input_size, bundle.channels))
     names = list(bundle.class_names)
     return View(
         model_key=model_key,
-        model_name=bundle.name,
+        model_name=bundle.label,
         layer=layer,
+        fused_layers=tuple(fused_layers),
         channels=explainer.adapter.layer_info(layer).channels,
         class_index=int(class_index),
         class_name=names[class_index] if class_index < len(names) else f"class {class_index}",
         probability=float(probability),
         image_name=image_name + (f" ({detail})" if detail else ""),
-        image_id=image_key(x),
-        x=x,
+        prepared=prepared,
         rgb=rgb,
         mask=mask,
         mask_id="none" if mask is None else image_key(np.asarray(mask, bool)),
-        saliency=explainer.guided_backprop(x, class_index),
+        saliency=explainer.guided_backprop(prepared, class_index),
         sobel=sobel_gradient(rgb),
         methods=tuple(display.methods),
         threshold=float(display.threshold),
@@ -138,6 +158,8 @@ def input_panels(view: View) -> list[tuple[str, np.ndarray]]:
 
 def method_panels(view: View, method: str, cam: np.ndarray) -> list[tuple[str, np.ndarray]]:
     name = label(method)
+    # Upsampled once to the display size; every panel below then works at that size.
+    cam = upsample(cam, view.rgb.shape[:2])
     emphasized = visualize.emphasize(view.rgb, cam, view.threshold, view.colormap, view.alpha)
     if view.mask is not None:
         emphasized = visualize.draw_outline(emphasized, view.mask, OUTLINE)
@@ -154,8 +176,15 @@ def placeholder_panels(view: View, method: str, note: str) -> list[tuple[str, np
     return [(f"{label(method)} · {note}", tile)] + [(" ", tile)] * (len(ROW_NAMES) - 1)
 
 
-def column_header(title: str, detail: str) -> None:
-    st.markdown(f"**{title}**")
+def method_help(method: str) -> str:
+    """The column tooltip: the method's one-line definition and its paper."""
+    spec = METHODS[method]
+    agnostic = "" if spec.class_specific else " Class-agnostic: the same map for every class."
+    return f"{spec.definition}.{agnostic} {spec.reference}" + (f" — {spec.url}" if spec.url else "")
+
+
+def column_header(title: str, detail: str, help: str | None = None) -> None:
+    st.markdown(f"**{title}**", help=help)
     st.caption(detail or " ")
 
 
@@ -166,11 +195,15 @@ def show_panels(panels: list[tuple[str, np.ndarray]]) -> None:
 
 
 def result_detail(result: Any) -> str:
-    """Header line under a method's name: its time, model passes, cache state."""
+    """Header line under a method's name: its time, model passes, what it reused."""
     if result.cached:
-        return f"cached · {result.seconds * 1000:.0f} ms"
-    passes = f"{result.model_passes} pass" + ("" if result.model_passes == 1 else "es")
-    return f"{result.seconds:.2f} s · {passes}"
+        text = f"cached · {result.seconds * 1000:.0f} ms"
+    else:
+        passes = f"{result.model_passes} pass" + ("" if result.model_passes == 1 else "es")
+        text = f"{result.seconds:.2f} s · {passes}"
+    if isinstance(result.layer, tuple):
+        text += f" · {len(result.layer)} layers fused"
+    return text
 
 
 def grid_rows(view: View, cams: dict[str, np.ndarray]) -> list[list[tuple[str, np.ndarray | None]]]:

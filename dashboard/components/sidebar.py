@@ -187,7 +187,7 @@ def _input_size_inputs() -> tuple[int, int] | None:
     """Input height and width for a model that does not fix its input size: (H, W) once
     both are set, else None. Empty at first, so such a model prompts for them (the Compare
     page's warning) instead of silently running at a size nobody chose."""
-    from camcore.zoo import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+    from camcore.models import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
     help_text = (
         "Used only when the model accepts any size (e.g. keras.Input((None, None, 3))): images "
@@ -232,6 +232,24 @@ def layer_picker(explainer: Any, default: str, model_key: str) -> str | None:
         + (" · default layer" if layer == default else f" · default: `{default}`")
     )
     return layer
+
+
+def fuse_layers_picker(explainer: Any, layer: str, model_key: str) -> tuple[str, ...]:
+    """Layers to fuse with ``layer`` for the one-pass methods (empty: no fusion)."""
+    options = [info.path for info in explainer.layers if info.spatial and info.path != layer]
+    marker, context = "_fuse_layers_context", (model_key, layer)
+    if st.session_state.get(marker) != context:
+        st.session_state["fuse_layers"] = []  # another model or layer: start unfused
+    st.session_state[marker] = context
+    chosen = st.multiselect(
+        "Fuse layers", options, key="fuse_layers", placeholder="none: the layer above only",
+        help="Gradient and activation methods are computed on each of these layers and the layer "
+        "above, each map upsampled to the input and scaled to [0, 1], then averaged (finer layers "
+        "give finer maps). Score-CAM, Faster-Score-CAM and Ablation-CAM stay on the layer above: "
+        "they cost one pass per channel.",
+    )
+    ordered = [path for path in (info.path for info in explainer.layers) if path in set(chosen) | {layer}]
+    return tuple(ordered) if len(ordered) > 1 else ()
 
 
 # --------------------------------------------------------------------- image
@@ -344,13 +362,16 @@ class Controls:
 
 def display_controls() -> Controls:
     """Methods to show, a place for max_N, threshold, colormap and opacity."""
-    from camcore.methods import METHODS
+    from camcore.methods import METHODS, ORIGINAL_STUDY
     from camcore.visualize import COLORMAPS
 
     st.subheader("Display")
     methods = st.pills(
-        "Methods", list(METHODS), selection_mode="multi", default=list(METHODS), key="methods",
+        "Methods", list(METHODS), selection_mode="multi", default=list(ORIGINAL_STUDY), key="methods",
         format_func=lambda k: METHODS[k].label, persist_state=PERSIST,
+        help="Each selected method is a column of the grid. " + " · ".join(
+            f"{spec.label}: {spec.definition} ({spec.reference})" for spec in METHODS.values()
+        ),
     )
     max_n_slot = st.container()
     threshold = st.slider(

@@ -19,51 +19,61 @@ makes any max_N up to the computed channels cost no model pass.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:  # when this page is run on its own (tests)
-    sys.path.insert(0, _ROOT)
-
-import streamlit as st  # noqa: E402
-
-from dashboard import state  # noqa: E402
-from dashboard.components import analysis, sidebar  # noqa: E402
-from dashboard.components.common import FAILED, attempt, failed, show_error  # noqa: E402
-from dashboard.components.grid import (  # noqa: E402
+from camcore.methods import METHODS
+from dashboard import state
+from dashboard.components import analysis, sidebar
+from dashboard.components.common import FAILED, attempt, failed, show_error
+from dashboard.components.grid import (
+    MAX_METHOD_COLUMNS,
     View,
     column_header,
-    make_view,
     input_panels,
     label,
+    make_view,
+    method_help,
     method_panels,
     placeholder_panels,
     result_detail,
     show_panels,
 )
 
-FSC_RESULT = "_fsc_result"  # (record key, CamResult) of the last Faster-Score-CAM call
-
-
 # ------------------------------------------------------------------ computing
 def compute(view: View, method: str, max_n: int | None = None, progress=None):
     """One CAM through the shared explainer; its timings are logged when computed."""
     result = view.explainer.compute(
-        method, view.x, view.layer, view.class_index, max_n=max_n, progress=progress
+        method, view.x, view.layers_for(method), view.class_index, max_n=max_n, progress=progress
     )
     state.timing_log().record(view.record_key(method, max_n), result)
     return result
 
 
-def _passes_progress(bar, prefix: str, before: int = 0):
+def _passes_progress(bar, before: int = 0):
     def progress(done: int, total: int) -> None:
         if total > 0:
             value = min(max((before + done) / (before + total), 0.0), 1.0)
-            text = f"masked passes {before + done}/{before + total}"
-            bar.progress(value, text=f"{prefix}: {text}" if prefix else text)
+            bar.progress(value, text=f"model passes {before + done}/{before + total}")
 
     return progress
+
+
+class _Sharing:
+    """Remembers, within one run, the first result of each family, so that a method that
+    reused its passes can show whose they were in the timing chart."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, tuple[str, object]] = {}
+
+    def note(self, view: View, method: str, result, max_n: int | None = None) -> None:
+        family = METHODS[method].family
+        earlier = self.first.get(family)
+        if earlier is None:
+            if not result.cached:
+                self.first[family] = (method, result)
+            return
+        if result.reused and not earlier[1].cached:
+            state.timing_log().record(view.record_key(method, max_n), earlier[1], shared_from=label(earlier[0]))
 
 
 # -------------------------------------------------------------------- columns
@@ -72,126 +82,152 @@ def _input_column(view: View) -> None:
     show_panels(input_panels(view))
 
 
-def _gradient_column(view: View, method: str, shared_from=None) -> object:
+def _header(view: View, method: str, detail: str) -> None:
+    column_header(label(method), detail, help=method_help(method))
+
+
+def _one_pass_column(view: View, method: str, sharing: _Sharing) -> None:
+    """A method that costs one pass per layer (gradient and activation families)."""
     result = attempt(f"{label(method)} failed", compute, view, method)
     if failed(result):
-        return result
-    if shared_from is not None and not shared_from.cached and result.timings.get("forward+gradients", 1.0) == 0.0:
-        state.timing_log().record(view.record_key(method), shared_from, shared_from=label("grad_cam"))
-    column_header(label(method), result_detail(result))
+        return
+    sharing.note(view, method, result)
+    _header(view, method, result_detail(result))
     show_panels(method_panels(view, method, result.cam))
-    return result
 
 
-def _faster_score_cam(view: View, n: int) -> None:
-    """The Faster-Score-CAM column at max_N = n (runs only the passes not cached)."""
-    with st.container(key="fsc_header"):
+def _max_n_column(view: View, method: str, n: int, sharing: _Sharing) -> None:
+    """A max_N method (Faster-Score-CAM) at max_N = n (runs only the passes not cached)."""
+    with st.container(key=f"{method}_header"):
         head = st.empty()
     with head.container():
-        column_header(label("faster_score_cam"), f"max_N = {n} · computing…")
+        _header(view, method, f"max_N = {n} · computing…")
     bar = st.empty()
-    result = attempt(
-        "Faster-Score-CAM failed", compute, view, "faster_score_cam", n, _passes_progress(bar, "")
-    )
+    result = attempt(f"{label(method)} failed", compute, view, method, n, _passes_progress(bar))
     bar.empty()
     if failed(result):
         head.empty()
         return
-    st.session_state[FSC_RESULT] = (view.record_key("faster_score_cam", n), result)
+    sharing.note(view, method, result, n)
     with head.container():
-        column_header(label("faster_score_cam"), f"max_N = {n} · {result_detail(result)}")
-    with st.container(key="fsc_panels"):
-        show_panels(method_panels(view, "faster_score_cam", result.cam))
+        _header(view, method, f"max_N = {result.max_n} · {result_detail(result)}")
+    with st.container(key=f"{method}_panels"):
+        show_panels(method_panels(view, method, result.cam))
 
 
-def _score_cam_slots(view: View, box) -> tuple:
-    """Header, progress and panel slots of the Score-CAM column ("queued" until it runs)."""
+def _queued_slots(view: View, method: str, box) -> tuple:
+    """Header, progress and panel slots of a per-channel method ("queued" until it runs)."""
     with box:
         head, bar, panels = st.empty(), st.empty(), st.empty()
-    if view.explainer.score_cam_channels_done(view.x, view.layer) < view.channels:
+    if view.explainer.peek(method, view.x, view.layers_for(method), view.class_index) is None:
         with head.container():
-            column_header(label("score_cam"), "queued after Faster-Score-CAM…")
+            _header(view, method, "queued…")
         with panels.container():
-            show_panels(placeholder_panels(view, "score_cam", "queued"))
+            show_panels(placeholder_panels(view, method, "queued"))
     return head, bar, panels
 
 
-def _score_cam(view: View, slots: tuple) -> None:
-    """Full Score-CAM, continuing from whatever masked passes are cached."""
+def _per_channel_column(view: View, method: str, slots: tuple, sharing: _Sharing) -> None:
+    """Score-CAM, Ablation-CAM: one pass per channel, with progress; Score-CAM continues
+    from whatever masked passes a max_N method already ran."""
     head, bar, panels = slots
-    before = view.explainer.score_cam_channels_done(view.x, view.layer)
-    if before < view.channels:
+    if view.explainer.peek(method, view.x, view.layers_for(method), view.class_index) is None:
         with head.container():
-            column_header(label("score_cam"), f"{view.channels} channels · running…")
+            _header(view, method, f"{view.channels} channels · running…")
         with panels.container():
-            show_panels(placeholder_panels(view, "score_cam", "computing"))
-    result = attempt("Score-CAM failed", compute, view, "score_cam", None, _passes_progress(bar, "", before))
+            show_panels(placeholder_panels(view, method, "computing"))
+    before = view.explainer.score_cam_channels_done(view.x, view.layer) if method == "score_cam" else 0
+    result = attempt(f"{label(method)} failed", compute, view, method, None, _passes_progress(bar, before))
     bar.empty()
     if failed(result):
         head.empty()
         panels.empty()
         return
-    fsc = st.session_state.get(FSC_RESULT)
-    same_map = fsc is not None and fsc[0][:4] == view.record_key("score_cam")[:4]
-    if same_map and not fsc[1].cached and not result.cached:
-        state.timing_log().record(view.record_key("score_cam"), fsc[1], shared_from=label("faster_score_cam"))
+    sharing.note(view, method, result)
     with head.container():
-        column_header(label("score_cam"), result_detail(result))
+        _header(view, method, result_detail(result))
     with panels.container():
-        show_panels(method_panels(view, "score_cam", result.cam))
+        show_panels(method_panels(view, method, result.cam))
 
 
 @st.fragment
-def live(view: View, slider_box, score_box, analysis_box) -> None:
+def live(view: View, slider_box, max_n_boxes: dict, per_channel: dict, analysis_box) -> None:
     """Everything that depends on max_N. Its widget (the slider) lives here, so a slider
-    move reruns only this fragment: it redraws the Faster-Score-CAM column (its own
-    body), the Score-CAM column, the slider and the analysis (containers of the page)."""
+    move reruns only this fragment: it redraws the max_N columns (the first one is its own
+    body), the per-channel columns queued behind them (their passes are cached after the
+    first run), the slider and the analysis (containers of the page)."""
+    max_n_methods = [m for m in view.methods if METHODS[m].uses_max_n]
     with slider_box:
-        n = sidebar.max_n_slider(view.channels, "faster_score_cam" in view.methods)
-    slots = _score_cam_slots(view, score_box) if score_box is not None else None
-    if "faster_score_cam" in view.methods:
-        _faster_score_cam(view, n)
-    if slots is not None:
-        _score_cam(view, slots)
+        n = sidebar.max_n_slider(view.channels, bool(max_n_methods))
+    sharing = _Sharing()
+    slots = {method: _queued_slots(view, method, box) for method, box in per_channel.items()}
+    for method in max_n_methods:
+        box = max_n_boxes.get(method)
+        if box is None:  # the fragment's own body
+            _max_n_column(view, method, n, sharing)
+        else:
+            with box:
+                _max_n_column(view, method, n, sharing)
+    for method, method_slots in slots.items():
+        _per_channel_column(view, method, method_slots, sharing)
     with analysis_box:
         attempt("Could not draw the analysis", analysis.render, view, n)
 
 
+def _rows_of_methods(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
+    size = MAX_METHOD_COLUMNS
+    return [methods[i : i + size] for i in range(0, len(methods), size)] or [()]
+
+
 def render_grid(view: View, slider_box, analysis_box) -> None:
-    columns = st.columns(1 + len(view.methods), gap="small")
-    with columns[0]:
-        _input_column(view)
-    score_box, grad_cam, fragment_drawn = None, None, False
-    for column, method in zip(columns[1:], view.methods):
-        with column:
-            if method == "grad_cam":
-                grad_cam = _gradient_column(view, method)
-            elif method == "grad_cam_plus_plus":
-                _gradient_column(view, method, shared_from=None if failed(grad_cam) else grad_cam)
-            elif method == "score_cam":
-                score_box = st.container()
-            elif method == "faster_score_cam":
-                live(view, slider_box, score_box, analysis_box)
-                fragment_drawn = True
-    if not fragment_drawn:
+    """One column per method, in rows of at most MAX_METHOD_COLUMNS, each row led by the
+    input column. One-pass methods draw at once; the live fragment then draws the max_N
+    methods and the per-channel methods queued in their columns."""
+    sharing = _Sharing()
+    max_n_boxes: dict = {}
+    per_channel: dict = {}
+    fragment_column = None
+    rows = _rows_of_methods(view.methods)
+    for number, row in enumerate(rows):
+        columns = st.columns(1 + (MAX_METHOD_COLUMNS if len(rows) > 1 else len(row)), gap="small")
+        with columns[0]:
+            _input_column(view)
+        for column, method in zip(columns[1:], row):
+            spec = METHODS[method]
+            with column:
+                if spec.uses_max_n:
+                    if fragment_column is None:
+                        fragment_column = column
+                    else:
+                        max_n_boxes[method] = st.container()
+                elif spec.per_channel_passes:
+                    per_channel[method] = st.container()
+                else:
+                    _one_pass_column(view, method, sharing)
+    if fragment_column is not None:
+        with fragment_column:
+            live(view, slider_box, max_n_boxes, per_channel, analysis_box)
+    else:
         with analysis_box:
-            live(view, slider_box, score_box, analysis_box)
+            live(view, slider_box, max_n_boxes, per_channel, analysis_box)
 
 
 # ----------------------------------------------------------------------- page
 def _load_bundle(model_key: str):
     """The model bundle, or FAILED after a message. An upload whose preprocessing or input
     size cannot be inferred gets a prompt to choose it, not an error."""
+    from camcore.models import NeedsInputSize, NeedsPreprocessing
+
     try:
-        return state.get_bundle(model_key)
+        return state.get_model(model_key)
     except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
-        if isinstance(exc, ValueError) and "cannot infer the input size" in str(exc):
+        if isinstance(exc, NeedsInputSize):
             st.warning(
                 "This model does not fix its input size: set **Input height** and **Input width** "
                 "above to the size it was trained at (224 × 224 for most ImageNet models).",
                 icon=":material/aspect_ratio:",
             )
-        elif isinstance(exc, ValueError) and "cannot infer the preprocessing" in str(exc):
+        elif isinstance(exc, NeedsPreprocessing):
             st.warning(
                 "This model does not say how its input is scaled: choose its **Preprocessing** above "
                 "(VGG16/ResNet50: caffe; MobileNet/Xception: symmetric; DenseNet: torch; "
@@ -207,8 +243,6 @@ def _load_bundle(model_key: str):
 
 def build_view() -> tuple[View, object] | tuple[None, None]:
     """Run the sidebar and gather what the grid needs; None (after a message) if not ready."""
-    from camcore.explainer import image_key
-
     sidebar.apply_open_in_compare()
     with st.sidebar:
         model_key = sidebar.model_picker()
@@ -229,20 +263,22 @@ def build_view() -> tuple[View, object] | tuple[None, None]:
         choice = sidebar.image_picker()
         if choice is None:
             return None, None
-        x = attempt("Could not prepare the image for this model", bundle.preprocess, choice.image)
-        if failed(x):
+        fused = sidebar.fuse_layers_picker(explainer, layer, model_key)
+        prepared = attempt("Could not prepare the image for this model", state.prepare_input,
+                           model_key, bundle, explainer, choice)
+        if failed(prepared):
             return None, None
-        image_id = image_key(x)
-        top = attempt("Could not run the model", explainer.top_classes, x, explainer.n_classes)
+        top = attempt("Could not run the model", explainer.top_classes, prepared, explainer.n_classes)
         if failed(top):
             return None, None
-        class_index = sidebar.class_picker(top, bundle.class_names, (model_key, image_id))
+        class_index = sidebar.class_picker(top, bundle.class_names, (model_key, prepared.key))
         controls = sidebar.display_controls()
         display = controls.display
 
     view = attempt(
         "Could not prepare the maps", make_view, model_key, bundle, explainer, layer, choice.name,
-        choice.detail, choice.image, choice.mask, x, class_index, dict(top)[class_index], display,
+        choice.detail, choice.image, choice.mask, prepared, class_index, dict(top)[class_index], display,
+        fused,
     )
     if failed(view):
         return None, None
@@ -251,15 +287,16 @@ def build_view() -> tuple[View, object] | tuple[None, None]:
 
 def _headline(view: View) -> None:
     info = view.explainer.adapter.layer_info(view.layer)
+    fused = f" (one-pass methods fuse {len(view.fused_layers)} layers)" if view.fused_layers else ""
     st.markdown(
-        f"**{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}) · "
+        f"**{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
         f"image **{view.image_name}** · explaining **{view.class_name}** (p = {view.probability:.1%})"
     )
 
 
 def main() -> None:
     st.title("CAM Studio", anchor=False)
-    st.caption("Why did the classifier decide what it decided? Four class-activation-map methods, side by side.")
+    st.caption("Why did the classifier decide what it decided? Class-activation-map methods, side by side.")
     view, slider_box = build_view()
     if view is None:
         st.info(

@@ -12,31 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:  # when the page is run on its own
-    sys.path.insert(0, _ROOT)
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from camcore import evaluate as ev  # noqa: E402
-from dashboard import state  # noqa: E402
+from camcore import evaluate as ev
+from dashboard import state
+from dashboard.components.charts import method_color
 
 DATA_DIR_ENV = "CAMSTUDIO_DATA_DIR"
 RESULTS = "ds_results"  # session key: {"table": DataFrame, "label": str}
 MAX_IN_PAGE = 100  # images; larger sets belong to the CLI
-COLORS = {
-    "grad_cam": "#1f77b4",
-    "grad_cam_plus_plus": "#ff7f0e",
-    "score_cam": "#2ca02c",
-    "faster_score_cam": "#d62728",
-    "sobel": "#7f7f7f",
-    "random": "#bcbd22",
-}
 DISTRIBUTION_METRICS = {
     "iou_at_global": "IoU at the best global threshold (defective images)",
     "dice_at_global": "Dice at the best global threshold (defective images)",
@@ -79,17 +67,9 @@ def dagm_folders(root: Path) -> list[str]:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def model_spec(model_key: str) -> ev.ModelSpec:
-    """An evaluation spec on the dashboard's cached model for ``model_key``."""
-    bundle = state.get_bundle(model_key)
-    names = list(getattr(bundle, "class_names", None) or [])
-    return ev.ModelSpec.from_model(
-        bundle.model,
-        bundle.preprocessing,
-        layer=getattr(bundle, "default_layer", None),
-        class_index=names.index("defective") if "defective" in names else 1,
-        key=model_key,
-        class_names=names or None,
-    )
+    """An evaluation spec on the dashboard's cached model for ``model_key``: its default
+    layer, and the class named "defective" (else class 1)."""
+    return ev.ModelSpec.of(state.get_model(model_key))
 
 
 @st.cache_data(show_spinner="Loading the image…", max_entries=16)
@@ -186,7 +166,7 @@ def distribution_chart(rows: pd.DataFrame, metric: str) -> go.Figure:
     fig = go.Figure()
     for method in [m for m in ev.ALL_METHODS if m in set(rows["method"])]:
         values = rows.loc[rows["method"] == method, metric].dropna()
-        fig.add_trace(go.Box(y=values, name=label(method), marker_color=COLORS.get(method), boxmean=True))
+        fig.add_trace(go.Box(y=values, name=label(method), marker_color=method_color(method), boxmean=True))
     fig.update_layout(yaxis_title=DISTRIBUTION_METRICS[metric], showlegend=False, height=380,
                       margin=dict(t=30, b=30))
     return fig
@@ -197,12 +177,12 @@ def curve_chart(curves: pd.DataFrame, x_title: str, y_title: str, marks: dict[st
     for method in curves.columns:
         dash = "dot" if method in ev.CONTROLS else "solid"
         fig.add_trace(go.Scatter(x=curves.index, y=curves[method], mode="lines", name=label(method),
-                                 line=dict(color=COLORS.get(method), dash=dash)))
+                                 line=dict(color=method_color(method), dash=dash)))
         if marks and method in marks:
             x = marks[method]
             fig.add_trace(go.Scatter(
                 x=[x], y=[curves.loc[x, method]], mode="markers", showlegend=False,
-                marker=dict(symbol="star", size=14, color=COLORS.get(method), line=dict(width=1, color="black")),
+                marker=dict(symbol="star", size=14, color=method_color(method), line=dict(width=1, color="black")),
                 name=f"{label(method)} best", hovertemplate=f"{label(method)}: best threshold {x:.2f}, "
                 "mean IoU %{y:.3f}<extra></extra>",
             ))
@@ -215,7 +195,7 @@ def time_chart(rows: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for method in [m for m in ev.ALL_METHODS if m in set(rows["method"])]:
         seconds = rows.loc[rows["method"] == method, "seconds"].dropna()
-        fig.add_trace(go.Box(y=seconds, name=label(method), marker_color=COLORS.get(method), boxmean=True))
+        fig.add_trace(go.Box(y=seconds, name=label(method), marker_color=method_color(method), boxmean=True))
     fig.update_layout(yaxis_title="seconds per image (log)", yaxis_type="log", showlegend=False, height=340,
                       margin=dict(t=30, b=30))
     return fig

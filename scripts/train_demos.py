@@ -1,6 +1,6 @@
 """Train the demo defect classifiers on generated DAGM-style data.
 
-    python -m camcore.train_demo [--models vgg_defect,resnet_defect] [--seed 7]
+    python scripts/train_demos.py [--models vgg_defect,resnet_defect] [--seed 7]     # or: make train-demos
 
 Writes ``assets/models/<name>.keras`` and a card ``<name>.json`` with the
 architecture, input size, preprocessing, class names, training-set size,
@@ -30,7 +30,6 @@ import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 from camcore import synth  # noqa: E402
-from camcore.demos import MODELS_DIR  # noqa: E402
 from camcore.explainer import Explainer  # noqa: E402
 from camcore.methods.combine import upsample  # noqa: E402
 from camcore.preprocess import preprocess_image  # noqa: E402
@@ -40,6 +39,8 @@ CHANNELS = 1
 PREPROCESSING = "unit"
 CLASS_NAMES = ["clean", "defective"]
 TEST_SEED_OFFSET = 1_000_003  # held-out images come from a disjoint seed range
+# the repository's assets, the source of truth (not an installed copy)
+MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 
 def build_vgg_defect() -> keras.Model:
@@ -197,7 +198,7 @@ def train(name: str, seed: int, n_train: int, epochs: int | None, n_test: int, o
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the demo defect classifiers.")
+    parser = argparse.ArgumentParser(prog="scripts/train_demos.py", description="Train the demo defect classifiers.")
     parser.add_argument("--models", default=",".join(ARCHITECTURES))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--train", type=int, default=6000, help="training images")

@@ -1,4 +1,6 @@
-"""Score-CAM (Wang et al. 2020) and Faster-Score-CAM.
+"""Score-CAM (Wang et al., "Score-CAM: Score-Weighted Visual Explanations for
+Convolutional Neural Networks", CVPR-W 2020, https://arxiv.org/abs/1910.01279) and
+Faster-Score-CAM.
 
 Score-CAM weighs each activation channel by the class score the model gives to
 the input masked by that channel's (upsampled, min-max normalized) map (sec. 4,
@@ -8,6 +10,9 @@ channels whose activation maps vary most (largest standard deviation).
 This module holds the pure parts: channel ranking, which channels need a model
 pass, and the weights from the masked-pass scores. The batched masked passes
 themselves run in the Explainer, through one compiled forward.
+
+    >>> cam = camcore.score_cam(model, x, "block5_conv3", 1)                # every channel
+    >>> fast = camcore.faster_score_cam(model, x, "block5_conv3", 1, max_n=10)
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from camcore.methods.base import CamInputs, MethodSpec, weighted_sum
 
 WEIGHTINGS = ("class_softmax", "channel_softmax")
 
@@ -101,3 +108,43 @@ def score_cam_weights(
     shifted = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     return (e[:, class_index] / e.sum(axis=1)).astype(np.float32)
+
+
+def _cam_of(inputs: CamInputs, n: int) -> np.ndarray:
+    channels, scores = inputs.masked_scores(n)
+    if channels.size == 0:
+        return np.zeros(inputs.activations.shape[:2], np.float32)
+    weighting = inputs.options.get("weighting", "class_softmax")
+    weights = score_cam_weights(scores, inputs.class_index, inputs.probability_kind, weighting)
+    return weighted_sum(inputs.activations[..., channels], weights)
+
+
+def _score_cam(inputs: CamInputs) -> np.ndarray:
+    return _cam_of(inputs, inputs.activations.shape[-1])
+
+
+def _faster_score_cam(inputs: CamInputs) -> np.ndarray:
+    return _cam_of(inputs, inputs.max_n)
+
+
+SPEC = MethodSpec(
+    key="score_cam",
+    label="Score-CAM",
+    family="masked",
+    cam=_score_cam,
+    needs=frozenset({"activations", "masked_passes"}),
+    reference="Wang et al., CVPR-W 2020",
+    definition="ReLU(Σ_k w_k A^k), w_k = the class probability of the input masked by normalized, upsampled A^k",
+    url="https://arxiv.org/abs/1910.01279",
+)
+
+FASTER_SPEC = MethodSpec(
+    key="faster_score_cam",
+    label="Faster-Score-CAM",
+    family="masked",
+    cam=_faster_score_cam,
+    needs=frozenset({"activations", "masked_passes"}),
+    reference="Score-CAM on the max_N channels of largest std (2019 DAGM study)",
+    definition="Score-CAM restricted to the max_N channels whose activation maps have the largest std",
+    uses_max_n=True,
+)

@@ -1,0 +1,133 @@
+"""``python -m camcore.evaluate``: the command line of the batch evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from camcore.dagm import DagmFormatError
+from camcore.evaluation.defaults import (
+    ALL_METHODS,
+    CONTROLS,
+    DEFAULT_CURVE_STEPS,
+    DEFAULT_MAX_N,
+    DEFAULT_WORKERS,
+    _check_methods,
+)
+from camcore.evaluation.journal import journal_path
+from camcore.evaluation.results import _check_out, errors, results_only
+from camcore.evaluation.runner import evaluate
+from camcore.evaluation.sources import SYNTHETIC_SIZE, dagm_items, synthetic_items
+from camcore.evaluation.spec import load_model_spec
+from camcore.evaluation.summary import format_summary, summarize
+from camcore.preprocess import PREPROCESSING_MODES
+
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m camcore.evaluate",
+        description="Evaluate CAM methods over a DAGM-layout folder or a generated set.",
+    )
+    parser.add_argument("--model", default=None, help="demo name or .keras/.h5 file (default: the default demo)")
+    parser.add_argument("--preprocessing", choices=sorted(PREPROCESSING_MODES), help="needed for a model file")
+    parser.add_argument("--class-index", type=int, default=None, help='index of the "defective" class (default 1)')
+    parser.add_argument("--layer", default=None, help="layer to explain (default: the demo's, or the last spatial one)")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", type=Path, help="DAGM-layout folder")
+    data.add_argument("--synthetic", type=int, metavar="N", help="generate N DAGM-style images instead")
+    parser.add_argument("--split", choices=("Train", "Test"), default=None, help="DAGM split (default both)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated set and the random control")
+    parser.add_argument("--defect-rate", type=float, default=0.5, help="share of defective generated images")
+    parser.add_argument("--size", type=int, default=SYNTHETIC_SIZE, help="side of generated images in pixels")
+    parser.add_argument(
+        "--methods", nargs="+", default=None,
+        help=f"methods (space or comma separated; default all: {', '.join(ALL_METHODS)}); "
+        "the sobel and random controls are always added",
+    )
+    parser.add_argument("--max-n", type=int, default=DEFAULT_MAX_N, help="Faster-Score-CAM channels")
+    parser.add_argument("--road", action="store_true", help="also compute ROAD MoRF/LeRF (slower)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_CURVE_STEPS, help="deletion/insertion curve steps")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads for metric work")
+    parser.add_argument("--overwrite", action="store_true", help="discard the journal of an earlier run")
+    parser.add_argument("--out", type=Path, required=True, help="results file, .parquet or .csv")
+    return parser
+
+
+def _methods_arg(values: Sequence[str] | None) -> list[str]:
+    if not values:
+        return list(ALL_METHODS)
+    chosen = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return _check_methods([*chosen, *CONTROLS])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        _check_out(args.out)
+        methods = _methods_arg(args.methods)
+        if args.data is not None:
+            items = dagm_items(args.data, split=args.split)
+        else:
+            items = synthetic_items(args.synthetic, seed=args.seed, size=args.size, defect_rate=args.defect_rate)
+        if args.limit is not None:
+            if args.limit < 1:
+                raise ValueError(f"--limit must be >= 1, got {args.limit}")
+            items = items[: args.limit]
+        spec = load_model_spec(
+            args.model, preprocessing=args.preprocessing, layer=args.layer, class_index=args.class_index
+        )
+    except (DagmFormatError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = tqdm(total=len(items), unit="image", desc=spec.key, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    start = time.perf_counter()
+    try:
+        with logging_redirect_tqdm():
+            table = evaluate(
+                spec, items, methods, max_n=args.max_n, road=args.road, curve_steps=args.steps,
+                seed=args.seed, out=args.out, overwrite=args.overwrite, workers=args.workers, progress=progress,
+            )
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"\ninterrupted: {bar.n} of {len(items)} images are saved in {journal_path(args.out)}; "
+            "run the same command again to finish",
+            file=sys.stderr,
+        )
+        return 130
+    except (DagmFormatError, ValueError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    wall = time.perf_counter() - start
+    failed = errors(table)
+    evaluated = results_only(table)["image_id"].nunique()
+    print(f"\n{spec.key}, layer {spec.layer}: {evaluated} images evaluated, {len(failed)} skipped, "
+          f"{wall:.1f} s wall time this run")
+    if evaluated:
+        print()
+        print(format_summary(summarize(table)))
+    if len(failed):
+        print(f"\n{len(failed)} image(s) could not be read and were skipped:")
+        for _, row in failed.iterrows():
+            print(f"  {row['error']}")
+    print(f"\nresults: {args.out} (journal: {journal_path(args.out)})")
+    return 0 if evaluated else 1

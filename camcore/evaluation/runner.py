@@ -1,0 +1,328 @@
+"""Per-image evaluation: every method's map and metrics, and :func:`evaluate`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from camcore import metrics
+from camcore.dagm import DagmFormatError
+from camcore.evaluation.defaults import (
+    _INPUT_RANGE,
+    ALL_METHODS,
+    BLUR_SIGMA,
+    DEFAULT_CURVE_STEPS,
+    DEFAULT_MAX_N,
+    DEFAULT_WORKERS,
+    RANDOM_SIGMA_FRACTION,
+    Progress,
+    _check_methods,
+)
+from camcore.evaluation.journal import Journal, _MemoryJournal, journal_path
+from camcore.evaluation.results import (
+    _check_out,
+    _x_label,
+    add_global_threshold,
+    iou_column,
+    records_to_frame,
+    write_results,
+)
+from camcore.evaluation.sources import EvalItem, LoadedImage
+from camcore.evaluation.spec import ModelSpec, _check_spec
+from camcore.methods import METHODS
+from camcore.methods.combine import upsample
+from camcore.methods.sobel import sobel_gradient
+from camcore.preprocess import resize_for_model
+
+if TYPE_CHECKING:  # TensorFlow is imported only when a model is run
+    from camcore.explainer import Explainer
+
+logger = logging.getLogger(__name__)
+
+
+
+def _stable_seed(seed: int, text: str) -> int:
+    digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The defect mask resized like the image: area interpolation, defective when at least
+    half of the pixel was; a mask that would vanish (a thin scratch) keeps every touched
+    pixel instead."""
+    resized = resize_for_model(mask.astype(np.uint8) * np.uint8(255), size, 1)[..., 0]
+    out = resized >= 128
+    return out if out.any() else resized > 0
+
+
+
+def _method_metrics(
+    predict_fn: metrics.PredictFn,
+    x: np.ndarray,
+    blurred: np.ndarray,
+    saliency: np.ndarray,
+    mask: np.ndarray | None,
+    class_index: int,
+    thresholds: np.ndarray,
+    steps: int,
+    road: bool,
+    road_noise: float,
+) -> dict[str, float]:
+    """All metrics of one map (model-resolution ``saliency`` in [0, 1]) of one image;
+    ``blurred`` is ``x`` blurred, the deletion baseline."""
+    start = time.perf_counter()
+    row: dict[str, float] = {}
+    if mask is not None:
+        curve = metrics.iou_curve(saliency, mask, thresholds)
+        best = int(np.argmax(curve))
+        row["pointing_game"] = float(metrics.pointing_game(saliency, mask))
+        row["energy_pointing_game"] = metrics.energy_pointing_game(saliency, mask)
+        row["oracle_threshold"] = float(thresholds[best])
+        row["oracle_iou"] = float(curve[best])
+        row.update({iou_column(t): float(v) for t, v in zip(thresholds, curve)})
+    drop = metrics.average_drop_increase(predict_fn, x, saliency, class_index)
+    row["average_drop"] = drop.drop
+    row["increased_confidence"] = float(drop.increased)
+    deletion = metrics.deletion_curve(predict_fn, x, saliency, class_index, steps=steps, baseline=blurred)
+    insertion = metrics.insertion_curve(
+        predict_fn, x, saliency, class_index, steps=steps, start="blur", blur_sigma=BLUR_SIGMA
+    )
+    row["deletion_auc"] = metrics.auc(deletion)
+    row["insertion_auc"] = metrics.auc(insertion)
+    fractions = np.arange(steps + 1) / steps
+    row.update({f"deletion@{_x_label(f)}": float(v) for f, v in zip(fractions, deletion)})
+    row.update({f"insertion@{_x_label(f)}": float(v) for f, v in zip(fractions, insertion)})
+    if road:
+        for order in ("morf", "lerf"):
+            curve = metrics.road_curve(predict_fn, x, saliency, class_index, order=order, noise_std=road_noise)
+            row[f"road_{order}_auc"] = metrics.auc(curve)
+            pcts = metrics.DEFAULT_ROAD_PERCENTAGES
+            row.update({f"road_{order}@{_x_label(p)}": float(v) for p, v in zip(pcts, curve)})
+    row["metric_seconds"] = time.perf_counter() - start
+    return row
+
+
+class _InlineExecutor(Executor):
+    """Runs submitted work at once (``workers <= 1``)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
+            future.set_exception(exc)
+        return future
+
+
+class _Runner:
+    """Computes every method's map and metrics for one image."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        methods: Sequence[str],
+        max_n: int,
+        thresholds: np.ndarray,
+        steps: int,
+        road: bool,
+        seed: int,
+        pool: Executor,
+    ) -> None:
+        import tensorflow as tf
+
+        from camcore.explainer import Explainer
+
+        self.spec = spec
+        self.methods = list(methods)
+        self.max_n = max_n
+        self.thresholds = thresholds
+        self.steps = steps
+        self.road = road
+        self.seed = seed
+        self.pool = pool
+        self.road_noise = 0.01 * _INPUT_RANGE.get(spec.preprocessing, 1.0)
+        # One explainer per CAM method: each method's time is its cost alone.
+        self.explainers: dict[str, Explainer] = {
+            m: Explainer(spec.model, cache_size=8) for m in self.methods if m in METHODS
+        }
+        adapter = next(iter(self.explainers.values())).adapter if self.explainers else None
+        if adapter is None:
+            from camcore.adapter import ModelAdapter
+
+            adapter = ModelAdapter(spec.model)
+        adapter.layer_info(spec.layer)
+        adapter.check_class(spec.class_index)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *adapter.input_shape), tf.float32)])
+        def probabilities(batch):
+            return adapter.probabilities(adapter.forward(batch)[1])
+
+        self.predict_fn: metrics.PredictFn = lambda batch: probabilities(tf.constant(batch)).numpy()
+
+    def warm_up(self) -> None:
+        """Trace every compiled pass once on a noise image, so no timing pays for it."""
+        height, width = self.spec.input_size
+        noise = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
+        x = self.spec.preprocess(noise)
+        self.predict_fn(x)
+        for method, explainer in self.explainers.items():
+            explainer.compute(method, x, self.spec.layer, self.spec.class_index, self.max_n)
+
+    def run(self, item: EvalItem, loaded: LoadedImage, x: np.ndarray) -> list[dict[str, Any]]:
+        """Rows of every method for ``loaded``, whose model input is ``x``."""
+        spec = self.spec
+        model_image = resize_for_model(loaded.image, spec.input_size, spec.channels)
+        mask = _mask_at(loaded.mask, spec.input_size) if loaded.defective else None
+        probabilities = self.predict_fn(x)[0]
+        base = {
+            "model": spec.key,
+            "layer": spec.layer,
+            "source": item.source,
+            "image_id": item.id,
+            "index": item.index,
+            "path": item.path,
+            "class_name": loaded.class_name,
+            "defect_kind": loaded.detail,
+            "defective": bool(loaded.defective),
+            "target_class": spec.class_index,
+            "p_target": float(probabilities[spec.class_index]),
+            "predicted": int(np.argmax(probabilities)),
+        }
+        maps: dict[str, tuple[np.ndarray, float, int]] = {}
+        for method in self.methods:
+            if method in METHODS:
+                result = self.explainers[method].compute(method, x, spec.layer, spec.class_index, self.max_n)
+                maps[method] = (upsample(result.cam, spec.input_size), result.seconds, result.model_passes)
+            elif method == "sobel":
+                start = time.perf_counter()
+                saliency = sobel_gradient(model_image)
+                maps[method] = (saliency, time.perf_counter() - start, 0)
+            elif method == "random":
+                start = time.perf_counter()
+                sigma = RANDOM_SIGMA_FRACTION * min(spec.input_size)
+                saliency = metrics.random_map(spec.input_size, seed=_stable_seed(self.seed, item.id), sigma=sigma)
+                maps[method] = (saliency, time.perf_counter() - start, 0)
+        blurred = cv2.GaussianBlur(x[0], (0, 0), BLUR_SIGMA).reshape(x.shape[1:])
+        futures = {
+            method: self.pool.submit(
+                _method_metrics, self.predict_fn, x, blurred, saliency, mask, spec.class_index,
+                self.thresholds, self.steps, self.road, self.road_noise,
+            )
+            for method, (saliency, _, _) in maps.items()
+        }
+        rows = []
+        for method, (_, seconds, passes) in maps.items():
+            rows.append(base | {"method": method, "seconds": seconds, "model_passes": passes} | futures[method].result())
+        return rows
+
+
+
+
+def evaluate(
+    model: ModelSpec,
+    items: Sequence[EvalItem],
+    methods: Sequence[str] = ALL_METHODS,
+    *,
+    max_n: int = DEFAULT_MAX_N,
+    road: bool = False,
+    curve_steps: int = DEFAULT_CURVE_STEPS,
+    thresholds: Sequence[float] | np.ndarray = metrics.DEFAULT_THRESHOLDS,
+    seed: int = 0,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    workers: int = DEFAULT_WORKERS,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Evaluate ``methods`` on ``items`` with ``model``; return one row per image and method.
+
+    With ``out`` (``.parquet`` or ``.csv``) every finished image goes to the journal
+    :func:`journal_path` (``out``) at once, images already there are skipped, and ``out``
+    is (re)written from the journal at the end; without it nothing is written. An image
+    that cannot be read (:class:`DagmFormatError`, or ``ValueError`` from decoding) is
+    logged, recorded as an error row (``method`` empty, ``error`` set) and skipped.
+    ``progress(done, total)`` is called after each image; an exception it raises (e.g.
+    ``KeyboardInterrupt``) stops the run with every finished image saved.
+    The returned table has the global-threshold columns of :func:`add_global_threshold`.
+    """
+    methods = _check_methods(methods)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if curve_steps < 1:
+        raise ValueError(f"curve_steps must be >= 1, got {curve_steps}")
+    if max_n < 1:
+        raise ValueError(f"max_n must be >= 1, got {max_n}")
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("item ids must be unique")
+    out_path = None if out is None else _check_out(out)
+    _check_spec(model)  # a bad layer or class must fail before a journal is started
+    config = {
+        "model": model.key,
+        "layer": model.layer,
+        "class_index": model.class_index,
+        "preprocessing": model.preprocessing,
+        "input_size": list(model.input_size),
+        "methods": list(methods),
+        "max_n": int(max_n),
+        "road": bool(road),
+        "curve_steps": int(curve_steps),
+        "thresholds": [float(t) for t in thresholds],
+        "seed": int(seed),
+        "sources": sorted({item.source for item in items}),
+    }
+    journal: Journal | _MemoryJournal
+    journal = _MemoryJournal() if out_path is None else Journal(journal_path(out_path), config, overwrite)
+    try:
+        todo = [item for item in items if not journal.done(item.id)]
+        total = len(items)
+        if progress is not None:
+            progress(total - len(todo), total)
+        if todo:
+            pool: Executor = ThreadPoolExecutor(max_workers=workers) if workers > 1 else _InlineExecutor()
+            try:
+                runner = _Runner(model, methods, max_n, thresholds, curve_steps, road, seed, pool)
+                runner.warm_up()
+                finished = total - len(todo)
+                for item in todo:
+                    journal.add(_evaluate_item(runner, item))
+                    finished += 1
+                    if progress is not None:
+                        progress(finished, total)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        journal.close()
+    wanted = set(ids)
+    records = [record for key, record in journal.records.items() if key in wanted]
+    table = add_global_threshold(records_to_frame(records))
+    if out_path is not None:
+        write_results(table, out_path)
+    return table
+
+
+def _evaluate_item(runner: _Runner, item: EvalItem) -> dict[str, Any]:
+    try:
+        loaded = item.load()
+        x = runner.spec.preprocess(loaded.image)  # e.g. an image too small to use
+    except (DagmFormatError, ValueError, OSError) as exc:
+        message = str(exc) if item.path and item.path in str(exc) else f"{item.path or item.id}: {exc}"
+        logger.warning("skipping %s: %s", item.id, message)
+        return {
+            "id": item.id,
+            "error": message,
+            "item": {
+                "source": item.source,
+                "index": item.index,
+                "path": item.path,
+                "class_name": item.class_name,
+                "defective": item.defective,
+            },
+        }
+    return {"id": item.id, "rows": runner.run(item, loaded, x)}

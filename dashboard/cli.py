@@ -1,0 +1,89 @@
+"""The ``cam-studio`` command (installed with the package).
+
+    cam-studio run [--server.port 8600 --server.address 0.0.0.0 ...]   # the dashboard
+    cam-studio evaluate [...]                                            # = python -m camcore.evaluate
+    cam-studio bench [...]                                               # = python -m camcore.bench
+
+``run`` starts ``streamlit run`` on the installed ``dashboard/app.py`` in a child
+process, on 127.0.0.1:8501 unless told otherwise; any other streamlit option passes
+through. ``evaluate`` and ``bench`` run those modules exactly as ``python -m`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+DEFAULT_ADDRESS = "127.0.0.1"
+DEFAULT_PORT = 8501
+MODULES = {"evaluate": "camcore.evaluate", "bench": "camcore.bench"}
+USAGE = """usage: cam-studio {run,evaluate,bench} [options]
+
+  run        start the dashboard (streamlit run <installed dashboard/app.py>); streamlit's
+             options pass through, e.g. --server.port 8600 --server.address 0.0.0.0
+             (default 127.0.0.1:8501)
+  evaluate   evaluate CAM methods over a data set (python -m camcore.evaluate; --help for options)
+  bench      time each method against its floor (python -m camcore.bench; --help for options)
+"""
+
+
+def app_path() -> Path:
+    """The dashboard's Streamlit entry script, where this package is installed."""
+    return Path(__file__).resolve().parent / "app.py"
+
+
+def streamlit_command(options: Sequence[str]) -> list[str]:
+    """The ``streamlit run`` command line for ``cam-studio run <options>``: the default
+    address and port are added only when the options do not set them."""
+    options = list(options)
+
+    def given(flag: str) -> bool:
+        return any(option == flag or option.startswith(flag + "=") for option in options)
+
+    defaults = []
+    if not given("--server.address"):
+        defaults += ["--server.address", DEFAULT_ADDRESS]
+    if not given("--server.port"):
+        defaults += ["--server.port", str(DEFAULT_PORT)]
+    return [sys.executable, "-m", "streamlit", "run", str(app_path()), *defaults, *options]
+
+
+def _run_module(module: str, argv: Sequence[str]) -> int:
+    # alter_sys: the module sees sys.argv and __main__ exactly as under `python -m`
+    sys.argv = [module, *argv]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        print(code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cam-studio`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if command == "run":
+        try:
+            return subprocess.call(streamlit_command(rest))
+        except KeyboardInterrupt:  # Ctrl+C reaches streamlit too, which shuts down by itself
+            return 130
+    if command in MODULES:
+        return _run_module(MODULES[command], rest)
+    print(f"cam-studio: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

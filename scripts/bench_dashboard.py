@@ -1,0 +1,168 @@
+"""Benchmark the dashboard in a real browser: time to the first full grid and to a max_N change.
+
+    python -m scripts.bench_dashboard [--runs 3] [--screenshot out.png] [--browser-only]
+
+Run it from the repository root, after ``pip install -e .`` (``make bench-dashboard``):
+``-m`` puts the root on the path, so the browser helpers the tests use import as
+``tests.browser_helpers`` and nothing edits sys.path. Starts ``streamlit run
+dashboard/app.py`` on a free local port, drives headless Chromium (``/usr/bin/chromium``,
+or ``$CHROMIUM``) with Playwright, and prints a table:
+
+* cold first grid: a fresh server's first page load, until the whole grid, the charts
+  and the downloads are drawn (model loading, compiling and every model pass included);
+* warm page load: a new page on the warm server (maps come from the explainer's cache);
+* new image: choosing another bundled sample on a warm server (every model pass
+  included, compiling excluded);
+* max_N change: one ArrowRight on the slider until the Faster-Score-CAM panel shows the
+  new map, and until its fragment run has finished;
+* script only: the same flows through Streamlit's AppTest, without a browser: the
+  page script's own time (the browser numbers add page loading, rendering, fetching).
+
+Warm numbers are the minimum over ``--runs`` after a warm-up; these machines are shared.
+The helpers (``serve``, ``open_browser``, ``wait_idle`` ...) are shared with the
+browser tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from dashboard.cli import app_path
+from tests.browser_helpers import (
+    chromium_path,
+    fsc_state,
+    move_max_n,
+    open_browser,
+    serve,
+    slider_value,
+    wait_fsc_changed,
+    wait_full_grid,
+    wait_idle,
+)
+
+# ------------------------------------------------------------------- benchmark
+def _time_page_load(new_page, url: str) -> float:
+    page = new_page()
+    try:
+        start = time.perf_counter()
+        page.goto(url)
+        wait_full_grid(page)
+        return time.perf_counter() - start
+    finally:
+        page.close()
+
+
+def _time_new_image(page, texture: str) -> float:
+    start = time.perf_counter()
+    page.get_by_role("combobox", name="Texture").click()
+    page.get_by_role("option", name=texture.capitalize(), exact=True).click()
+    page.wait_for_timeout(50)
+    wait_full_grid(page)
+    return time.perf_counter() - start
+
+
+def _time_max_n(page) -> tuple[float, float]:
+    old_src, _ = fsc_state(page)
+    n = slider_value(page) + 1
+    start = time.perf_counter()
+    move_max_n(page)
+    wait_fsc_changed(page, old_src, n)
+    panel = time.perf_counter() - start
+    wait_idle(page)
+    return panel, time.perf_counter() - start
+
+
+def run_benchmark(runs: int = 3, screenshot: Path | None = None) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"cold": [], "warm": [], "new_image": [], "max_n_panel": [], "max_n_done": []}
+    with serve() as url, open_browser() as (_, new_page):
+        results["cold"].append(_time_page_load(new_page, url))
+        _time_page_load(new_page, url)  # warm-up
+        for _ in range(runs):
+            results["warm"].append(_time_page_load(new_page, url))
+        page = new_page()
+        page.goto(url)
+        wait_full_grid(page)
+        from camcore.samples import load_sample_index
+
+        textures = list(dict.fromkeys(info.texture for info in load_sample_index()))
+        for texture in textures[1 : runs + 1]:  # each a texture (so an image) not seen yet
+            results["new_image"].append(_time_new_image(page, texture))
+        _time_max_n(page)  # warm-up
+        for _ in range(runs + 2):
+            panel, done = _time_max_n(page)
+            results["max_n_panel"].append(panel)
+            results["max_n_done"].append(done)
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot))
+        page.close()
+    return results
+
+
+def run_script_timings(runs: int = 3) -> dict[str, list[float]]:
+    """The same flows without a browser (Streamlit's AppTest, in this process): the time
+    the page's script itself takes, which the browser numbers add page loading,
+    rendering and image fetching to."""
+    from streamlit.testing.v1 import AppTest
+
+    from camcore.samples import load_sample_index
+
+    results: dict[str, list[float]] = {"script_warm": [], "script_new_image": [], "script_max_n": []}
+    at = AppTest.from_file(str(app_path()), default_timeout=300).run()  # warm-up: load, compile, compute
+    for _ in range(runs):
+        start = time.perf_counter()
+        AppTest.from_file(str(app_path()), default_timeout=300).run()
+        results["script_warm"].append(time.perf_counter() - start)
+    textures = list(dict.fromkeys(info.texture for info in load_sample_index()))
+    # other samples than the browser run uses, so that nothing is cached yet
+    for texture in textures[1 : runs + 1]:
+        start = time.perf_counter()
+        at.selectbox(key="texture").select(texture).run()
+        at.radio(key="sample").set_value(f"{texture}_defective_2").run()
+        results["script_new_image"].append(time.perf_counter() - start)
+    for n in range(11, 11 + runs + 2):
+        start = time.perf_counter()
+        at.slider(key="max_n").set_value(n).run()
+        results["script_max_n"].append(time.perf_counter() - start)
+    return results
+
+
+def format_table(results: dict[str, list[float]]) -> str:
+    names = {
+        "cold": "browser: first full grid, fresh server (load + compile + compute)",
+        "warm": "browser: first full grid, new page (maps cached)",
+        "new_image": "browser: full grid after choosing another sample",
+        "max_n_panel": "browser: max_N +1 → Faster-Score-CAM panel updated",
+        "max_n_done": "browser: max_N +1 → fragment run finished (charts too)",
+        "script_warm": "script only: full page run (maps cached)",
+        "script_new_image": "script only: another sample (two reruns, every model pass)",
+        "script_max_n": "script only: max_N change (fragment rerun)",
+    }
+    lines = ["| measurement | min (s) | runs |", "|---|---:|---:|"]
+    for key, label in names.items():
+        values = results.get(key) or []
+        if values:
+            lines.append(f"| {label} | {min(values):.3f} | {len(values)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench_dashboard", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="measured runs per warm case (default 3)")
+    parser.add_argument("--screenshot", type=Path, default=None, help="save a screenshot of the page here")
+    parser.add_argument("--browser-only", action="store_true", help="skip the script-only (AppTest) timings")
+    args = parser.parse_args(argv)
+    if not Path(chromium_path()).exists():
+        print(f"chromium not found at {chromium_path()} (set CHROMIUM)", file=sys.stderr)
+        return 2
+    results = run_benchmark(max(args.runs, 1), args.screenshot)
+    if not args.browser_only:
+        results |= run_script_timings(max(args.runs, 1))
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

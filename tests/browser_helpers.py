@@ -1,0 +1,170 @@
+"""Playwright helpers for the real-browser tests and ``scripts/bench_dashboard.py``.
+
+Start the dashboard in a child ``streamlit run`` on a free local port (``serve``), drive
+headless Debian Chromium (``/usr/bin/chromium`` or ``$CHROMIUM``; never a downloaded
+browser) and wait for Streamlit's runs to finish (``wait_idle``, ``wait_full_grid``).
+
+Tests import it as ``browser_helpers`` (pytest puts tests/ on the path); the benchmark,
+run as ``python -m scripts.bench_dashboard`` from the repository root, as
+``tests.browser_helpers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from dashboard.cli import app_path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+GRID = ".st-key-grid"
+FSC_PANELS = ".st-key-fsc_panels"
+MAX_N_LABEL = "max_N (Faster-Score-CAM channels)"
+DOWNLOADS = 4  # download buttons: drawn last, so their presence means the page is complete
+
+
+def chromium_path() -> str:
+    return os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(port: int | None = None, timeout: float = 90.0, env: dict | None = None) -> Iterator[str]:
+    """Run the dashboard on 127.0.0.1:port (a free one by default); yield its URL."""
+    port = port or free_port()
+    log = tempfile.TemporaryFile()
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    ]
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"streamlit exited with {process.returncode}:\n{log.read().decode(errors='replace')}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()
+
+
+@contextlib.contextmanager
+def open_browser(width: int = 1600, height: int = 1000):
+    """(playwright browser, page factory) on headless Debian Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+
+            def new_page():
+                return browser.new_page(viewport={"width": width, "height": height})
+
+            yield browser, new_page
+        finally:
+            browser.close()
+
+
+def wait_idle(page, timeout_ms: float = 120_000) -> None:
+    """Wait until Streamlit has finished the current run (see shared/browser-testing.md)."""
+    page.wait_for_timeout(250)
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid=stApp]');
+            return app && app.getAttribute('data-test-connection-state') === 'CONNECTED'
+                && app.getAttribute('data-test-script-state') === 'notRunning'
+                && !document.querySelector('[data-testid=stStatusWidget]')
+                && !document.querySelector('[data-testid=stSkeleton]');
+        }""",
+        timeout=timeout_ms,
+        polling=50,
+    )
+
+
+def wait_full_grid(page, timeout_ms: float = 180_000) -> None:
+    """Wait until the grid, the charts and the downloads are all drawn and the run is over."""
+    page.wait_for_function(
+        f"""() => document.querySelectorAll('[data-testid=stDownloadButton]').length >= {DOWNLOADS}
+              && document.querySelectorAll('{FSC_PANELS} [data-testid=stImage] img').length >= 4
+              && !document.querySelector('{GRID} [data-testid=stProgress]')""",
+        timeout=timeout_ms,
+        polling=50,
+    )
+    wait_idle(page, timeout_ms)
+
+
+def fsc_state(page) -> tuple[str, str]:
+    """(first Faster-Score-CAM image's src, the column's header caption)."""
+    return page.evaluate(
+        f"""() => {{
+            const img = document.querySelector('{FSC_PANELS} [data-testid=stImage] img');
+            const cap = document.querySelector('.st-key-fsc_header [data-testid=stCaptionContainer]');
+            return [img ? img.getAttribute('src') : '', cap ? cap.innerText : ''];
+        }}"""
+    )
+
+
+def move_max_n(page, key: str = "ArrowRight") -> None:
+    slider = page.get_by_role("slider", name=MAX_N_LABEL)
+    slider.focus()
+    slider.press(key)
+
+
+def wait_fsc_changed(page, old_src: str, n: int, timeout_ms: float = 60_000) -> None:
+    """Wait until the Faster-Score-CAM panel shows the map for max_N = n."""
+    page.wait_for_function(
+        f"""([old, n]) => {{
+            const img = document.querySelector('{FSC_PANELS} [data-testid=stImage] img');
+            const cap = document.querySelector('.st-key-fsc_header [data-testid=stCaptionContainer]');
+            return img && img.getAttribute('src') !== old && img.complete
+                && cap && cap.innerText.startsWith('max_N = ' + n + ' ·') && !cap.innerText.includes('computing');
+        }}""",
+        arg=[old_src, n],
+        timeout=timeout_ms,
+        polling=20,
+    )
+
+
+def slider_value(page) -> int:
+    return int(page.get_by_role("slider", name=MAX_N_LABEL).get_attribute("aria-valuetext"))
