@@ -13,7 +13,6 @@ from camcore.dagm import DagmFormatError
 from camcore.evaluation import *  # noqa: F403 - the public names, re-exported
 from camcore.evaluation import __all__ as _evaluation_names
 from camcore.evaluation.cli import main
-from camcore.evaluation.runner import _mask_at
 
 __all__ = [*_evaluation_names, "DagmFormatError", "main"]
 

@@ -609,6 +609,11 @@ def from_keras(
             f"{input_size[0]}×{input_size[1]}"
         )
     adapter = ModelAdapter(model)
+    # a model that cannot be explained fails before the user is asked anything
+    if layer is None:
+        layer = adapter.default_layer  # ValueError when no layer has a spatial map
+    else:
+        adapter.layer_info(layer)  # ValueError naming the layers when it does not exist
     height, width, channels = adapter.input_shape
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
@@ -627,10 +632,6 @@ def from_keras(
         class_names = [f"class {i}" for i in range(n)]
     elif len(class_names) != n:
         raise ValueError(f"{name} has {n} classes but {len(class_names)} class names were given")
-    if layer is None:
-        layer = adapter.default_layer
-    else:
-        adapter.layer_info(layer)  # ValueError naming the layers when it does not exist
     return LoadedModel(
         name=name,
         model=model,

@@ -38,24 +38,32 @@ import numpy as np
 import streamlit as st
 
 # the model-key grammar and the upload store are camcore's; the pages use them through here
-from camcore.models import (  # noqa: F401 - re-exported for the pages
+from camcore import models
+from camcore.models import (  # noqa: F401 - RANDOM and the key builders are for the pages
     RANDOM,
     LoadedModel,
     ModelKey,
     UploadStore,
     app_key,
     demo_key,
-    load_model,
-    parse_model_key,
     upload_key,
 )
 
 OPEN_IN_COMPARE = "open_in_compare"
+MODEL_KINDS = ("demo", "app", "upload")  # never "file": a browser must not name server paths
 MAX_UPLOADS = 4  # model files kept in memory for re-loading by key
 MAX_MODELS = 4  # models (and explainers) kept loaded at once
 
 
 # ------------------------------------------------------------------ model keys
+def parse_model_key(key: str) -> ModelKey:
+    """``camcore.models.parse_model_key``, limited to the kinds a browser may ask for."""
+    parsed = models.parse_model_key(key)
+    if parsed.kind not in MODEL_KINDS:
+        raise ValueError(f"bad model key {key!r}: the dashboard loads only {', '.join(MODEL_KINDS)} models")
+    return parsed
+
+
 def list_demos() -> list[str]:
     from camcore.demos import list_demos as _list
 
@@ -92,10 +100,8 @@ def get_model(model_key: str) -> LoadedModel:
     Raises ValueError with a user-facing message for a bad key or a bad model file, and
     its subclasses ``NeedsInputSize`` / ``NeedsPreprocessing`` when the user must choose.
     """
-    kind = parse_model_key(model_key).kind
-    if kind not in ("demo", "app", "upload"):  # files are for the command line only
-        raise ValueError(f"the dashboard does not load {kind!r} models ({model_key})")
-    return load_model(model_key, uploads=uploads())
+    parse_model_key(model_key)  # refuses file keys
+    return models.load_model(model_key, uploads=uploads())
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Preparing the explainer…")

@@ -316,13 +316,3 @@ def test_synthetic_image_regenerates_the_evaluated_sample():
     np.testing.assert_array_equal(third.image, again.image)
     np.testing.assert_array_equal(third.mask, again.mask)
     assert (again.class_name, again.defective, again.detail) == (third.class_name, third.defective, third.detail)
-
-
-def test_mask_resize_keeps_thin_defects():
-    mask = np.zeros((64, 64), bool)
-    mask[10:50, 31] = True  # one pixel wide: area interpolation to 32 gives 0.5 at most
-    small = ev._mask_at(mask, (16, 16))
-    assert small.any() and small.shape == (16, 16)
-    blob = np.zeros((64, 64), bool)
-    blob[16:48, 16:48] = True
-    np.testing.assert_array_equal(ev._mask_at(blob, (32, 32)), cv2.resize(blob.astype(np.uint8), (32, 32)) > 0)

@@ -196,7 +196,7 @@ def test_a_model_independent_map_fails(convnet, image):
 def test_a_map_from_below_the_explained_layer_fails(convnet, image):
     # depends on the model, but only on conv1, which the cascade (down to conv2) keeps
     def conv1_energy(model, x, layer, class_index):
-        features = keras.Model(model.inputs, model.get_layer("conv1").output)
+        features = keras.Model(model.input, model.get_layer("conv1").output)
         return normalize_cam(np.asarray(features(x))[0].sum(axis=-1))
 
     result = M.parameter_randomization(convnet, image, "conv2", 0, conv1_energy)
@@ -227,7 +227,8 @@ def _nested_frozen_model() -> keras.Model:
     rng = np.random.default_rng(1)
     bn = backbone.get_layer("bn")
     # non-trivial statistics so that "kept" and "re-drawn" can be told apart
-    bn.set_weights([rng.uniform(0.5, 1.5, 4), rng.normal(0, 0.1, 4), rng.normal(0, 1, 4), rng.uniform(0.5, 2, 4)])
+    gamma, beta = rng.uniform(0.5, 1.5, 4), rng.normal(0, 0.1, 4)
+    bn.set_weights([gamma, beta, rng.normal(0, 1, 4), rng.uniform(0.5, 2, 4)])
     backbone.trainable = False  # a frozen backbone is randomized too
     return keras.Sequential(
         [
@@ -248,7 +249,8 @@ def test_randomized_copy_of_a_nested_frozen_backbone():
     original = model.get_layer("backbone")
     randomized = copy.get_layer("backbone")
     # below the explained layer: identical
-    for w0, w1 in zip(original.get_layer("conv1").get_weights(), randomized.get_layer("conv1").get_weights()):
+    below = original.get_layer("conv1").get_weights()
+    for w0, w1 in zip(below, randomized.get_layer("conv1").get_weights()):
         np.testing.assert_array_equal(w0, w1)
     # batch-norm moving statistics kept, gamma / beta re-drawn
     old_bn = {v.path.split("/")[-1]: v.numpy() for v in original.get_layer("bn").weights}
@@ -279,9 +281,25 @@ def test_randomized_copy_of_a_nested_frozen_backbone():
 
 def test_parameter_randomization_on_a_nested_backbone():
     model = _nested_frozen_model()
-    x = np.random.default_rng(5).random((1, 16, 16, 3)).astype(np.float32)
-    result = M.parameter_randomization(model, x, "backbone/conv2", 1, "grad_cam", seed=0)
+    x = np.random.default_rng(1).random((1, 16, 16, 3)).astype(np.float32)
+    result = M.parameter_randomization(model, x, "backbone/conv2", 1, "grad_cam", seed=1)
     assert result.randomized_layers == ["head", "backbone/conv2"]
-    assert result.original.shape == (16, 16)
-    assert np.isfinite(result.spearman) and np.isfinite(result.ssim)
-    assert result.passed is (result.spearman < 0.5 and result.ssim < 0.5)
+    assert result.original.shape == result.randomized.shape == (16, 16)
+    assert result.passed is True
+    assert result.spearman < 0.5 and result.ssim < 0.5
+
+
+def test_a_map_that_goes_blank_passes_on_spearman_alone():
+    # Grad-CAM of the randomized copy is negative everywhere before its ReLU here: a blank
+    # map. SSIM still rates it close to the sparse original (flat windows match).
+    model = _nested_frozen_model()
+    x = np.random.default_rng(0).random((1, 16, 16, 3)).astype(np.float32)
+    result = M.parameter_randomization(model, x, "backbone/conv2", 0, "grad_cam", seed=0)
+    assert result.original.max() == 1.0 and result.randomized.max() == 0.0
+    assert result.spearman == 0.0 and result.ssim > 0.9
+    assert result.passed is True
+    # the exception needs exactly one blank map: two blank maps are identical and fail
+    both_blank = M.parameter_randomization(
+        model, x, "backbone/conv2", 0, lambda m, x_, layer, c: np.zeros((16, 16))
+    )
+    assert (both_blank.spearman, both_blank.passed) == (1.0, False)

@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Callable, Iterator
 
 from camcore.methods import METHODS
 
-CAM_METHODS: tuple[str, ...] = tuple(METHODS)
 CONTROLS: tuple[str, ...] = ("sobel", "random")
-ALL_METHODS: tuple[str, ...] = CAM_METHODS + CONTROLS
-METHOD_LABELS: dict[str, str] = {key: spec.label for key, spec in METHODS.items()} | {
-    "sobel": "Sobel (control)",
-    "random": "Random (control)",
-}
+_CONTROL_LABELS = {"sobel": "Sobel (control)", "random": "Random (control)"}
+
+
+class _RegistryKeys(Sequence):
+    """A read-only, always current view of the registry's keys (plus the controls), so a
+    method registered after import is evaluated like a built-in one."""
+
+    def __init__(self, with_controls: bool) -> None:
+        self._with_controls = with_controls
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(METHODS) + (CONTROLS if self._with_controls else ())
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._keys()[index]
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __repr__(self) -> str:
+        return repr(self._keys())
+
+
+class _RegistryLabels(Mapping):
+    """Method key -> label, read from the registry at each lookup."""
+
+    def __getitem__(self, key: str) -> str:
+        if key in METHODS:
+            return METHODS[key].label
+        return _CONTROL_LABELS[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(METHODS) + CONTROLS)
+
+    def __len__(self) -> int:
+        return len(METHODS) + len(CONTROLS)
+
+
+CAM_METHODS: Sequence[str] = _RegistryKeys(with_controls=False)
+ALL_METHODS: Sequence[str] = _RegistryKeys(with_controls=True)
+METHOD_LABELS: Mapping[str, str] = _RegistryLabels()
 DEFAULT_MAX_N = 10
 DEFAULT_CURVE_STEPS = 20
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))

@@ -54,21 +54,12 @@ def _stable_seed(seed: int, text: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def _mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The defect mask resized like the image: area interpolation, defective when at least
-    half of the pixel was; a mask that would vanish (a thin scratch) keeps every touched
-    pixel instead."""
-    resized = resize_for_model(mask.astype(np.uint8) * np.uint8(255), size, 1)[..., 0]
-    out = resized >= 128
-    return out if out.any() else resized > 0
-
-
-
 def _method_metrics(
     predict_fn: metrics.PredictFn,
     x: np.ndarray,
     blurred: np.ndarray,
     saliency: np.ndarray,
+    cam: np.ndarray,
     mask: np.ndarray | None,
     class_index: int,
     thresholds: np.ndarray,
@@ -76,15 +67,19 @@ def _method_metrics(
     road: bool,
     road_noise: float,
 ) -> dict[str, float]:
-    """All metrics of one map (model-resolution ``saliency`` in [0, 1]) of one image;
-    ``blurred`` is ``x`` blurred, the deletion baseline."""
+    """All metrics of one map of one image. Localization follows the one protocol of
+    :func:`camcore.metrics.localization` (``cam`` at its own resolution against the mask at
+    the image's native resolution, as the Compare page scores it); faithfulness perturbs
+    the model input with ``saliency`` (the map at the model's input size). ``blurred`` is
+    ``x`` blurred, the deletion baseline."""
     start = time.perf_counter()
     row: dict[str, float] = {}
     if mask is not None:
-        curve = metrics.iou_curve(saliency, mask, thresholds)
+        curve, _ = metrics.localization_curves(cam, mask, thresholds)
         best = int(np.argmax(curve))
-        row["pointing_game"] = float(metrics.pointing_game(saliency, mask))
-        row["energy_pointing_game"] = metrics.energy_pointing_game(saliency, mask)
+        found = metrics.localization(cam, mask, float(thresholds[best]))
+        row["pointing_game"] = float(found.pointing_hit)
+        row["energy_pointing_game"] = found.energy_pointing
         row["oracle_threshold"] = float(thresholds[best])
         row["oracle_iou"] = float(curve[best])
         row.update({iou_column(t): float(v) for t, v in zip(thresholds, curve)})
@@ -180,7 +175,7 @@ class _Runner:
         """Rows of every method for ``loaded``, whose model input is ``x``."""
         spec = self.spec
         model_image = resize_for_model(loaded.image, spec.input_size, spec.channels)
-        mask = _mask_at(loaded.mask, spec.input_size) if loaded.defective else None
+        mask = np.asarray(loaded.mask, bool) if loaded.defective else None
         probabilities = self.predict_fn(x)[0]
         base = {
             "model": spec.key,
@@ -197,9 +192,11 @@ class _Runner:
             "predicted": int(np.argmax(probabilities)),
         }
         maps: dict[str, tuple[np.ndarray, float, int]] = {}
+        cams: dict[str, np.ndarray] = {}
         for method in self.methods:
             if method in METHODS:
                 result = self.explainers[method].compute(method, x, spec.layer, spec.class_index, self.max_n)
+                cams[method] = result.cam
                 maps[method] = (upsample(result.cam, spec.input_size), result.seconds, result.model_passes)
             elif method == "sobel":
                 start = time.perf_counter()
@@ -213,7 +210,8 @@ class _Runner:
         blurred = cv2.GaussianBlur(x[0], (0, 0), BLUR_SIGMA).reshape(x.shape[1:])
         futures = {
             method: self.pool.submit(
-                _method_metrics, self.predict_fn, x, blurred, saliency, mask, spec.class_index,
+                _method_metrics, self.predict_fn, x, blurred, saliency, cams.get(method, saliency), mask,
+                spec.class_index,
                 self.thresholds, self.steps, self.road, self.road_noise,
             )
             for method, (saliency, _, _) in maps.items()

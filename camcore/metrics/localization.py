@@ -72,7 +72,7 @@ __all__ = [
 DEFAULT_THRESHOLDS: np.ndarray = np.linspace(0.05, 0.95, 19)
 DEFAULT_THRESHOLDS.setflags(write=False)  # shared module constant: keep it immutable
 
-POINTING_TOLERANCE: float = 15.0
+POINTING_TOLERANCE: int = 15
 """Pointing-game tolerance in mask pixels (Zhang et al. 2016 use 15)."""
 
 

@@ -108,6 +108,7 @@ def make_view(
     from camcore.prepared import image_key
     from camcore.preprocess import resize_for_model
 
+    prepared = explainer.prepare(prepared, image)  # no-op for an already prepared input
     rgb = visualize.to_rgb(resize_for_model(image, bundle.input_size, bundle.channels))
     names = list(bundle.class_names)
     return View(
