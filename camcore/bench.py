@@ -38,6 +38,7 @@ import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from camcore.explainer import Explainer, image_key  # noqa: E402
+from camcore.methods import METHODS  # noqa: E402
 
 BATCH_SIZES = (8, 16, 32, 64)
 
@@ -126,6 +127,18 @@ def flat_gradient_floor(explainer: Explainer, layer: str) -> Callable[[np.ndarra
     return lambda x: [t.numpy() for t in floor(tf.constant(x))]
 
 
+def activation_floor(explainer: Explainer, layer: str) -> Callable[[np.ndarray], object]:
+    """The least work an activation-only method (Eigen-CAM) needs: one compiled forward
+    returning the layer's activations and the scores."""
+    adapter = explainer.adapter
+
+    @tf.function(input_signature=[tf.TensorSpec((1, *explainer.input_shape), tf.float32)])
+    def floor(x):
+        return adapter.forward(x, capture=layer)
+
+    return lambda x: [t.numpy() for t in floor(tf.constant(x))]
+
+
 def reference_score_cam(model: keras.Model, x: np.ndarray, layer_model: keras.Model, class_index: int) -> np.ndarray:
     """The 2019 article's algorithm, re-implemented as the baseline: per-channel cv2
     resize and normalization in Python, every masked input materialized, one
@@ -148,6 +161,33 @@ def reference_score_cam(model: keras.Model, x: np.ndarray, layer_model: keras.Mo
     return cam / cam.max() if cam.max() > 0 else cam
 
 
+def _one_pass_rows(name: str, explainer: Explainer, layer: str, fresh: Callable[[], np.ndarray], repeats: int) -> list[Row]:
+    """Every one-pass method (gradient and activation families), each alone on images the
+    explainer has not seen, interleaved with its floor so that load hits both alike."""
+    gradient_floor = flat_gradient_floor(explainer, layer)
+    forward_floor = activation_floor(explainer, layer)
+    methods = [key for key, spec in METHODS.items() if not spec.per_channel_passes]
+    gradient_floor(fresh())
+    forward_floor(fresh())
+    for method in methods:
+        explainer.compute(method, fresh(), layer)  # warm-up: tracing is paid once per layer
+    floors: dict[str, list[float]] = {"gradient": [], "activation": []}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(repeats + 2):
+        floors["gradient"].append(min_time(lambda: gradient_floor(fresh()), 1))
+        floors["activation"].append(min_time(lambda: forward_floor(fresh()), 1))
+        for method in methods:
+            times[method].append(min_time(lambda m=method: explainer.compute(m, fresh(), layer), 1))
+    rows = []
+    for method in methods:
+        spec = METHODS[method]
+        floor = min(floors["gradient" if "gradients" in spec.needs else "activation"])
+        what = "compiled forward+backward returning activations and gradient" if "gradients" in spec.needs \
+            else "compiled forward returning the activations"
+        rows.append(Row(name, spec.label, min(times[method]), floor, f"floor: {what}; raw x in (hashed once per call)"))
+    return rows
+
+
 def bench_model(name: str, model: keras.Model, layer: str, make_input: Callable[[int], np.ndarray], args) -> list[Row]:
     rows: list[Row] = []
     shape = tuple(model.inputs[0].shape[1:])
@@ -157,28 +197,15 @@ def bench_model(name: str, model: keras.Model, layer: str, make_input: Callable[
     explainer = Explainer(model, batch_size=batch)
     counter = iter(range(10_000))
     fresh = lambda: make_input(next(counter))  # noqa: E731  (images the explainer has not seen)
+    rows += _one_pass_rows(name, explainer, layer, fresh, args.repeats)
 
-    floor_fn = flat_gradient_floor(explainer, layer)
-    floor_fn(fresh())
-    explainer.grad_cam(fresh(), layer)  # warm-up: tracing is paid once per layer
-    explainer.grad_cam_plus_plus(fresh(), layer)
-    # Interleaved, so that load from other processes hits floor and method alike.
-    floors, grad_cams, grad_cam_pps = [], [], []
-    for _ in range(args.repeats + 2):
-        floors.append(min_time(lambda: floor_fn(fresh()), 1))
-        grad_cams.append(min_time(lambda: explainer.grad_cam(fresh(), layer), 1))
-        grad_cam_pps.append(min_time(lambda: explainer.grad_cam_plus_plus(fresh(), layer), 1))
-    grad_floor = min(floors)
-    rows.append(Row(name, "Grad-CAM", min(grad_cams), grad_floor, "floor: compiled forward+backward returning activations and gradient"))
-    rows.append(Row(name, "Grad-CAM++", min(grad_cam_pps), grad_floor, "same floor"))
-
-    explainer.score_cam(fresh(), layer, max_n=2)  # warm-up of the masked pass
+    explainer.compute("faster_score_cam", fresh(), layer, max_n=2)  # warm-up of the masked pass
     runs = []
     for _ in range(2 if not args.quick else 1):
         x = fresh()
         with PeakMemory() as memory:
-            result = explainer.score_cam_result(x, layer, None)
-        state = explainer._cache.get(("score", layer, image_key(x), "input"))
+            result = explainer.compute("score_cam", x, layer)
+        state = explainer._cache.get(("score", layer, image_key(np.asarray(x, np.float32)), "input"))
         runs.append((result.timings["masked passes"] + result.timings["weights"], result, state, memory.extra_mb, x))
     score_seconds, result, state, extra_mb, x = min(runs, key=lambda run: run[0])
     n_channels = state.plan.n_channels
@@ -197,9 +224,20 @@ def bench_model(name: str, model: keras.Model, layer: str, make_input: Callable[
     rng = np.random.default_rng(0)
     for n in rng.integers(1, n_channels + 1, 20):
         start = time.perf_counter()
-        explainer.score_cam(x, layer, None, max_n=int(n))
+        explainer.compute("faster_score_cam", x, layer, max_n=int(n))
         changes.append(time.perf_counter() - start)
     rows.append(Row(name, "max_n change after a run", max(changes), None, f"worst of 20, median {np.median(changes) * 1000:.1f} ms"))
+
+    explainer.compute("ablation_cam", fresh(), layer)  # warm-up of the ablation pass
+    ablation_x = fresh()
+    with PeakMemory() as memory:
+        ablation = explainer.compute("ablation_cam", ablation_x, layer)
+    ablation_passes = ablation.timings and int(ablation.model_passes) - 1  # minus the activations pass
+    rows.append(
+        Row(name, f"Ablation-CAM ({n_channels} ch)", ablation.timings.get("ablation passes", 0.0) + ablation.timings["weights"],
+            ablation_passes * per_image, f"{ablation_passes} passes (all-zero channels skipped), batch {batch}, "
+            f"peak +{memory.extra_mb:.0f} MB")
+    )
 
     if not args.quick:
         layer_model = keras.Model(model.inputs, explainer.adapter._resolve(layer).output) if "/" not in layer else None
@@ -209,7 +247,7 @@ def bench_model(name: str, model: keras.Model, layer: str, make_input: Callable[
                 start = time.perf_counter()
                 reference = reference_score_cam(model, x, layer_model, index)
                 reference_seconds = time.perf_counter() - start
-            ours = explainer.score_cam(x, layer, index)
+            ours = explainer.compute("score_cam", x, layer, index).cam
             correlation = float(np.corrcoef(ours.ravel(), reference.ravel())[0, 1])
             rows.append(
                 Row(name, "reference Score-CAM (2019 article)", reference_seconds, None,

@@ -3,9 +3,10 @@
 bfloat16 (8-bit exponent like float32, 8-bit mantissa) halves the bytes a forward pass
 moves and, on CPUs with AVX512-BF16 or AMX-BF16, runs convolutions and matmuls on
 dedicated units: oneDNN dispatches those kernels only when CPUID reports the
-instructions. Without them TensorFlow still runs bf16, but by converting to float32
-around fp32 kernels, which is several times *slower* than plain fp32. So bf16 is a
-choice made per machine, from what the machine reports ("detect, never assume").
+instructions. Without them TensorFlow still runs bf16, emulated on the fp32 units
+(oneDNN's ``jit_bf16:avx512_core`` kernels), 5-6x *slower* than plain fp32 on VGG16 and
+ResNet50 (scripts/bench_precision.py). So bf16 is a choice made per machine, from
+what the machine reports ("detect, never assume").
 
 The copy follows Keras's mixed-precision recipe (Micikevicius et al. 2018, "Mixed
 Precision Training", sec. 3; Kalamkar et al. 2019 for bfloat16): every layer computes
@@ -195,8 +196,6 @@ def _layer_paths(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, ke
 
 # Lines of Keras's wrapped call errors that frame the cause instead of stating it.
 _FRAMING = ("Exception encountered when calling", "Could not automatically infer", "Arguments received", "•")
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -208,6 +207,27 @@ def _first_line(exc: BaseException) -> str:
     if len(text) > 240:
         text = text[:237] + "..."
     return f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def _failing_layer(exc: BaseException) -> str:
+    """The layer a Keras call error names ("layer 'x' (Cls)"), else "the model"."""
+    text = _ANSI.sub("", str(exc))
+    named = re.search(r"of '([^']+)' \(of type (\w+)\)", text)
+    if named:
+        return f"layer {named.group(1)!r} ({named.group(2)})"
+    called = re.search(r"calling (\w+)\.call\(\)", text)
+    return f"a {called.group(1)} layer" if called else "the model"
+
+
+class _LayerError(Exception):
+    """A layer whose config cannot be rebuilt under the bf16 policy."""
+
+    def __init__(self, layer: Any, cause: BaseException) -> None:
+        self.reason = (
+            f"layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt in bf16: "
+            f"{_first_line(cause)}"
+        )
+        super().__init__(self.reason)
 
 
 def bf16_copy(model: keras.Model) -> tuple[keras.Model | None, str]:
@@ -233,6 +253,11 @@ def bf16_copy(model: keras.Model) -> tuple[keras.Model | None, str]:
         try:
             config = layer.get_config()
             config["dtype"] = "float32" if id(layer) in head_ids else BF16_POLICY
+            for key, value in config.items():
+                # Every variable is overwritten with the model's own values below:
+                # drawing random initial values first cost seconds on VGG16's 138M.
+                if key.endswith("_initializer") and isinstance(value, dict) and "class_name" in value:
+                    config[key] = "zeros"
             if isinstance(layer, keras.layers.Lambda):
                 # The config's bytecode was serialized a moment ago from the user's own
                 # live function, so Keras's guard against untrusted lambdas has nothing
@@ -257,8 +282,15 @@ def bf16_copy(model: keras.Model) -> tuple[keras.Model | None, str]:
     for (path, source), (_, target) in zip(source_layers, copy_layers):
         if _is_graph_model(source):
             continue  # its layers are listed and copied one by one
+        if [tuple(v.shape) for v in source.weights] != [tuple(v.shape) for v in target.weights]:
+            return None, f"layer {path!r}: its bf16 copy has different weights"
         try:
-            target.set_weights(source.get_weights())
+            for variable, value in zip(target.weights, source.weights):
+                # variable to variable, no numpy round trip; a cast only if the user's
+                # layer keeps low-precision variables itself
+                if value.dtype != variable.dtype:
+                    value = keras.ops.cast(value, variable.dtype)
+                variable.assign(value)
         except Exception as exc:
             return None, f"layer {path!r}: weights do not fit its bf16 copy: {_first_line(exc)}"
     out_dtype = str(copy.outputs[0].dtype)
@@ -271,24 +303,3 @@ def bf16_copy(model: keras.Model) -> tuple[keras.Model | None, str]:
     )
     head = ", ".join(layer.name for layer in _head_layers(copy)) or "none"
     return copy, f"{n_bf16} layers in {BF16_POLICY}; head float32 ({head})"
-
-
-def _failing_layer(exc: BaseException) -> str:
-    """The layer a Keras call error names ("layer 'x' (Cls)"), else "the model"."""
-    text = _ANSI.sub("", str(exc))
-    named = re.search(r"of '([^']+)' \(of type (\w+)\)", text)
-    if named:
-        return f"layer {named.group(1)!r} ({named.group(2)})"
-    called = re.search(r"calling (\w+)\.call\(\)", text)
-    return f"a {called.group(1)} layer" if called else "the model"
-
-
-class _LayerError(Exception):
-    """A layer whose config cannot be rebuilt under the bf16 policy."""
-
-    def __init__(self, layer: Any, cause: BaseException) -> None:
-        self.reason = (
-            f"layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt in bf16: "
-            f"{_first_line(cause)}"
-        )
-        super().__init__(self.reason)

@@ -72,23 +72,26 @@ def plain_weighted_sum(a, weights):
     return cam
 
 
-def plain_eigen_cam(a):
-    """First principal component from the eigenvectors of the covariance (built with
-    loops), projection and sign rule with loops; the data must have a unique top
+def plain_eigen_cam(a, iterations=2000):
+    """First principal component by power iteration on the covariance (all in python
+    loops), then the projection and the sign rule; the data must have a clear top
     component and a non-zero correlation with the channel mean."""
     h, w, k = a.shape
     rows = [[float(a[i, j, c]) for c in range(k)] for i in range(h) for j in range(w)]
     n = len(rows)
     means = [sum(row[c] for row in rows) / n for c in range(k)]
-    covariance = np.zeros((k, k))
+    covariance = [[0.0] * k for _ in range(k)]
     for row in rows:
         for p in range(k):
             for q in range(k):
-                covariance[p, q] += (row[p] - means[p]) * (row[q] - means[q])
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    if k > 1:
-        assert eigenvalues[-1] - eigenvalues[-2] > 1e-3 * eigenvalues[-1], "top component must be unique"
-    v = eigenvectors[:, -1]
+                covariance[p][q] += (row[p] - means[p]) * (row[q] - means[q])
+    v = [1.0 + 0.1 * c for c in range(k)]
+    for _ in range(iterations):
+        product = [sum(covariance[p][q] * v[q] for q in range(k)) for p in range(k)]
+        norm = sum(value * value for value in product) ** 0.5
+        v = [value / norm for value in product]
+    residual = [sum(covariance[p][q] * v[q] for q in range(k)) - norm * v[p] for p in range(k)]
+    assert max(abs(r) for r in residual) < 1e-9 * norm, "power iteration did not converge"
     projection = [sum((row[c] - means[c]) * v[c] for c in range(k)) for row in rows]
     channel_mean = [sum(row) / k for row in rows]
     centre = sum(channel_mean) / n
@@ -235,6 +238,12 @@ def test_eigen_cam_map_matches_plain_reference(seed):
         np.testing.assert_allclose(cam, plain_eigen_cam(data), atol=1e-5)
 
 
+def test_eigen_cam_map_with_more_channels_than_positions():
+    # h·w = 6 < K = 9: the projection comes from the (h·w)² Gram matrix instead.
+    a = np.abs(np.random.default_rng(19).normal(size=(2, 3, 9))).astype(np.float32)
+    np.testing.assert_allclose(eigen_cam_map(a), plain_eigen_cam(a), atol=1e-5)
+
+
 @pytest.mark.parametrize("loadings, sign", [([1.0, 2.0, 0.5], 1.0), ([1.0, -3.0, 0.5], -1.0)])
 def test_eigen_cam_rank_one_activations_give_the_centred_pattern(loadings, sign):
     # A^k = s_k m + c_k: the centred data is (m - mean m) s^T, its first component is
@@ -354,7 +363,8 @@ def test_fuse_maps_matches_plain_bilinear_reference():
 def test_fuse_maps_all_zero_maps():
     m = np.array([[0.0, 1.0], [3.0, 0.5]], np.float32)
     # A zero map halves the mean everywhere; the final scaling undoes that.
-    np.testing.assert_allclose(fuse_maps([np.zeros((4, 4)), m], (4, 4)), relu_scaled(plain_bilinear(m, 4, 4)), atol=1e-6)
+    expected = relu_scaled(plain_bilinear(m, 4, 4))
+    np.testing.assert_allclose(fuse_maps([np.zeros((4, 4)), m], (4, 4)), expected, atol=1e-6)
     zeros = fuse_maps([np.zeros((2, 2)), np.zeros((4, 4))], (4, 4))
     assert zeros.shape == (4, 4) and np.isfinite(zeros).all() and not zeros.any()
 
@@ -443,9 +453,9 @@ def ablated_scores(split, a, c):
     return scores
 
 
-# The engine runs compiled float32 passes, the reference eager ones: Ablation-CAM's
-# weights are differences of two scores, so their rounding shows more.
-TOLERANCE = {"layer_cam": 1e-5, "xgrad_cam": 1e-5, "hires_cam": 1e-5, "eigen_cam": 1e-4, "ablation_cam": 2e-4}
+# The engine's compiled float32 passes and the eager reference round differently
+# (observed: < 3e-7 on these models).
+ATOL = 1e-5
 
 
 def convnet_split(model, layer):
@@ -483,7 +493,7 @@ def test_api_matches_tape_reference(strided, method, layer, shape):
     for c in range(3):
         cam = fn(model, x, layer, c)
         check_map(cam, shape)
-        np.testing.assert_allclose(cam, reference_map(method, split, x, c), atol=TOLERANCE[method])
+        np.testing.assert_allclose(cam, reference_map(method, split, x, c), atol=ATOL)
     assert cam.any(), "the case should not be trivially empty"
 
 
@@ -516,7 +526,7 @@ def test_api_ablation_cam_through_a_nonlinear_head():
     for c in range(3):
         cam = camcore.ablation_cam(model, x, "conv1", c)
         check_map(cam, (12, 12))
-        np.testing.assert_allclose(cam, reference_map("ablation_cam", split, x, c), atol=TOLERANCE["ablation_cam"])
+        np.testing.assert_allclose(cam, reference_map("ablation_cam", split, x, c), atol=ATOL)
 
 
 def test_api_ablation_cam_on_a_linear_head_is_closed_form():
@@ -584,7 +594,7 @@ def test_api_nested_backbone_layer_by_path(method):
     for c in range(3):
         cam = getattr(camcore, method)(model, x, "inner/conv2", c)
         check_map(cam, (10, 10))
-        np.testing.assert_allclose(cam, reference_map(method, split, x, c), atol=TOLERANCE[method])
+        np.testing.assert_allclose(cam, reference_map(method, split, x, c), atol=ATOL)
 
 
 @pytest.mark.parametrize("method", (*GRADIENT_METHODS, "eigen_cam"))
@@ -598,7 +608,7 @@ def test_api_layer_list_fuses_at_input_resolution(strided, method):
         np.testing.assert_allclose(fused, fuse_maps(singles, (16, 16)), atol=1e-6)
         assert fused.max() == pytest.approx(1.0)
     references = [reference_map(method, convnet_split(model, layer), x, 2) for layer in ("conv1", "conv2")]
-    np.testing.assert_allclose(fn(model, x, ["conv1", "conv2"], 2), plain_fuse(references, 16, 16), atol=1e-4)
+    np.testing.assert_allclose(fn(model, x, ["conv1", "conv2"], 2), plain_fuse(references, 16, 16), atol=ATOL)
 
 
 def test_api_ablation_cam_refuses_a_layer_list(strided):

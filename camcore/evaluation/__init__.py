@@ -8,6 +8,7 @@ global thresholds), ``summary`` (per-method summaries and Markdown), ``cli``.
         (--data DAGM_DIR | --synthetic N [--seed S] [--defect-rate R] [--size PX])
         [--layer L] [--methods grad_cam score_cam ...] [--max-n 10] [--road]
         [--limit N] [--workers 2] [--overwrite] --out results.parquet|results.csv
+        [--ray [--ray-address ADDR] [--ray-actors N] [--ray-cpus-per-actor C]]
 
 For every image and every method - the four CAMs of :data:`camcore.methods.METHODS`
 plus two sanity controls, ``"sobel"`` (the image's Sobel gradient, which ignores the
@@ -79,6 +80,7 @@ from camcore.evaluation.results import (
     results_only,
     write_results,
 )
+from camcore.evaluation.ray_runner import evaluate_ray
 from camcore.evaluation.runner import evaluate
 from camcore.evaluation.sources import (
     SYNTHETIC_SIZE,
@@ -106,7 +108,7 @@ __all__ = [
     "ALL_METHODS", "BLUR_SIGMA", "CAM_METHODS", "CONTROLS", "DEFAULT_CURVE_STEPS", "DEFAULT_MAX_N",
     "DEFAULT_WORKERS", "JOURNAL_SUFFIX", "METHOD_LABELS", "RANDOM_SIGMA_FRACTION", "REQUIRED_COLUMNS",
     "SYNTHETIC_SIZE", "WORST_BY", "EvalItem", "Journal", "LoadedImage", "ModelSpec", "Progress",
-    "add_global_threshold", "curve_columns", "dagm_items", "errors", "evaluate", "flagged_methods",
+    "add_global_threshold", "curve_columns", "dagm_items", "errors", "evaluate", "evaluate_ray", "flagged_methods",
     "format_summary", "global_thresholds", "iou_column", "journal_path", "load_model_spec", "mean_curve",
     "open_result_image", "read_results", "records_to_frame", "results_only", "summarize", "summary_table",
     "synthetic_image", "synthetic_items", "synthetic_source", "threshold_export", "worst_images",

@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads for metric work")
     parser.add_argument("--overwrite", action="store_true", help="discard the journal of an earlier run")
+    cluster = parser.add_argument_group("Ray", "run on a Ray cluster (pip install 'ray[data]'); same results and journal")
+    cluster.add_argument("--ray", action="store_true", help="run on Ray: $RAY_ADDRESS if set, else a local instance")
+    cluster.add_argument("--ray-address", metavar="ADDR", default=None, help="Ray cluster to use (implies --ray)")
+    cluster.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                     help="actors, each loading the model once (default: cluster CPUs / CPUs per actor)")
+    cluster.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C",
+                     help="CPUs each actor reserves and sizes its thread pools to (default 1)")
     parser.add_argument("--out", type=Path, required=True, help="results file, .parquet or .csv")
     return parser
 
@@ -100,10 +107,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         with logging_redirect_tqdm():
-            table = evaluate(
-                spec, items, methods, max_n=args.max_n, road=args.road, curve_steps=args.steps,
-                seed=args.seed, out=args.out, overwrite=args.overwrite, workers=args.workers, progress=progress,
+            options = dict(
+                max_n=args.max_n, road=args.road, curve_steps=args.steps, seed=args.seed, out=args.out,
+                overwrite=args.overwrite, workers=args.workers, progress=progress,
             )
+            if args.ray or args.ray_address:
+                from camcore.evaluation.ray_runner import evaluate_ray
+
+                table = evaluate_ray(
+                    spec, items, methods, address=args.ray_address, actors=args.ray_actors,
+                    cpus_per_actor=args.ray_cpus_per_actor, **options,
+                )
+            else:
+                table = evaluate(spec, items, methods, **options)
     except KeyboardInterrupt:
         bar.close()
         print(
@@ -112,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except (DagmFormatError, ValueError) as exc:
+    except (DagmFormatError, ValueError, ImportError, ConnectionError) as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,8 @@ import logging
 import os
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
@@ -222,6 +224,77 @@ class _Runner:
         return rows
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What is computed for every image; with the model and the sources it makes up the
+    configuration a journal belongs to."""
+
+    methods: tuple[str, ...]
+    max_n: int
+    road: bool
+    curve_steps: int
+    thresholds: tuple[float, ...]
+    seed: int
+
+    def runner(self, spec: ModelSpec, pool: Executor) -> _Runner:
+        return _Runner(spec, self.methods, self.max_n, np.asarray(self.thresholds, dtype=np.float64),
+                       self.curve_steps, self.road, self.seed, pool)
+
+
+def _settings(
+    methods: Sequence[str],
+    max_n: int,
+    road: bool,
+    curve_steps: int,
+    thresholds: Sequence[float] | np.ndarray,
+    seed: int,
+) -> _Settings:
+    checked = _check_methods(methods)
+    if curve_steps < 1:
+        raise ValueError(f"curve_steps must be >= 1, got {curve_steps}")
+    if max_n < 1:
+        raise ValueError(f"max_n must be >= 1, got {max_n}")
+    grid = tuple(float(t) for t in np.asarray(thresholds, dtype=np.float64))
+    return _Settings(tuple(checked), int(max_n), bool(road), int(curve_steps), grid, int(seed))
+
+
+def _open_journal(
+    model: ModelSpec,
+    items: Sequence[EvalItem],
+    settings: _Settings,
+    out: str | os.PathLike[str] | None,
+    overwrite: bool,
+) -> tuple[Journal | _MemoryJournal, Path | None]:
+    """Check the run and open its journal (in memory without ``out``)."""
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("item ids must be unique")
+    out_path = None if out is None else _check_out(out)
+    _check_spec(model)  # a bad layer or class must fail before a journal is started
+    config = {
+        "model": model.key,
+        "layer": model.layer,
+        "class_index": model.class_index,
+        "preprocessing": model.preprocessing,
+        "input_size": list(model.input_size),
+        "methods": list(settings.methods),
+        "max_n": settings.max_n,
+        "road": settings.road,
+        "curve_steps": settings.curve_steps,
+        "thresholds": list(settings.thresholds),
+        "seed": settings.seed,
+        "sources": sorted({item.source for item in items}),
+    }
+    if out_path is None:
+        return _MemoryJournal(), None
+    return Journal(journal_path(out_path), config, overwrite), out_path
+
+
+def _results_table(records: Sequence[dict[str, Any]], out_path: Path | None) -> pd.DataFrame:
+    table = add_global_threshold(records_to_frame(records))
+    if out_path is not None:
+        write_results(table, out_path)
+    return table
 
 
 def evaluate(
@@ -249,34 +322,10 @@ def evaluate(
     ``progress(done, total)`` is called after each image; an exception it raises (e.g.
     ``KeyboardInterrupt``) stops the run with every finished image saved.
     The returned table has the global-threshold columns of :func:`add_global_threshold`.
+    See :func:`camcore.evaluation.ray_runner.evaluate_ray` for the same run on Ray.
     """
-    methods = _check_methods(methods)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    if curve_steps < 1:
-        raise ValueError(f"curve_steps must be >= 1, got {curve_steps}")
-    if max_n < 1:
-        raise ValueError(f"max_n must be >= 1, got {max_n}")
-    ids = [item.id for item in items]
-    if len(set(ids)) != len(ids):
-        raise ValueError("item ids must be unique")
-    out_path = None if out is None else _check_out(out)
-    _check_spec(model)  # a bad layer or class must fail before a journal is started
-    config = {
-        "model": model.key,
-        "layer": model.layer,
-        "class_index": model.class_index,
-        "preprocessing": model.preprocessing,
-        "input_size": list(model.input_size),
-        "methods": list(methods),
-        "max_n": int(max_n),
-        "road": bool(road),
-        "curve_steps": int(curve_steps),
-        "thresholds": [float(t) for t in thresholds],
-        "seed": int(seed),
-        "sources": sorted({item.source for item in items}),
-    }
-    journal: Journal | _MemoryJournal
-    journal = _MemoryJournal() if out_path is None else Journal(journal_path(out_path), config, overwrite)
+    settings = _settings(methods, max_n, road, curve_steps, thresholds, seed)
+    journal, out_path = _open_journal(model, items, settings, out, overwrite)
     try:
         todo = [item for item in items if not journal.done(item.id)]
         total = len(items)
@@ -285,7 +334,7 @@ def evaluate(
         if todo:
             pool: Executor = ThreadPoolExecutor(max_workers=workers) if workers > 1 else _InlineExecutor()
             try:
-                runner = _Runner(model, methods, max_n, thresholds, curve_steps, road, seed, pool)
+                runner = settings.runner(model, pool)
                 runner.warm_up()
                 finished = total - len(todo)
                 for item in todo:
@@ -297,30 +346,36 @@ def evaluate(
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
         journal.close()
-    wanted = set(ids)
+    wanted = {item.id for item in items}
     records = [record for key, record in journal.records.items() if key in wanted]
-    table = add_global_threshold(records_to_frame(records))
-    if out_path is not None:
-        write_results(table, out_path)
-    return table
+    return _results_table(records, out_path)
+
+
+_UNREADABLE = (DagmFormatError, ValueError, OSError)
+"""What loading or preprocessing an image raises when the image, not the code, is at fault."""
 
 
 def _evaluate_item(runner: _Runner, item: EvalItem) -> dict[str, Any]:
     try:
         loaded = item.load()
         x = runner.spec.preprocess(loaded.image)  # e.g. an image too small to use
-    except (DagmFormatError, ValueError, OSError) as exc:
-        message = str(exc) if item.path and item.path in str(exc) else f"{item.path or item.id}: {exc}"
-        logger.warning("skipping %s: %s", item.id, message)
-        return {
-            "id": item.id,
-            "error": message,
-            "item": {
-                "source": item.source,
-                "index": item.index,
-                "path": item.path,
-                "class_name": item.class_name,
-                "defective": item.defective,
-            },
-        }
+    except _UNREADABLE as exc:
+        return _error_record(item, exc)
     return {"id": item.id, "rows": runner.run(item, loaded, x)}
+
+
+def _error_record(item: EvalItem, exc: BaseException) -> dict[str, Any]:
+    """The journal record of an image that could not be read (logged here)."""
+    message = str(exc) if item.path and item.path in str(exc) else f"{item.path or item.id}: {exc}"
+    logger.warning("skipping %s: %s", item.id, message)
+    return {
+        "id": item.id,
+        "error": message,
+        "item": {
+            "source": item.source,
+            "index": item.index,
+            "path": item.path,
+            "class_name": item.class_name,
+            "defective": item.defective,
+        },
+    }

@@ -57,6 +57,6 @@ SPEC = MethodSpec(
     cam=_cam,
     needs=frozenset({"activations", "gradients"}),
     reference="Fu et al., BMVC 2020",
-    definition="ReLU(Σ_k w_k A^k), w_k = Σ_ij (A^k_ij / Σ_ab A^k_ab) ∂y_c/∂A^k_ij: the activation-weighted mean gradient",
+    definition="ReLU(Σ_k w_k A^k), w_k = Σ_ij (A^k_ij / Σ_ab A^k_ab) ∂y_c/∂A^k_ij (activation-weighted mean gradient)",
     url="https://arxiv.org/abs/2008.02312",
 )

@@ -1,0 +1,195 @@
+"""Tests for the evaluation on Ray: a two-node Ray cluster on 127.0.0.1 started here (head
++ one worker node, one CPU each), the same rows as the local run, and a lost actor."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from camcore import evaluate as ev
+from camcore.evaluation import ray_runner
+
+SIZE = 64  # generated images
+N_IMAGES = 12
+TIMING_COLUMNS = {"seconds", "metric_seconds"}
+
+
+def _tiny_model() -> keras.Model:
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((32, 32, 1), name="image")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inp)
+    h = keras.layers.MaxPooling2D(2, name="pool")(h)
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = keras.layers.Dense(2, activation="softmax", name="predictions")(h)
+    return keras.Model(inp, out, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    _tiny_model().save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a worker node, one CPU each, on 127.0.0.1 with token authentication;
+    every process of it is stopped at the end. Yields the address."""
+    folder = tempfile.mkdtemp(prefix="camray")  # short: Ray's socket paths must stay < 108 chars
+    env = {
+        "RAY_TMPDIR": folder,  # sessions and the address file stay in this folder
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        import ray
+        import ray._private.ray_constants as ray_constants
+        from ray.cluster_utils import Cluster
+
+        # Ray swaps a 127.0.0.1 address for the machine's network address unless it runs
+        # in single-machine mode; this keeps the driver on the loopback interface too.
+        patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        nodes = Cluster(
+            initialize_head=True,
+            head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False},
+        )
+        try:
+            nodes.add_node(node_ip_address="127.0.0.1", num_cpus=1)
+            yield nodes
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+            workers = [child for pid in _raylet_pids(nodes) for child in psutil.Process(pid).children(recursive=True)]
+            nodes.shutdown()
+            # a worker may outlive its raylet by a moment: wait for it, then stop it
+            _, alive = psutil.wait_procs(workers, timeout=10)
+            for process in alive:
+                process.kill()
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _raylet_pids(nodes) -> list[int]:
+    return [node.all_processes["raylet"][0].process.pid for node in [nodes.head_node, *nodes.worker_nodes]]
+
+
+def _cli(model_file: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model", str(model_file), "--preprocessing", "unit", "--synthetic", str(N_IMAGES), "--size", str(SIZE),
+        "--seed", "3", "--steps", "4", "--max-n", "3", "--road", "--out", str(out), *extra,
+    ]
+
+
+def _journal_ids(out: Path) -> list[str]:
+    lines = ev.journal_path(out).read_text().splitlines()
+    return [json.loads(line)["id"] for line in lines[1:]]
+
+
+def _assert_same_rows(local: pd.DataFrame, remote: pd.DataFrame) -> None:
+    key = ["image_id", "method"]
+    local = local.sort_values(key).reset_index(drop=True)
+    remote = remote.sort_values(key).reset_index(drop=True)
+    assert list(local.columns) == list(remote.columns)
+    pd.testing.assert_frame_equal(local[key], remote[key])
+    for column in local.columns:
+        if column in TIMING_COLUMNS:
+            continue
+        a, b = local[column], remote[column]
+        if pd.api.types.is_numeric_dtype(a) and not pd.api.types.is_bool_dtype(a):
+            np.testing.assert_allclose(b.to_numpy(float), a.to_numpy(float), rtol=0, atol=1e-6, err_msg=column)
+        else:
+            assert a.astype(str).tolist() == b.astype(str).tolist(), column
+
+
+# ----------------------------------------------------------------- no cluster
+
+
+def test_importing_camcore_does_not_import_ray():
+    code = "import sys, camcore, camcore.evaluate, camcore.evaluation; print('ray' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "False"
+
+
+def test_a_shipped_model_is_the_drivers_model(model_file, tmp_path):
+    from_file = ev.load_model_spec(str(model_file), preprocessing="unit")
+    in_memory = ev.ModelSpec.from_model(_tiny_model(), "unit", key="memory:tiny")
+    for spec in (from_file, in_memory):
+        payload = ray_runner.model_payload(spec)
+        rebuilt = ray_runner.spec_from_payload(payload)
+        assert rebuilt.model is not spec.model
+        assert dataclasses.replace(rebuilt, model=None) == dataclasses.replace(spec, model=None)
+        x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+        np.testing.assert_array_equal(rebuilt.model(x).numpy(), spec.model(x).numpy())
+    assert ray_runner.model_payload(from_file).data == model_file.read_bytes()  # a file travels as itself
+    other = ev.ModelSpec.from_model(keras.models.clone_model(in_memory.model), "unit", key="memory:tiny")
+    forged = dataclasses.replace(ray_runner.model_payload(other), weights=ray_runner.model_payload(in_memory).weights)
+    with pytest.raises(ValueError, match="weights differ"):
+        ray_runner.spec_from_payload(forged)
+
+
+# -------------------------------------------------------------------- cluster
+
+
+def test_ray_rows_match_the_local_run(cluster, model_file, tmp_path):
+    local_out, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    assert ev.main(_cli(model_file, local_out)) == 0
+    assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address)) == 0
+    local, remote = ev.read_results(local_out), ev.read_results(ray_out)
+    assert remote["image_id"].nunique() == N_IMAGES and ev.errors(remote).empty
+    _assert_same_rows(local, remote)
+    assert sorted(_journal_ids(ray_out)) == sorted(_journal_ids(local_out))
+    # the same journal: a rerun finds every image done and adds nothing (no Ray needed)
+    before = ev.journal_path(ray_out).read_text()
+    assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address)) == 0
+    assert ev.journal_path(ray_out).read_text() == before
+
+
+def _actor_processes(nodes) -> list[psutil.Process]:
+    """The evaluation actors started by this cluster's raylets."""
+    return [
+        child
+        for pid in _raylet_pids(nodes)
+        for child in psutil.Process(pid).children(recursive=True)
+        if "_EvaluationActor" in " ".join(child.cmdline())
+    ]
+
+
+def test_a_killed_actor_loses_no_image_and_duplicates_none(cluster, model_file, tmp_path):
+    spec = ev.load_model_spec(str(model_file), preprocessing="unit")
+    items = ev.synthetic_items(N_IMAGES, seed=8, size=SIZE)
+    out = tmp_path / "results.parquet"
+    killed: list[int] = []
+
+    def kill_one_actor_early(done: int, total: int) -> None:
+        if done == 1 and not killed:
+            victim = _actor_processes(cluster)[0]
+            killed.append(victim.pid)
+            os.kill(victim.pid, signal.SIGKILL)
+
+    table = ray_runner.evaluate_ray(
+        spec, items, ["grad_cam", "score_cam", "sobel", "random"], curve_steps=4, max_n=3, road=True,
+        out=out, progress=kill_one_actor_early, address=cluster.address,
+    )
+    assert killed, "no actor was running"
+    ids = _journal_ids(out)
+    assert sorted(ids) == sorted(item.id for item in items)  # every image exactly once
+    assert ev.errors(table).empty
+    assert table.groupby("image_id")["method"].count().eq(4).all() and len(table) == 4 * N_IMAGES
+    written = ev.read_results(out)
+    assert sorted(written["image_id"].unique()) == sorted(ids)
