@@ -65,11 +65,18 @@ __all__ = sorted(_EXPORTS)
 
 
 _RENAMED = {"register_method": "register"}
+_SUBMODULES = frozenset({
+    "adapter", "bench", "dagm", "demos", "evaluate", "evaluation", "explainer", "functions", "maps",
+    "methods", "metrics", "models", "precision", "prepared", "preprocess", "samples", "synth",
+    "visualize", "zoo",
+})
 
 
 def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
+        if name in _SUBMODULES:  # camcore.metrics.localization(...) after a bare `import camcore`
+            return importlib.import_module(f"camcore.{name}")
         raise AttributeError(f"module 'camcore' has no attribute {name!r}")
     value = getattr(importlib.import_module(module_name), _RENAMED.get(name, name))
     globals()[name] = value

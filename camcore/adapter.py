@@ -308,6 +308,10 @@ class ModelAdapter:
         if hooks.guided and _activation_name(layer) in _RELU_NAMES:
             out = _guided_relu_gate(out)
         if hooks.capture == path:
+            if out.dtype in (tf.bfloat16, tf.float16):
+                # A low-precision copy (camcore.precision): gates, callers and the gradient
+                # see float32; the next layer casts back exactly (bf16 -> f32 -> bf16 is lossless).
+                out = tf.cast(out, tf.float32)
             if hooks.on_capture is not None:
                 out = hooks.on_capture(out)
             hooks.captured.append(out)

@@ -38,6 +38,7 @@ from camcore.maps import map_correlation, normalize_cam
 from camcore.methods import get as get_method
 from camcore.methods.base import MethodSpec
 from camcore.methods.score_cam import ChannelPlan, clamp_max_n, plan_channels, score_cam_weights
+from camcore.precision import bf16_copy, resolve_precision
 from camcore.prepared import Prepared, image_key
 from camcore.preprocess import apply_preprocessing
 
@@ -126,6 +127,7 @@ class _AblationState:
     """Ablation-CAM's passes for one (layer, image): scores with channel k zeroed."""
 
     zero: np.ndarray  # (K,) all-zero channels: ablating them changes nothing
+    base: np.ndarray  # (n_classes,) scores of the image, at the passes' precision
     scores: np.ndarray  # (K, n_classes); NaN = not run
     done: np.ndarray  # (K,) bool
 
@@ -218,6 +220,13 @@ class Explainer:
         batch_size: images per compiled pass in Score-CAM / Ablation-CAM.
         cache_size: entries kept in the LRU cache (activations, gradients,
             masked-pass states, saliency maps).
+        precision: of the forward-only passes (Score-CAM's masked passes, Ablation-CAM's
+            ablated passes, metric passes): "fp32" (exact, the default), "bf16" (a
+            bfloat16 copy of the model - fast only on CPUs with native bf16, e.g. AMX) or
+            "auto" (bf16 where the CPU has native bf16, else fp32; see
+            :func:`camcore.precision.detect_bf16`). Gradients, activations, the class
+            scores and guided backprop always run in fp32. A model whose bf16 copy cannot
+            be built falls back to fp32; ``precision_note`` says why.
     """
 
     def __init__(
@@ -226,11 +235,20 @@ class Explainer:
         target: str = "logit",
         batch_size: int = DEFAULT_BATCH_SIZE,
         cache_size: int = 64,
+        precision: str = "fp32",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.adapter = ModelAdapter(model, target=target)
         self.batch_size = int(batch_size)
+        self.requested_precision = precision
+        self.precision = resolve_precision(precision)
+        self.precision_note = "" if self.precision == "fp32" or precision == "bf16" else "auto: native bf16"
+        if precision == "auto" and self.precision == "fp32":
+            from camcore.precision import detect_bf16
+
+            self.precision_note = f"auto: fp32 ({detect_bf16().reason})"
+        self._pass_adapter_bf16: ModelAdapter | None = None
         self._cache = _LRU(cache_size)
         self._compiled: dict[Any, Callable] = {}
         self._lock = threading.RLock()
@@ -255,6 +273,21 @@ class Explainer:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self.adapter.input_shape
+
+    def _pass_adapter(self) -> ModelAdapter:
+        """The adapter forward-only passes run through: the model itself (fp32) or its bf16
+        copy, built on first use (it costs about a second and a copy of the weights)."""
+        if self.precision == "fp32":
+            return self.adapter
+        if self._pass_adapter_bf16 is None:
+            copy, note = bf16_copy(self.model)
+            if copy is None:
+                # an exotic layer: exact fp32 instead, never an error
+                self.precision, self.precision_note = "fp32", f"fp32: {note}"
+                return self.adapter
+            self._pass_adapter_bf16 = ModelAdapter(copy, target=self.adapter.target)
+            self.precision_note = self.precision_note or note
+        return self._pass_adapter_bf16
 
     def prepare(self, x: Any, image: np.ndarray | None = None) -> Prepared:
         """``x`` checked against this model's input and hashed once (see :class:`Prepared`)."""
@@ -333,7 +366,7 @@ class Explainer:
         Upsampling, min-max normalization and masking happen inside the graph, so
         memory grows with the batch, not with the channel count.
         """
-        adapter = self.adapter
+        adapter = self._pass_adapter()
         info = adapter.layer_info(layer)
         height, width, _ = self.input_shape
 
@@ -357,12 +390,12 @@ class Explainer:
 
             return masked_scores
 
-        return self._compiled_fn(("masked", layer, preprocessing), build)
+        return self._compiled_fn(("masked", layer, preprocessing, self.precision), build)
 
     def _ablation_fn(self, layer: str) -> Callable:
         """Compiled Ablation-CAM pass: (input, keep (B, K)) -> scores (B, n_classes), the
         layer's output multiplied by ``keep`` per sample (0 = channel ablated)."""
-        adapter = self.adapter
+        adapter = self._pass_adapter()
         channels = adapter.layer_info(layer).channels
 
         def build():
@@ -374,7 +407,22 @@ class Explainer:
 
             return ablated_scores
 
-        return self._compiled_fn(("ablation", layer), build)
+        return self._compiled_fn(("ablation", layer, self.precision), build)
+
+    def probabilities_fn(self) -> Callable[[np.ndarray], np.ndarray]:
+        """``f(batch (B, H, W, C)) -> probabilities (B, n_classes)``: the compiled forward the
+        faithfulness metrics perturb, at the explainer's pass precision."""
+        adapter = self._pass_adapter()
+
+        def build():
+            @tf.function(input_signature=[self._signature_x(None)])
+            def probabilities(batch):
+                return adapter.probabilities(adapter.forward(batch)[1])
+
+            return probabilities
+
+        fn = self._compiled_fn(("probabilities", self.precision), build)
+        return lambda batch: fn(tf.constant(np.asarray(batch, np.float32))).numpy()
 
     def _guided_fn(self) -> Callable:
         adapter = self.adapter
@@ -476,7 +524,7 @@ class Explainer:
     def _score_state(self, prepared: Prepared, layer: str, raw: Prepared | None,
                      preprocessing: str | None, call: _Call) -> _ScoreState:
         masking = "input" if raw is None else ("raw", preprocessing, raw.key)
-        state_key = ("score", layer, prepared.key, masking)
+        state_key = ("score", layer, prepared.key, masking, self.precision)
         state = self._cache.get(state_key)
         if state is None:
             activations = self._activations(prepared, layer, call)
@@ -555,13 +603,19 @@ class Explainer:
     def _ablation_scores(self, prepared: Prepared, layer: str, progress: Progress | None,
                          call: _Call) -> tuple[np.ndarray, np.ndarray]:
         activations = self._activations(prepared, layer, call)
-        base = self._scores(prepared, call)
-        key = ("ablation", layer, prepared.key)
+        key = ("ablation", layer, prepared.key, self.precision)
         state = self._cache.get(key)
         if state is None:
             k = activations.shape[-1]
+            if self.precision == "fp32":
+                base = self._scores(prepared, call)
+            else:
+                # y_c at the passes' own precision, so (y_c - y_c^k) compares like with like
+                call.need_pass()
+                base = self._ablation_fn(layer)(tf.constant(prepared.x), tf.ones((1, k))).numpy()[0]
+                call.spent("ablation passes", 0.0, 1)
             zero = ~np.any(activations.reshape(-1, k) != 0.0, axis=0)
-            state = _AblationState(zero=zero, scores=np.full((k, self.n_classes), np.nan, np.float32),
+            state = _AblationState(zero=zero, base=base, scores=np.full((k, self.n_classes), np.nan, np.float32),
                                    done=zero.copy())
             state.scores[zero] = base
             self._cache.put(key, state)
@@ -585,7 +639,7 @@ class Explainer:
                 if progress is not None:
                     progress(begin + channels.size, int(todo.size))
             call.spent("ablation passes", time.perf_counter() - start, int(todo.size))
-        return base, state.scores
+        return state.base, state.scores
 
     # -------------------------------------------------------------- dispatch
     def _layers(self, layer: str | Sequence[str]) -> list[str]:
@@ -696,8 +750,14 @@ class Explainer:
         """How many leading channels (in std order) are covered by cached masked passes:
         any ``max_n`` up to this number costs no model pass."""
         with self._lock:
-            state = self._cache.get(("score", layer, self.prepare(x).key, "input"))
+            state = self._cache.get(("score", layer, self.prepare(x).key, "input", self.precision))
             return 0 if state is None else state.covered_prefix()
+
+    def score_state(self, x: Any, layer: str) -> _ScoreState | None:
+        """The cached Score-CAM state of (x, layer) - channel plan, masked-pass scores, what
+        ran - for inspection by tests and benchmarks; None before any masked pass."""
+        with self._lock:
+            return self._cache.get(("score", layer, self.prepare(x).key, "input", self.precision))
 
     def faster_score_cam_tradeoff(
         self, x: Any, layer: str, class_index: int | None = None, ns: Sequence[int] | None = None
@@ -711,7 +771,7 @@ class Explainer:
         with self._lock:
             prepared = self.prepare(x)
             full = self.compute("score_cam", prepared, layer, class_index)
-            state = self._cache.get(("score", layer, prepared.key, "input"))
+            state = self._cache.get(("score", layer, prepared.key, "input", self.precision))
             total = state.plan.n_channels
             if ns is None:
                 ns = sorted({int(round(v)) for v in np.geomspace(1, total, num=min(total, 24))})

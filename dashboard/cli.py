@@ -4,9 +4,9 @@
     cam-studio evaluate [...]                                            # = python -m camcore.evaluate
     cam-studio bench [...]                                               # = python -m camcore.bench
 
-``run`` starts ``streamlit run`` on the installed ``dashboard/app.py`` in a child
-process, on 127.0.0.1:8501 unless told otherwise; any other streamlit option passes
-through. ``evaluate`` and ``bench`` run those modules exactly as ``python -m`` does.
+``run`` becomes ``streamlit run`` on the installed ``dashboard/app.py`` (the process
+is replaced, so signals reach Streamlit; a child process on Windows), on 127.0.0.1:8501
+unless told otherwise; any other streamlit option passes through. ``evaluate`` and ``bench`` run those modules exactly as ``python -m`` does.
 """
 
 from __future__ import annotations
@@ -75,8 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if command == "run":
+        command_line = streamlit_command(rest)
+        if os.name == "posix":
+            # become streamlit: signals (Ctrl+C, a service manager's SIGTERM) reach it directly
+            os.execv(command_line[0], command_line)
         try:
-            return subprocess.call(streamlit_command(rest))
+            return subprocess.call(command_line)
         except KeyboardInterrupt:  # Ctrl+C reaches streamlit too, which shuts down by itself
             return 130
     if command in MODULES:

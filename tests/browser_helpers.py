@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 GRID = ".st-key-grid"
-FSC_PANELS = ".st-key-fsc_panels"
+FSC_PANELS = ".st-key-faster_score_cam_panels"
 MAX_N_LABEL = "max_N (Faster-Score-CAM channels)"
 DOWNLOADS = 4  # download buttons: drawn last, so their presence means the page is complete
 
@@ -139,7 +139,7 @@ def fsc_state(page) -> tuple[str, str]:
     return page.evaluate(
         f"""() => {{
             const img = document.querySelector('{FSC_PANELS} [data-testid=stImage] img');
-            const cap = document.querySelector('.st-key-fsc_header [data-testid=stCaptionContainer]');
+            const cap = document.querySelector('.st-key-faster_score_cam_header [data-testid=stCaptionContainer]');
             return [img ? img.getAttribute('src') : '', cap ? cap.innerText : ''];
         }}"""
     )
@@ -156,7 +156,7 @@ def wait_fsc_changed(page, old_src: str, n: int, timeout_ms: float = 60_000) -> 
     page.wait_for_function(
         f"""([old, n]) => {{
             const img = document.querySelector('{FSC_PANELS} [data-testid=stImage] img');
-            const cap = document.querySelector('.st-key-fsc_header [data-testid=stCaptionContainer]');
+            const cap = document.querySelector('.st-key-faster_score_cam_header [data-testid=stCaptionContainer]');
             return img && img.getAttribute('src') !== old && img.complete
                 && cap && cap.innerText.startsWith('max_N = ' + n + ' ·') && !cap.innerText.includes('computing');
         }}""",

@@ -57,9 +57,20 @@ def test_the_command_dispatches(capsys, monkeypatch):
     monkeypatch.setattr(cli.runpy, "run_module", exits)
     assert cli.main(["bench"]) == 3
     started = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda command: started.append(command) or 0)
-    assert cli.main(["run", "--server.port", "8600"]) == 0
-    assert started == [cli.streamlit_command(["--server.port", "8600"])]
+
+    def become(path, command):  # a real exec never returns
+        started.append((path, command))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli.os, "execv", become)
+    monkeypatch.setattr(cli.subprocess, "call", lambda command: started.append((None, command)) or 0)
+    if cli.os.name == "posix":
+        with pytest.raises(SystemExit):
+            cli.main(["run", "--server.port", "8600"])
+    else:
+        assert cli.main(["run", "--server.port", "8600"]) == 0
+    command = cli.streamlit_command(["--server.port", "8600"])
+    assert started == [(command[0] if cli.os.name == "posix" else None, command)]
 
 
 def test_the_console_script_is_installed():

@@ -60,7 +60,7 @@ def test_softmax_twice_would_be_detected():
     x = np.random.default_rng(1).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model)
     cam = explainer.compute("score_cam", x, "feat", 0).cam
-    state = explainer._cache.get(("score", "feat", camcore.explainer.image_key(x), "input"))
+    state = explainer.score_state(x, "feat")
     logits = state.scores
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     twice = np.exp(probs) / np.exp(probs).sum(1, keepdims=True)
@@ -137,7 +137,7 @@ def test_channel_softmax_weighting_matches_paper_formula():
     x = np.random.default_rng(7).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model)
     cam = explainer.compute("score_cam", x, "feat", 1, weighting="channel_softmax").cam
-    state = explainer._cache.get(("score", "feat", camcore.explainer.image_key(x), "input"))
+    state = explainer.score_state(x, "feat")
     # eq. 5: softmax over channels of S^c(X∘H^k) - S^c(X_b); the baseline cancels
     baseline = explainer.scores(np.zeros_like(x))[1]
     contributions = state.scores[:, 1] - baseline

@@ -73,6 +73,17 @@ def _methods_arg(values: Sequence[str] | None) -> list[str]:
     return _check_methods([*chosen, *CONTROLS])
 
 
+def _quiet_ray_data() -> None:
+    """Ray Data's per-run INFO lines and its note that its progress bars are off (this
+    command draws its own) would interleave with the progress bar; warnings still show."""
+    try:
+        import ray.data  # noqa: F401 - sets up Ray Data's loggers, adjusted below
+    except ImportError:
+        return  # evaluate_ray says how to install Ray
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = _parser()
@@ -114,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.ray or args.ray_address:
                 from camcore.evaluation.ray_runner import evaluate_ray
 
+                _quiet_ray_data()
                 table = evaluate_ray(
                     spec, items, methods, address=args.ray_address, actors=args.ray_actors,
                     cpus_per_actor=args.ray_cpus_per_actor, **options,
