@@ -4,16 +4,15 @@
     cam-studio evaluate [...]                                            # = python -m camcore.evaluate
     cam-studio bench [...]                                               # = python -m camcore.bench
 
-``run`` becomes ``streamlit run`` on the installed ``dashboard/app.py`` (the process
-is replaced, so signals reach Streamlit; a child process on Windows), on 127.0.0.1:8501
-unless told otherwise; any other streamlit option passes through. ``evaluate`` and ``bench`` run those modules exactly as ``python -m`` does.
+``run`` is ``streamlit run`` on the installed ``dashboard/app.py``, in this process,
+on 127.0.0.1:8501 unless told otherwise (any other streamlit option passes through),
+with the default page warmed in the background while the server starts. ``evaluate`` and ``bench`` run those modules exactly as ``python -m`` does.
 """
 
 from __future__ import annotations
 
 import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -52,6 +51,23 @@ def streamlit_command(options: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), *defaults, *options]
 
 
+def serve(streamlit_args: Sequence[str]) -> int:
+    """Run ``streamlit run <app> <streamlit_args>`` in this process, after starting the
+    warm-up of the default page (:mod:`dashboard.warmup`) in a background thread, so the
+    first visitor finds the model loaded, traced and the default maps computed."""
+    from streamlit.web import cli as streamlit_cli
+
+    from dashboard import warmup
+
+    warmup.start()
+    sys.argv = ["streamlit", "run", *streamlit_args]
+    try:
+        streamlit_cli.main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    return 0
+
+
 def _run_module(module: str, argv: Sequence[str]) -> int:
     # alter_sys: the module sees sys.argv and __main__ exactly as under `python -m`
     sys.argv = [module, *argv]
@@ -76,13 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if command == "run":
         command_line = streamlit_command(rest)
-        if os.name == "posix":
-            # become streamlit: signals (Ctrl+C, a service manager's SIGTERM) reach it directly
-            os.execv(command_line[0], command_line)
-        try:
-            return subprocess.call(command_line)
-        except KeyboardInterrupt:  # Ctrl+C reaches streamlit too, which shuts down by itself
-            return 130
+        return serve(command_line[4:])
     if command in MODULES:
         return _run_module(MODULES[command], rest)
     print(f"cam-studio: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")

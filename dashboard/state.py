@@ -104,12 +104,22 @@ def get_model(model_key: str) -> LoadedModel:
     return models.load_model(model_key, uploads=uploads())
 
 
+DEFAULT_PRECISION = "auto"  # bf16 forward passes where the CPU has native bf16, else exact fp32
+
+
+def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION):
+    """One ``camcore.Explainer`` per (model key, resolved precision), shared by all sessions
+    (it is thread-safe). "auto" and "fp32" share one explainer on a CPU without native bf16."""
+    from camcore.precision import resolve_precision
+
+    return _explainer(model_key, resolve_precision(precision), precision)
+
+
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Preparing the explainer…")
-def get_explainer(model_key: str):
-    """One ``camcore.Explainer`` per model key, shared by all sessions (it is thread-safe)."""
+def _explainer(model_key: str, resolved: str, _requested: str):
     from camcore.explainer import Explainer
 
-    return Explainer(get_model(model_key).model)
+    return Explainer(get_model(model_key).model, precision=_requested if resolved == "fp32" else resolved)
 
 
 def model_label(model_key: str) -> str:

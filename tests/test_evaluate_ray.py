@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import secrets
 import shutil
 import signal
@@ -21,7 +22,11 @@ import psutil
 import pytest
 
 from camcore import evaluate as ev
+from camcore.dagm import write_dagm
 from camcore.evaluation import ray_runner
+from camcore.evaluation.runner import _settings
+from camcore.metrics import DEFAULT_THRESHOLDS
+from camcore.synth import generate
 
 SIZE = 64  # generated images
 N_IMAGES = 12
@@ -141,6 +146,52 @@ def test_a_shipped_model_is_the_drivers_model(model_file, tmp_path):
     forged = dataclasses.replace(ray_runner.model_payload(other), weights=ray_runner.model_payload(in_memory).weights)
     with pytest.raises(ValueError, match="weights differ"):
         ray_runner.spec_from_payload(forged)
+
+
+def test_windows_ship_seeds_or_pixels_and_record_unreadable_images_on_the_driver(tmp_path):
+    root = tmp_path / "dagm"
+    write_dagm(root, generate(5, seed=2, size=SIZE, defect_rate=0.6))
+    items = ev.dagm_items(root)
+    broken = Path(items[2].path)
+    broken.write_bytes(b"not an image")
+    one_image = SIZE * SIZE * 2  # a gray image and its mask, one byte per pixel each
+    windows = list(ray_runner._windows(items, window_bytes=2 * one_image))
+    assert len(windows) >= 2
+    shipped = [payload for payloads, _ in windows for payload in payloads]
+    failed = [record for _, records in windows for record in records]
+    assert [record["id"] for record in failed] == [items[2].id] and str(broken) in failed[0]["error"]
+    assert sorted([*(p["id"] for p in shipped), items[2].id]) == sorted(item.id for item in items)
+    by_id = {item.id: item for item in items}
+    for payload in shipped:
+        np.testing.assert_array_equal(payload["loaded"].image, by_id[payload["id"]].load().image)
+        np.testing.assert_array_equal(payload["loaded"].mask, by_id[payload["id"]].load().mask)
+    generated = list(ray_runner._windows(ev.synthetic_items(50, size=SIZE), window_bytes=ray_runner.DEFAULT_WINDOW_BYTES))
+    assert len(generated) == 1 and all(p["loaded"] is None for p in generated[0][0])  # seeds only
+
+
+def test_the_actor_computes_the_local_rows(model_file, tmp_path, monkeypatch):
+    # the actor's code in this process (no cluster); its thread caps would outlive the test
+    monkeypatch.setattr(ray_runner, "_cap_threads", lambda threads: None)
+    spec = ev.load_model_spec(str(model_file), preprocessing="unit")
+    root = tmp_path / "dagm"
+    write_dagm(root, generate(2, seed=4, size=SIZE, defect_rate=0.5))
+    items = ev.synthetic_items(2, seed=6, size=SIZE) + ev.dagm_items(root)  # seeds and pixels
+    methods = ["grad_cam", "score_cam", "sobel", "random"]
+    local = ev.evaluate(spec, items, methods, max_n=3, curve_steps=4, workers=1)
+
+    settings = _settings(methods, 3, False, 4, DEFAULT_THRESHOLDS, 0)
+    versions = ray_runner.software_versions()
+    actor = ray_runner._EvaluationActor(ray_runner.model_payload(spec), settings, cpus=1, workers=1, versions=versions)
+    payloads = [p for window, _ in ray_runner._windows(items, ray_runner.DEFAULT_WINDOW_BYTES) for p in window]
+    out = actor({"item": np.array([pickle.dumps(p) for p in payloads], dtype=object)})
+    assert list(out["id"]) == [item.id for item in items]
+    remote = ev.add_global_threshold(ev.records_to_frame([pickle.loads(record) for record in out["record"]]))
+    _assert_same_rows(local, remote)
+
+    with pytest.raises(RuntimeError, match=r"keras \S+ \(driver: 0\.0\)"):
+        ray_runner._EvaluationActor(
+            ray_runner.model_payload(spec), settings, cpus=1, workers=1, versions={**versions, "keras": "0.0"}
+        )
 
 
 # -------------------------------------------------------------------- cluster

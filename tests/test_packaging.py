@@ -56,21 +56,24 @@ def test_the_command_dispatches(capsys, monkeypatch):
 
     monkeypatch.setattr(cli.runpy, "run_module", exits)
     assert cli.main(["bench"]) == 3
-    started = []
-
-    def become(path, command):  # a real exec never returns
-        started.append((path, command))
-        raise SystemExit(0)
-
-    monkeypatch.setattr(cli.os, "execv", become)
-    monkeypatch.setattr(cli.subprocess, "call", lambda command: started.append((None, command)) or 0)
-    if cli.os.name == "posix":
-        with pytest.raises(SystemExit):
-            cli.main(["run", "--server.port", "8600"])
-    else:
-        assert cli.main(["run", "--server.port", "8600"]) == 0
+    served = []
+    monkeypatch.setattr(cli, "serve", lambda args: served.append(list(args)) or 0)
+    assert cli.main(["run", "--server.port", "8600"]) == 0
     command = cli.streamlit_command(["--server.port", "8600"])
-    assert started == [(command[0] if cli.os.name == "posix" else None, command)]
+    assert served == [command[4:]]
+
+
+def test_serve_warms_the_default_page_then_runs_streamlit_in_process(monkeypatch):
+    from streamlit.web import cli as streamlit_cli
+
+    from dashboard import warmup
+
+    calls = []
+    monkeypatch.setattr(warmup, "start", lambda: calls.append("warm-up"))
+    monkeypatch.setattr(streamlit_cli, "main", lambda: calls.append(list(sys.argv)) or None)
+    monkeypatch.setattr(sys, "argv", ["cam-studio"])
+    assert cli.serve(["app.py", "--server.port", "8600"]) == 0
+    assert calls == ["warm-up", ["streamlit", "run", "app.py", "--server.port", "8600"]]
 
 
 def test_the_console_script_is_installed():

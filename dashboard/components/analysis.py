@@ -97,6 +97,7 @@ def render(view: View, max_n: int) -> None:
 
 def _timing_section(view: View, results: dict[str, Any], max_n: int) -> None:
     st.subheader("Compute time", anchor=False)
+    st.caption(f"Precision: {grid.precision_text(view.explainer)}")
     if not results:
         st.info("Compute times appear when the maps are ready.")
         return

@@ -195,6 +195,14 @@ def show_panels(panels: list[tuple[str, np.ndarray]]) -> None:
         st.image(visualize.png_bytes(rgb), caption=title, width="stretch", output_format="PNG")
 
 
+def precision_text(explainer: Any) -> str:
+    """How the forward passes run, for the header and the timing chart."""
+    if explainer.precision == "bf16":
+        return "masked/ablation passes in **bf16** (gradients fp32)"
+    note = explainer.precision_note
+    return "**fp32** (exact)" + (f" — {note}" if note and explainer.requested_precision != "fp32" else "")
+
+
 def result_detail(result: Any) -> str:
     """Header line under a method's name: its time, model passes, what it reused."""
     if result.cached:

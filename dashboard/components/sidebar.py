@@ -205,6 +205,21 @@ def _input_size_inputs() -> tuple[int, int] | None:
     return int(values[0]), int(values[1])
 
 
+def precision_toggle() -> str:
+    """"fp32" when the user asks for exact passes, else the dashboard's default ("auto")."""
+    from camcore.precision import detect_bf16
+
+    support = detect_bf16()
+    exact = st.toggle(
+        "exact (fp32)", key="exact_fp32", persist_state=PERSIST,
+        help="Score-CAM, Faster-Score-CAM and Ablation-CAM run many forward passes. By default "
+        "(auto) they use a bfloat16 copy of the model where this CPU has native bf16 (AMX / "
+        f"AVX512-BF16) - this server: {'native bf16' if support.native else 'no native bf16, so fp32'} "
+        f"({support.reason}). Gradient methods are always fp32. Switch on for exact fp32 everywhere.",
+    )
+    return "fp32" if exact else state.DEFAULT_PRECISION
+
+
 # --------------------------------------------------------------------- layer
 def layer_picker(explainer: Any, default: str, model_key: str) -> str | None:
     """A layer with a spatial map (nested layers by path), camcore's default first chosen."""
@@ -239,10 +254,10 @@ def fuse_layers_picker(explainer: Any, layer: str, model_key: str) -> tuple[str,
     options = [info.path for info in explainer.layers if info.spatial and info.path != layer]
     marker, context = "_fuse_layers_context", (model_key, layer)
     if st.session_state.get(marker) != context:
-        st.session_state["fuse_layers"] = []  # another model or layer: start unfused
+        st.session_state.pop("fuse_layers", None)  # another model or layer: start unfused
     st.session_state[marker] = context
     chosen = st.multiselect(
-        "Fuse layers", options, key="fuse_layers", placeholder="none: the layer above only",
+        "Fuse layers", options, key="fuse_layers", placeholder="none: the layer above only", persist_state=PERSIST,
         help="Gradient and activation methods are computed on each of these layers and the layer "
         "above, each map upsampled to the input and scaled to [0, 1], then averaged (finer layers "
         "give finer maps). Score-CAM, Faster-Score-CAM and Ablation-CAM stay on the layer above: "

@@ -35,6 +35,7 @@ from dashboard.components.grid import (
     method_help,
     method_panels,
     placeholder_panels,
+    precision_text,
     result_detail,
     show_panels,
 )
@@ -253,7 +254,8 @@ def build_view() -> tuple[View, object] | tuple[None, None]:
             return None, None
         if bundle.note:
             st.caption(bundle.note)
-        explainer = attempt("Could not prepare the model", state.get_explainer, model_key)
+        precision = sidebar.precision_toggle()
+        explainer = attempt("Could not prepare the model", state.get_explainer, model_key, precision)
         if failed(explainer):
             return None, None
         default_layer = getattr(bundle, "default_layer", None) or explainer.default_layer
@@ -290,7 +292,8 @@ def _headline(view: View) -> None:
     fused = f" (one-pass methods fuse {len(view.fused_layers)} layers)" if view.fused_layers else ""
     st.markdown(
         f"**{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
-        f"image **{view.image_name}** · explaining **{view.class_name}** (p = {view.probability:.1%})"
+        f"image **{view.image_name}** · explaining **{view.class_name}** (p = {view.probability:.1%}) · "
+        f"{precision_text(view.explainer)}"
     )
 
 

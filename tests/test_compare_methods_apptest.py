@@ -1,0 +1,86 @@
+"""The Compare page with the field's methods: the chosen methods are the columns, nine
+of them wrap into two rows, layers can be fused, and the precision is stated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from camcore.methods import METHODS
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+def _run(session: dict) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [image.captions[0] for image in at.main.image if image.captions and image.captions[0].strip()]
+
+
+def _headline(at: AppTest) -> str:
+    return next(m.value for m in at.main.markdown if " · layer " in m.value)
+
+
+@pytest.fixture(scope="module")
+def all_methods() -> AppTest:
+    return _run({"methods": list(METHODS)})
+
+
+def test_every_method_is_a_column_and_nine_wrap_into_two_rows(all_methods: AppTest) -> None:
+    captions = _captions(all_methods)
+    for spec in METHODS.values():
+        assert f"{spec.label} · overlay" in captions, spec.key
+        assert f"Sobel × {spec.label}" in captions, spec.key
+    # 9 methods in rows of at most 5, each row led by the input column: 2 input columns
+    assert captions.count("Guided backprop") == 2
+    assert len(captions) == 4 * (len(METHODS) + 2)
+    titles = [m.value for m in all_methods.main.markdown]
+    for spec in METHODS.values():
+        assert f"**{spec.label}**" in titles
+    # the threshold table and the timing chart follow the choice
+    table = all_methods.dataframe[0].value
+    assert set(table["Method"]) == {spec.label for spec in METHODS.values()}
+
+
+def test_column_tooltips_carry_the_definition_and_the_paper(all_methods: AppTest) -> None:
+    helps = {m.value: m.help for m in all_methods.main.markdown if m.help}
+    assert "Σ_k ReLU" in helps["**LayerCAM**"] and "Jiang" in helps["**LayerCAM**"]
+    assert "Class-agnostic" in helps["**Eigen-CAM**"]
+
+
+def test_choosing_methods_changes_the_columns() -> None:
+    at = _run({"methods": ["layer_cam", "eigen_cam"]})
+    captions = _captions(at)
+    assert "LayerCAM · overlay" in captions and "Eigen-CAM · overlay" in captions
+    assert not any(c.startswith("Grad-CAM") or c.startswith("Score-CAM") for c in captions)
+    assert len(captions) == 4 * 3
+
+
+def test_fusing_layers_gives_input_resolution_maps_and_says_so() -> None:
+    at = _run({"methods": ["layer_cam", "score_cam"]})
+    at.multiselect(key="fuse_layers").set_value(["block3_conv2", "block4_conv2"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "fuse 3 layers" in _headline(at)
+    details = [c.value for c in at.main.caption]
+    assert any("3 layers fused" in d for d in details)  # LayerCAM's column header
+    assert "LayerCAM · overlay" in _captions(at) and "Score-CAM · overlay" in _captions(at)
+
+
+def test_the_precision_is_stated_and_exact_can_be_forced() -> None:
+    at = _run({"methods": ["grad_cam"]})
+    from camcore.precision import detect_bf16
+
+    expected = "bf16" if detect_bf16().native else "fp32"
+    assert f"**{expected}**" in _headline(at)
+    at.toggle(key="exact_fp32").set_value(True).run()
+    assert "**fp32** (exact)" in _headline(at)
