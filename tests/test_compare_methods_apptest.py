@@ -84,3 +84,14 @@ def test_the_precision_is_stated_and_exact_can_be_forced() -> None:
     assert f"**{expected}**" in _headline(at)
     at.toggle(key="exact_fp32").set_value(True).run()
     assert "**fp32** (exact)" in _headline(at)
+
+
+def test_sanity_check_runs_on_demand() -> None:
+    at = _run({"methods": ["grad_cam", "eigen_cam"]})
+    assert not any(getattr(d, "key", None) == "sanity_table" for d in at.dataframe)
+    at.button(key="sanity_button").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[-1].value
+    assert list(table["Method"]) == ["Grad-CAM", "Eigen-CAM"]
+    assert table["Spearman"].between(-1, 1).all() and table["SSIM"].between(-1, 1).all()
+    assert set(table["Verdict"]) <= {"✓ depends on the model", "✗ barely changes"}

@@ -30,7 +30,7 @@ when called so that ``import camcore.metrics`` stays free of TensorFlow.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ __all__ = [
     "ssim",
     "randomized_copy",
     "parameter_randomization",
+    "compare_maps",
 ]
 
 SANITY_THRESHOLD: float = 0.5
@@ -233,17 +234,28 @@ def randomized_copy(
     return clone, randomized
 
 
+def compare_maps(original: np.ndarray, randomized: np.ndarray, size: tuple[int, int],
+                 threshold: float = SANITY_THRESHOLD) -> tuple[float, float, bool]:
+    """(Spearman, SSIM, passed) of two maps upsampled to ``size``, by the rule of the
+    module docstring (both below ``threshold``, or one map blank and Spearman below it)."""
+    a, b = upsample(np.asarray(original, np.float32), size), upsample(np.asarray(randomized, np.float32), size)
+    rho, structure = spearman_correlation(a, b), ssim(a, b)
+    one_blank = (np.ptp(a) == 0) != (np.ptp(b) == 0)
+    passed = rho < threshold and (structure < threshold or one_blank)
+    return rho, structure, bool(passed)
+
+
 def parameter_randomization(
     model: keras.Model,
     x: np.ndarray,
     layer: str,
     class_index: int,
-    method: str | MapFn = "grad_cam",
+    method: str | MapFn | Sequence[str | MapFn] = "grad_cam",
     *,
     seed: int | np.random.Generator | None = 0,
     max_n: int | None = None,
     threshold: float = SANITY_THRESHOLD,
-) -> SanityResult:
+) -> SanityResult | list[SanityResult]:
     """Adebayo et al. 2018's model-parameter randomization check for one map.
 
     Computes ``method``'s map of ``class_index`` at ``layer`` on ``model`` and on
@@ -256,39 +268,41 @@ def parameter_randomization(
     ``method`` is a key of ``camcore.METHODS`` (run as
     ``camcore.Explainer(m).compute(method, x, layer, class_index, max_n=max_n)``) or a
     plain function ``(model, x, layer, class_index) -> map in [0, 1]``, e.g. a control
-    map that ignores the model and should therefore fail.
+    map that ignores the model and should therefore fail. A list of methods shares one
+    randomized copy (the expensive part) and returns a list of results.
     """
     from camcore.explainer import Explainer
 
+    methods = list(method) if isinstance(method, (list, tuple)) else [method]
     explainer = Explainer(model)
     explainer.adapter.layer_info(layer)
     index = explainer.adapter.check_class(class_index)
-    name = str(getattr(method, "__name__", "custom")) if callable(method) else str(method)
+    clone, randomized_layers = randomized_copy(model, layer, seed=seed)
+    copy_explainer = Explainer(clone)
+    size = explainer.input_shape[:2]
 
-    def map_of(runner: Explainer) -> np.ndarray:
-        if callable(method):
-            cam = method(runner.model, x, layer, index)
+    def map_of(runner: Explainer, one: str | MapFn) -> np.ndarray:
+        if callable(one):
+            cam = one(runner.model, x, layer, index)
         else:
-            cam = runner.compute(name, x, layer, index, max_n=max_n).cam
+            cam = runner.compute(one, x, layer, index, max_n=max_n).cam
         return np.asarray(cam, dtype=np.float32)
 
-    original = map_of(explainer)
-    clone, randomized_layers = randomized_copy(model, layer, seed=seed)
-    randomized = map_of(Explainer(clone))
-
-    size = explainer.input_shape[:2]
-    a, b = upsample(original, size), upsample(randomized, size)
-    rho, structure = spearman_correlation(a, b), ssim(a, b)
-    one_blank = (np.ptp(a) == 0) != (np.ptp(b) == 0)
-    passed = rho < threshold and (structure < threshold or one_blank)
-    return SanityResult(
-        method=name,
-        layer=layer,
-        class_index=index,
-        spearman=rho,
-        ssim=structure,
-        passed=bool(passed),
-        randomized_layers=randomized_layers,
-        original=original,
-        randomized=randomized,
-    )
+    results = []
+    for one in methods:
+        original, randomized = map_of(explainer, one), map_of(copy_explainer, one)
+        rho, structure, passed = compare_maps(original, randomized, size, threshold)
+        results.append(
+            SanityResult(
+                method=str(getattr(one, "__name__", "custom")) if callable(one) else str(one),
+                layer=layer,
+                class_index=index,
+                spearman=rho,
+                ssim=structure,
+                passed=passed,
+                randomized_layers=randomized_layers,
+                original=original,
+                randomized=randomized,
+            )
+        )
+    return results if isinstance(method, (list, tuple)) else results[0]

@@ -92,6 +92,7 @@ def render(view: View, max_n: int) -> None:
     with right:
         _tradeoff_section(view, max_n)
     _threshold_section(view, results, max_n)
+    _sanity_section(view, results, max_n)
     _downloads(view, results, max_n)
 
 
@@ -228,6 +229,60 @@ def _threshold_section(view: View, results: dict[str, Any], max_n: int) -> None:
             charts.iou_figure(curves, best, {m: label(m) for m in scores}, view.threshold),
             key="iou_chart", config={"displayModeBar": False},
         )
+
+
+# -------------------------------------------------------------- sanity check
+SANITY = "_sanity_results"  # session key: {record key: [SanityResult]}
+
+
+def _sanity_key(view: View, methods: tuple[str, ...], max_n: int) -> tuple:
+    return (view.model_key, view.layer, view.image_id, view.class_index, methods, max_n)
+
+
+def sanity_rows(found: list) -> pd.DataFrame:
+    return pd.DataFrame.from_records(
+        {
+            "Method": label(result.method),
+            "Spearman": result.spearman,
+            "SSIM": result.ssim,
+            "Verdict": "✓ depends on the model" if result.passed else "✗ barely changes",
+        }
+        for result in found
+    )
+
+
+def _sanity_section(view: View, results: dict[str, Any], max_n: int) -> None:
+    """Adebayo et al. 2018's model-parameter randomization, on demand (it costs a model copy)."""
+    st.subheader("Sanity check", anchor=False)
+    methods = tuple(results)
+    if not methods:
+        return
+    store = st.session_state.setdefault(SANITY, {})
+    key = _sanity_key(view, methods, max_n)
+    if st.button("Run the model-randomization check", key="sanity_button", icon=":material/science:",
+                 help="Copies the model, re-draws the weights of every layer from the output down to "
+                 "the explained layer, recomputes each shown method and compares the maps."):
+        from camcore.metrics.sanity import parameter_randomization
+
+        model = view.explainer.model
+        with st.spinner("Randomizing a copy of the model and recomputing the maps…"):
+            store[key] = parameter_randomization(model, view.x.x, view.layer, view.class_index, list(methods),
+                                                 max_n=max_n, seed=0)
+    found = store.get(key)
+    if found is None:
+        st.caption("A method whose map barely changes when the model's top layers are random explains the "
+                   "image, not the model (Adebayo et al., NeurIPS 2018). The check runs on demand.")
+        return
+    st.dataframe(
+        sanity_rows(found), hide_index=True, key="sanity_table",
+        column_config={"Spearman": st.column_config.NumberColumn(format="%.2f"),
+                       "SSIM": st.column_config.NumberColumn(format="%.2f")},
+    )
+    st.caption(
+        f"Similarity between each map and the same method on a copy whose {len(found[0].randomized_layers)} "
+        "top layers (down to the explained layer) have random weights (seed 0): Spearman rank correlation and "
+        "SSIM at the input size. A method passes when both are below 0.5."
+    )
 
 
 # ------------------------------------------------------------------ downloads
