@@ -23,7 +23,12 @@ import streamlit as st  # noqa: E402
 st.set_page_config(page_title="CAM Studio", page_icon="🔥", layout="wide")
 
 # Less empty space above the title, so the whole grid fits a 1000-pixel-high screen.
-st.html("<style>[data-testid=stMainBlockContainer]{padding-top:2.2rem;padding-bottom:2rem}</style>")
+# Panel captions stay on one line (ellipsis when a narrow column cuts them), so the rows of
+# the grid stay aligned however many method columns there are.
+st.html(
+    "<style>[data-testid=stMainBlockContainer]{padding-top:2.2rem;padding-bottom:2rem}"
+    "[data-testid=stImageCaption]{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}</style>"
+)
 
 navigation = st.navigation(
     [

@@ -199,8 +199,10 @@ def precision_text(explainer: Any) -> str:
     """How the forward passes run, for the header and the timing chart."""
     if explainer.precision == "bf16":
         return "masked/ablation passes in **bf16** (gradients fp32)"
-    note = explainer.precision_note
-    return "**fp32** (exact)" + (f" — {note}" if note and explainer.requested_precision != "fp32" else "")
+    if explainer.requested_precision == "fp32":
+        return "**fp32** (exact)"
+    return "**fp32** (exact; no native bf16 on this CPU)" if "auto" in explainer.precision_note \
+        else f"**fp32** ({explainer.precision_note or 'exact'})"
 
 
 def result_detail(result: Any) -> str:

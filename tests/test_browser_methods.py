@@ -1,0 +1,39 @@
+"""Every registered method as a column, in a real headless Chromium (1600×1000)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import browser_helpers as browser
+from browser_checks import require_browser
+
+from camcore.methods import METHODS, ORIGINAL_STUDY
+
+pytestmark = pytest.mark.browser
+
+
+def test_all_methods_selected_show_every_column_without_console_errors(tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    require_browser()
+    with browser.serve() as url, browser.open_browser(1600, 1000) as (_, new_page):
+        page = new_page()
+        problems: list[str] = []
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.goto(url)
+        browser.wait_full_grid(page)
+        pills = page.locator(".st-key-methods")
+        for key, spec in METHODS.items():
+            if key not in ORIGINAL_STUDY:
+                pills.get_by_role("button", name=spec.label, exact=True).click()
+                browser.wait_idle(page)
+        browser.wait_full_grid(page)
+        images = page.locator(f"{browser.GRID} [data-testid=stImage] img")
+        expect(images).to_have_count(4 * (len(METHODS) + 2))  # 9 methods in two rows, each led by the input
+        for spec in METHODS.values():
+            expect(page.get_by_text(f"{spec.label} · overlay", exact=True)).to_be_visible()
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)
+        page.screenshot(path=str(tmp_path / "all_methods.png"), full_page=True)
+        assert not problems, problems
