@@ -30,7 +30,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from camcore.adapter import ModelAdapter  # noqa: E402
 from camcore.precision import bf16_copy, detect_bf16  # noqa: E402
 

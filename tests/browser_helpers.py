@@ -51,12 +51,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(port: int | None = None, timeout: float = 90.0, env: dict | None = None) -> Iterator[str]:
-    """Run the dashboard on 127.0.0.1:port (a free one by default); yield its URL."""
+def serve(port: int | None = None, timeout: float = 90.0, env: dict | None = None,
+          warm: bool = False) -> Iterator[str]:
+    """Run the dashboard on 127.0.0.1:port (a free one by default); yield its URL.
+
+    ``warm=True`` starts it the way ``cam-studio run`` / ``make run`` do (the default page
+    warmed in the background); otherwise plain ``streamlit run``."""
     port = port or free_port()
     log = tempfile.TemporaryFile()
+    launcher = [sys.executable, "-m", "dashboard.cli", "run"] if warm else \
+        [sys.executable, "-m", "streamlit", "run", str(app_path())]
     command = [
-        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        *launcher,
         "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
     ]
