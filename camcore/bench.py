@@ -256,6 +256,48 @@ def bench_model(name: str, model: keras.Model, layer: str, make_input: Callable[
     return rows
 
 
+def _forward_per_image(model: keras.Model, shape: tuple[int, ...], batch: int, repeats: int) -> float:
+    forward = tf.function(lambda x: model(x, training=False))
+    x = tf.constant(np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32))
+    forward(x).numpy()
+    return min_time(lambda: forward(x).numpy(), repeats) / batch
+
+
+def precision_rows(name: str, model: keras.Model, layer: str, make_input: Callable[[int], np.ndarray],
+                   args) -> list[Row]:
+    """fp32 against the bf16 copy: batched-forward floors, and Score-CAM's masked passes at
+    each precision against the fp32 floor. On a CPU without native bf16 (bf16 emulated, several
+    times slower) only the ``--emulated-channels`` channels of largest std are run (Faster-
+    Score-CAM), so that the run stays in minutes; the ratio is per pass either way."""
+    from camcore.precision import bf16_copy, detect_bf16, resolve_precision
+
+    support = detect_bf16()
+    rows = [Row(name, "precision auto", 0.0, None, f"auto -> {resolve_precision('auto')} ({support.reason})")]
+    copy, note = bf16_copy(model)
+    if copy is None:
+        return rows + [Row(name, "bf16 copy", 0.0, None, f"not built: {note}")]
+    shape = tuple(model.inputs[0].shape[1:])
+    batch = 16
+    fp32_floor = _forward_per_image(model, shape, batch, args.repeats)
+    bf16_floor = _forward_per_image(copy, shape, batch, args.repeats)
+    rows.append(Row(name, "forward per image, fp32", fp32_floor, None, f"batch {batch}"))
+    rows.append(Row(name, "forward per image, bf16 copy", bf16_floor, fp32_floor, "ratio = bf16 / fp32 floor"))
+    channels = None if support.native else args.emulated_channels
+    method = "score_cam" if channels is None else "faster_score_cam"
+    for precision in ("fp32", "bf16"):
+        explainer = Explainer(model, batch_size=batch, precision=precision)
+        explainer.compute("faster_score_cam", make_input(90_000), layer, max_n=2)  # trace the masked pass
+        x = make_input(90_001 if precision == "fp32" else 90_002)
+        with PeakMemory() as memory:
+            result = explainer.compute(method, x, layer, max_n=channels)
+        passes = result.model_passes - 1  # minus the activations pass
+        seconds = result.timings.get("masked passes", 0.0)
+        what = "Score-CAM" if channels is None else f"Faster-Score-CAM (max_N {channels})"
+        rows.append(Row(name, f"{what}, {precision}", seconds, passes * fp32_floor,
+                        f"{passes} masked passes; ratio = time / fp32 floor of those passes; peak +{memory.extra_mb:.0f} MB"))
+    return rows
+
+
 def random_input(shape: tuple[int, int, int], scale: float) -> Callable[[int], np.ndarray]:
     return lambda i: np.random.default_rng(1000 + i).uniform(-scale, scale, (1, *shape)).astype(np.float32)
 
@@ -271,9 +313,13 @@ def demo_cases(names: list[str]):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="vgg16,demos", help="comma list: vgg16, demos, or demo names")
+    parser.add_argument("--models", default="vgg16,demos", help="comma list: vgg16, demos, demo names, or none")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the reference algorithm")
+    parser.add_argument("--precision", action="store_true",
+                        help="also fp32 vs bf16 on VGG16 and ResNet50 (weights=None)")
+    parser.add_argument("--emulated-channels", type=int, default=32,
+                        help="channels of the bf16 Score-CAM timing where bf16 is emulated (default 32)")
     args = parser.parse_args(argv)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}")
@@ -283,13 +329,20 @@ def main(argv: list[str] | None = None) -> None:
         keras.utils.set_random_seed(0)
         vgg = keras.applications.VGG16(weights=None)
         rows += bench_model("VGG16 (weights=None)", vgg, "block5_conv3", random_input((224, 224, 3), 120.0), args)
-    demo_names = [w for w in wanted if w not in ("vgg16", "demos")]
+    demo_names = [w for w in wanted if w not in ("vgg16", "demos", "none")]
     if "demos" in wanted:
         from camcore.demos import list_demos
 
         demo_names = list_demos()
     for name, model, layer, make_input in demo_cases(demo_names):
         rows += bench_model(name, model, layer, make_input, args)
+
+    if args.precision:
+        keras.utils.set_random_seed(0)
+        vgg = keras.applications.VGG16(weights=None)
+        rows += precision_rows("VGG16 (weights=None)", vgg, "block5_conv3", random_input((224, 224, 3), 120.0), args)
+        resnet = keras.applications.ResNet50(weights=None)
+        rows += precision_rows("ResNet50 (weights=None)", resnet, "conv5_block3_out", random_input((224, 224, 3), 120.0), args)
 
     print()
     print("| model | method | time | floor | ratio | notes |")

@@ -38,7 +38,9 @@ def sobel_gradient(image: np.ndarray) -> np.ndarray:
     gray = to_gray_float(image)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    magnitude = cv2.dilate(cv2.magnitude(gx, gy), DILATION_KERNEL)
+    # numpy rather than cv2.magnitude: OpenCV's result changes in the last bit with its
+    # thread count, which made a Ray worker's rows differ from a local run's
+    magnitude = cv2.dilate(np.sqrt(gx * gx + gy * gy), DILATION_KERNEL)
     peak = float(magnitude.max())
     if not np.isfinite(peak) or peak <= 0.0:
         return np.zeros(gray.shape, np.float32)
