@@ -132,6 +132,17 @@ class _AblationState:
     done: np.ndarray  # (K,) bool
 
 
+def _finite_scores(scores: np.ndarray) -> np.ndarray:
+    """``scores``, or a ValueError saying why nothing can be explained: a model whose output
+    is NaN or infinite would otherwise give all-zero maps and NaN probabilities silently."""
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(
+            "the model's output for this image contains NaN or infinite values, so its classes "
+            "cannot be explained: check the model's weights and the preprocessing of its input"
+        )
+    return scores
+
+
 def _top1_if_negative(scores: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
     top1 = tf.argmax(scores[0], output_type=tf.int32)
     return tf.where(class_index < 0, top1, class_index)
@@ -448,7 +459,7 @@ class Explainer:
             if call is not None:
                 call.need_pass()
             start = time.perf_counter()
-            cached = self._scores_fn()(tf.constant(prepared.x)).numpy()[0]
+            cached = _finite_scores(self._scores_fn()(tf.constant(prepared.x)).numpy()[0])
             self._cache.put(("scores", prepared.key), cached)
             if call is not None:
                 call.spent("forward", time.perf_counter() - start, 1)
@@ -488,6 +499,7 @@ class Explainer:
         start = time.perf_counter()
         outputs = self._gradient_fn(layer)(tf.constant(prepared.x), tf.constant(class_index, tf.int32))
         activations, scores, gradients = (t.numpy() for t in outputs[:3])
+        _finite_scores(scores)
         class_index = int(outputs[3])
         activations, gradients = activations[0], gradients[0]
         self._cache.put(("gradient", layer, prepared.key, class_index), (activations, gradients))
@@ -504,9 +516,10 @@ class Explainer:
         call.need_pass()
         start = time.perf_counter()
         activations, scores = self._activation_fn(layer)(tf.constant(prepared.x))
+        scores = _finite_scores(scores.numpy()[0])
         activations = activations.numpy()[0]
         self._cache.put(("activations", layer, prepared.key), activations)
-        self._cache.put(("scores", prepared.key), scores.numpy()[0])
+        self._cache.put(("scores", prepared.key), scores)
         call.spent("activations", time.perf_counter() - start, 1)
         return activations
 

@@ -7,6 +7,7 @@ masked passes when masking the raw image.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import cv2
@@ -44,16 +45,45 @@ def apply_preprocessing(batch: Any, mode: str) -> Any:
     raise ValueError(f"unknown preprocessing {mode!r}; choose one of {sorted(PREPROCESSING_MODES)}")
 
 
+# A 2 MB PNG can declare 20000 x 20000 16-bit pixels: decoding it took 2 minutes and 11 GB
+# of RAM. Images are refused above this size from their header, before any pixel is decoded.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the file's header (Pillow reads only the header here), or None
+    when Pillow does not recognize it (OpenCV then decides)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return int(image.size[0]), int(image.size[1])
+    except Image.DecompressionBombError:
+        return (MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS)  # Pillow's own ceiling is far above ours
+    except Exception:  # noqa: BLE001 - an unreadable header is OpenCV's to report
+        return None
+
+
 def read_image(data: bytes) -> np.ndarray:
     """Decode PNG/JPEG/BMP/TIFF bytes to uint8 (H, W) grayscale or (H, W, 3) RGB.
 
-    16-bit images are scaled to 8 bits; an alpha channel is dropped.
-    Raises ValueError with a readable message for anything that is not an image.
+    16-bit images are scaled to 8 bits; an alpha channel is dropped. Images of more than
+    ``MAX_IMAGE_PIXELS`` pixels are refused from their header, before decoding.
+    Raises ValueError with a readable message for anything that is not a usable image.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
         raise ValueError("empty file: expected PNG, JPEG, BMP or TIFF image data")
-    buffer = np.frombuffer(bytes(data), np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    data = bytes(data)
+    size = _declared_size(data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"image is too large ({size[0]}×{size[1]} pixels; at most {MAX_IMAGE_PIXELS // 1_000_000} "
+            "megapixels): downscale it before uploading"
+        )
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # e.g. a header beyond OpenCV's own pixel limit
+        image = None
     if image is None or image.size == 0:
         raise ValueError("could not decode the file as an image (PNG, JPEG, BMP or TIFF expected)")
     return to_uint8_image(image, bgr=True)

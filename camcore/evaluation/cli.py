@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-n", type=int, default=DEFAULT_MAX_N, help="Faster-Score-CAM channels")
     parser.add_argument("--road", action="store_true", help="also compute ROAD MoRF/LeRF (slower)")
+    parser.add_argument("--sanity", action="store_true",
+                        help="also the model-randomization sanity check per image and method (one randomized "
+                        "copy of the model, seeded by --seed; Adebayo et al. 2018)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="forward-only passes (masked, ablated, metric passes): fp32 exact (default), "
+                        "bf16 copy, or auto (bf16 only where the CPU has native bf16)")
     parser.add_argument("--steps", type=int, default=DEFAULT_CURVE_STEPS, help="deletion/insertion curve steps")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads for metric work")
@@ -120,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with logging_redirect_tqdm():
             options = dict(
                 max_n=args.max_n, road=args.road, curve_steps=args.steps, seed=args.seed, out=args.out,
+                sanity=args.sanity, precision=args.precision,
                 overwrite=args.overwrite, workers=args.workers, progress=progress,
             )
             if args.ray or args.ray_address:

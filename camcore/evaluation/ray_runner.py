@@ -279,6 +279,8 @@ def evaluate_ray(
     curve_steps: int = DEFAULT_CURVE_STEPS,
     thresholds: Sequence[float] | np.ndarray = metrics.DEFAULT_THRESHOLDS,
     seed: int = 0,
+    sanity: bool = False,
+    precision: str = "fp32",
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     workers: int = DEFAULT_WORKERS,
@@ -302,7 +304,7 @@ def evaluate_ray(
         raise ValueError(f"cpus_per_actor must be > 0, got {cpus_per_actor}")
     if actors is not None and actors < 1:
         raise ValueError(f"actors must be >= 1, got {actors}")
-    settings = _settings(methods, max_n, road, curve_steps, thresholds, seed)
+    settings = _settings(methods, max_n, road, curve_steps, thresholds, seed, sanity, precision)
     journal, out_path = _open_journal(model, items, settings, out, overwrite)
     try:
         todo = [item for item in items if not journal.done(item.id)]

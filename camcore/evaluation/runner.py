@@ -132,9 +132,9 @@ class _Runner:
         road: bool,
         seed: int,
         pool: Executor,
+        sanity: bool = False,
+        precision: str = "fp32",
     ) -> None:
-        import tensorflow as tf
-
         from camcore.explainer import Explainer
 
         self.spec = spec
@@ -148,21 +148,20 @@ class _Runner:
         self.road_noise = 0.01 * _INPUT_RANGE.get(spec.preprocessing, 1.0)
         # One explainer per CAM method: each method's time is its cost alone.
         self.explainers: dict[str, Explainer] = {
-            m: Explainer(spec.model, cache_size=8) for m in self.methods if m in METHODS
+            m: Explainer(spec.model, cache_size=8, precision=precision) for m in self.methods if m in METHODS
         }
-        adapter = next(iter(self.explainers.values())).adapter if self.explainers else None
-        if adapter is None:
-            from camcore.adapter import ModelAdapter
+        # the metric passes run at the same precision as the methods' forward passes
+        scorer = Explainer(spec.model, cache_size=1, precision=precision)
+        scorer.adapter.layer_info(spec.layer)
+        scorer.adapter.check_class(spec.class_index)
+        self.predict_fn: metrics.PredictFn = scorer.probabilities_fn()
+        # Sanity check (Adebayo et al. 2018): one randomized copy for the whole run, seeded
+        self.sanity_explainers: dict[str, Explainer] = {}
+        if sanity:
+            from camcore.metrics.sanity import randomized_copy
 
-            adapter = ModelAdapter(spec.model)
-        adapter.layer_info(spec.layer)
-        adapter.check_class(spec.class_index)
-
-        @tf.function(input_signature=[tf.TensorSpec((None, *adapter.input_shape), tf.float32)])
-        def probabilities(batch):
-            return adapter.probabilities(adapter.forward(batch)[1])
-
-        self.predict_fn: metrics.PredictFn = lambda batch: probabilities(tf.constant(batch)).numpy()
+            copy, _ = randomized_copy(spec.model, spec.layer, seed=seed)
+            self.sanity_explainers = {m: Explainer(copy, cache_size=8, precision=precision) for m in self.explainers}
 
     def warm_up(self) -> None:
         """Trace every compiled pass once on a noise image, so no timing pays for it."""
@@ -170,8 +169,17 @@ class _Runner:
         noise = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
         x = self.spec.preprocess(noise)
         self.predict_fn(x)
-        for method, explainer in self.explainers.items():
+        for method, explainer in (self.explainers | self.sanity_explainers).items():
             explainer.compute(method, x, self.spec.layer, self.spec.class_index, self.max_n)
+
+    def _sanity(self, method: str, x: np.ndarray, cam: np.ndarray) -> dict[str, float]:
+        """The method's map on the randomized copy against ``cam`` (camcore.metrics.sanity)."""
+        from camcore.metrics.sanity import compare_maps
+
+        randomized = self.sanity_explainers[method].compute(method, x, self.spec.layer, self.spec.class_index,
+                                                           self.max_n).cam
+        rho, structure, passed = compare_maps(cam, randomized, self.spec.input_size)
+        return {"sanity_spearman": rho, "sanity_ssim": structure, "sanity_pass": float(passed)}
 
     def run(self, item: EvalItem, loaded: LoadedImage, x: np.ndarray) -> list[dict[str, Any]]:
         """Rows of every method for ``loaded``, whose model input is ``x``."""
@@ -195,10 +203,13 @@ class _Runner:
         }
         maps: dict[str, tuple[np.ndarray, float, int]] = {}
         cams: dict[str, np.ndarray] = {}
+        sanity_rows: dict[str, dict[str, float]] = {}
         for method in self.methods:
             if method in METHODS:
                 result = self.explainers[method].compute(method, x, spec.layer, spec.class_index, self.max_n)
                 cams[method] = result.cam
+                if method in self.sanity_explainers:
+                    sanity_rows[method] = self._sanity(method, x, result.cam)
                 maps[method] = (upsample(result.cam, spec.input_size), result.seconds, result.model_passes)
             elif method == "sobel":
                 start = time.perf_counter()
@@ -220,7 +231,8 @@ class _Runner:
         }
         rows = []
         for method, (_, seconds, passes) in maps.items():
-            rows.append(base | {"method": method, "seconds": seconds, "model_passes": passes} | futures[method].result())
+            rows.append(base | {"method": method, "seconds": seconds, "model_passes": passes}
+                        | futures[method].result() | sanity_rows.get(method, {}))
         return rows
 
 
@@ -235,10 +247,29 @@ class _Settings:
     curve_steps: int
     thresholds: tuple[float, ...]
     seed: int
+    sanity: bool = False
+    precision: str = "fp32"
 
     def runner(self, spec: ModelSpec, pool: Executor) -> _Runner:
         return _Runner(spec, self.methods, self.max_n, np.asarray(self.thresholds, dtype=np.float64),
-                       self.curve_steps, self.road, self.seed, pool)
+                       self.curve_steps, self.road, self.seed, pool, self.sanity, self.precision)
+
+    def journal_config(self) -> dict[str, Any]:
+        """The settings as recorded in a journal (the sanity check and a non-default precision
+        only when used, so journals of earlier runs still resume)."""
+        config: dict[str, Any] = {
+            "methods": list(self.methods),
+            "max_n": self.max_n,
+            "road": self.road,
+            "curve_steps": self.curve_steps,
+            "thresholds": list(self.thresholds),
+            "seed": self.seed,
+        }
+        if self.sanity:
+            config["sanity"] = True
+        if self.precision != "fp32":
+            config["precision"] = self.precision
+        return config
 
 
 def _settings(
@@ -248,6 +279,8 @@ def _settings(
     curve_steps: int,
     thresholds: Sequence[float] | np.ndarray,
     seed: int,
+    sanity: bool = False,
+    precision: str = "fp32",
 ) -> _Settings:
     checked = _check_methods(methods)
     if curve_steps < 1:
@@ -255,7 +288,10 @@ def _settings(
     if max_n < 1:
         raise ValueError(f"max_n must be >= 1, got {max_n}")
     grid = tuple(float(t) for t in np.asarray(thresholds, dtype=np.float64))
-    return _Settings(tuple(checked), int(max_n), bool(road), int(curve_steps), grid, int(seed))
+    from camcore.precision import resolve_precision
+
+    resolved = resolve_precision(precision)  # "auto" is recorded as what it chose here
+    return _Settings(tuple(checked), int(max_n), bool(road), int(curve_steps), grid, int(seed), bool(sanity), resolved)
 
 
 def _open_journal(
@@ -277,12 +313,7 @@ def _open_journal(
         "class_index": model.class_index,
         "preprocessing": model.preprocessing,
         "input_size": list(model.input_size),
-        "methods": list(settings.methods),
-        "max_n": settings.max_n,
-        "road": settings.road,
-        "curve_steps": settings.curve_steps,
-        "thresholds": list(settings.thresholds),
-        "seed": settings.seed,
+        **settings.journal_config(),
         "sources": sorted({item.source for item in items}),
     }
     if out_path is None:
@@ -307,6 +338,8 @@ def evaluate(
     curve_steps: int = DEFAULT_CURVE_STEPS,
     thresholds: Sequence[float] | np.ndarray = metrics.DEFAULT_THRESHOLDS,
     seed: int = 0,
+    sanity: bool = False,
+    precision: str = "fp32",
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     workers: int = DEFAULT_WORKERS,
@@ -324,7 +357,7 @@ def evaluate(
     The returned table has the global-threshold columns of :func:`add_global_threshold`.
     See :func:`camcore.evaluation.ray_runner.evaluate_ray` for the same run on Ray.
     """
-    settings = _settings(methods, max_n, road, curve_steps, thresholds, seed)
+    settings = _settings(methods, max_n, road, curve_steps, thresholds, seed, sanity, precision)
     journal, out_path = _open_journal(model, items, settings, out, overwrite)
     try:
         todo = [item for item in items if not journal.done(item.id)]

@@ -50,6 +50,10 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 if name in group.columns and group[name].notna().any():
                     _mean_median(entry, name, group[name])
             _mean_median(entry, "seconds", group["seconds"])
+            if "sanity_pass" in group.columns and group["sanity_pass"].notna().any():
+                entry["sanity_pass_rate"] = 100.0 * float(group["sanity_pass"].mean())
+                _mean_median(entry, "sanity_spearman", group["sanity_spearman"])
+                _mean_median(entry, "sanity_ssim", group["sanity_ssim"])
         summary[method] = entry
     table = pd.DataFrame.from_dict(summary, orient="index")
     table.index.name = "method"
@@ -177,6 +181,9 @@ _FAITHFULNESS_COLUMNS = [
     ("ROAD MoRF ↓", "road_morf_auc_mean", "road_morf_auc_median", "{:.3f}"),
     ("ROAD LeRF ↑", "road_lerf_auc_mean", "road_lerf_auc_median", "{:.3f}"),
     ("s/image", "seconds_mean", "seconds_median", "{:.3f}"),
+    ("sanity pass %", "sanity_pass_rate", None, "{:.0f}"),
+    ("sanity Spearman", "sanity_spearman_mean", "sanity_spearman_median", "{:.2f}"),
+    ("sanity SSIM", "sanity_ssim_mean", "sanity_ssim_median", "{:.2f}"),
 ]
 
 
