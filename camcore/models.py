@@ -344,7 +344,7 @@ def _from_bytes(data, filename, preprocessing, input_size, class_names) -> Loade
     size = input_size if input_size_is_variable(model) else None
     key = upload_key(upload_sha(data), preprocessing, size)
     name = Path(str(filename)).name or "upload"
-    return from_keras(model, name, preprocessing, class_names, size, source="upload", key=key)
+    return _runs(from_keras(model, name, preprocessing, class_names, size, source="upload", key=key))
 
 
 def _from_file(path: Path, preprocessing, input_size, class_names) -> LoadedModel:
@@ -354,7 +354,30 @@ def _from_file(path: Path, preprocessing, input_size, class_names) -> LoadedMode
     model = load_model_bytes(data, path.name)
     size = input_size if input_size_is_variable(model) else None
     key = f"file:{path.resolve()}"
-    return from_keras(model, path.name, preprocessing, class_names, size, source="file", key=key)
+    return _runs(from_keras(model, path.name, preprocessing, class_names, size, source="file", key=key))
+
+
+def _runs(loaded: LoadedModel) -> LoadedModel:
+    """``loaded``, after one forward pass on a blank input. A damaged configuration can load
+    and still fail on its first image (a stride of 2**31 overflows inside the convolution,
+    as a TensorFlow error deep in a compiled pass): it fails here, as a load error."""
+    import keras
+
+    blank = np.zeros((1, *loaded.input_size, loaded.channels), np.float32)
+    try:
+        keras.ops.convert_to_numpy(loaded.model(blank, training=False))
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's model is a user message
+        raise ValueError(f"{loaded.name} loads but cannot run on an image: {_run_error(exc)}") from exc
+    return loaded
+
+
+def _run_error(exc: BaseException) -> str:
+    """The line of a Keras/TensorFlow call error that says what went wrong."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", _exception_text(exc))
+    for line in (line.strip() for line in text.splitlines()):
+        if line and not line.startswith(("Exception encountered when calling", "in user code", "File ", "{{")):
+            return _first_line(line)
+    return _first_line(text)
 
 
 # ------------------------------------------------------------------ model files
@@ -443,6 +466,14 @@ def _load_error(filename: str, exc: Exception, private: tuple[str, ...] = ()) ->
         return ValueError(
             f"refused: the model contains a Lambda layer or custom code, which safe mode does "
             f"not load ({filename}); rebuild it with standard Keras layers"
+        )
+    oversized = re.search(r"OOM when allocating tensor with shape\[([0-9,]+)\]", text)
+    if oversized:
+        # a damaged or hostile config can declare a layer of billions of weights
+        shape = "×".join(oversized[1].split(","))
+        return ValueError(
+            f"could not read {filename} as a Keras model: it declares a weight tensor of {shape} "
+            "values, too large for this server's memory"
         )
     names = _custom_object_names(text)
     if names or "custom_object_scope" in text or "register_keras_serializable" in text:

@@ -50,18 +50,19 @@ def apply_preprocessing(batch: Any, mode: str) -> Any:
 MAX_IMAGE_PIXELS = 40_000_000
 
 
-def _declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the file's header (Pillow reads only the header here), or None
-    when Pillow does not recognize it (OpenCV then decides)."""
+def _declared_size(data: bytes) -> str | None:
+    """"W×H pixels" from the file's header when it declares more than ``MAX_IMAGE_PIXELS``
+    (Pillow reads only the header here), else None; OpenCV reports unreadable headers."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return int(image.size[0]), int(image.size[1])
-    except Image.DecompressionBombError:
-        return (MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS)  # Pillow's own ceiling is far above ours
+            width, height = (int(v) for v in image.size)
+    except Image.DecompressionBombError:  # Pillow's own ceiling, far above ours
+        return f"over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels"
     except Exception:  # noqa: BLE001 - an unreadable header is OpenCV's to report
         return None
+    return f"{width}×{height} pixels" if width * height > MAX_IMAGE_PIXELS else None
 
 
 def read_image(data: bytes) -> np.ndarray:
@@ -74,11 +75,11 @@ def read_image(data: bytes) -> np.ndarray:
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
         raise ValueError("empty file: expected PNG, JPEG, BMP or TIFF image data")
     data = bytes(data)
-    size = _declared_size(data)
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+    too_large = _declared_size(data)
+    if too_large is not None:
         raise ValueError(
-            f"image is too large ({size[0]}×{size[1]} pixels; at most {MAX_IMAGE_PIXELS // 1_000_000} "
-            "megapixels): downscale it before uploading"
+            f"image is too large ({too_large}; at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels): "
+            "downscale it before uploading"
         )
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

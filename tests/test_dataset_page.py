@@ -81,7 +81,9 @@ def test_loading_a_results_csv_shows_curves_thresholds_and_flags(results):
 
     exported = json.loads(at.get("code")[0].value)
     assert {m: v["threshold"] for m, v in exported["methods"].items()} == pytest.approx(best)
-    assert [b.label for b in at.get("download_button")] == ["Download thresholds (JSON)", "Download results (CSV)"]
+    assert [b.label for b in at.get("download_button")] == [
+        "Download thresholds (JSON)", "Download results (CSV)", "Download results (Parquet)"
+    ]
 
     summary = ev.summarize(results)
     flagged = [ev.METHOD_LABELS[m] for m in ev.flagged_methods(summary)]

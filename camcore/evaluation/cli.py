@@ -19,7 +19,7 @@ from camcore.evaluation.defaults import (
     _check_methods,
 )
 from camcore.evaluation.journal import journal_path
-from camcore.evaluation.results import _check_out, errors, results_only
+from camcore.evaluation.results import check_writable, errors, results_only
 from camcore.evaluation.runner import evaluate
 from camcore.evaluation.sources import SYNTHETIC_SIZE, dagm_items, synthetic_items
 from camcore.evaluation.spec import load_model_spec
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        _check_out(args.out)
+        check_writable(args.out, journal_path(args.out))  # a full or read-only disk fails here, not at the end
         methods = _methods_arg(args.methods)
         if args.data is not None:
             items = dagm_items(args.data, split=args.split)
@@ -150,6 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DagmFormatError, ValueError, ImportError, ConnectionError) as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the disk filled up during the run
+        bar.close()
+        print(
+            f"error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
+            f"{bar.n} of {len(items)} images are saved in {journal_path(args.out)}: "
+            "make room and run the same command again to finish",
+            file=sys.stderr,
+        )
         return 2
     bar.close()
     wall = time.perf_counter() - start

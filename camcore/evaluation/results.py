@@ -40,6 +40,37 @@ def _check_out(out: str | os.PathLike[str]) -> Path:
     return path
 
 
+PROBE_BYTES = 64 * 1024  # written and removed beside --out before any work starts
+
+
+def check_writable(out: str | os.PathLike[str], journal: str | os.PathLike[str] | None = None) -> Path:
+    """``out`` checked before any work starts: a .parquet/.csv name, not a folder, in a folder
+    that can be created and written with room to spare (a 64 KiB probe file is written,
+    synced and removed), and ``journal``, if given, not a folder either. A read-only, missing
+    or full disk gives a ValueError naming the folder and the reason, instead of an error
+    after hours of work."""
+    path = _check_out(out)
+    for target in (path, journal):
+        if target is not None and Path(target).is_dir():
+            raise ValueError(f"cannot write the results to {target}: it is a folder")
+    folder = path.parent
+    probe = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.probe"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(bytes(PROBE_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise ValueError(f"cannot write the results to {folder}: {exc.strerror or exc}") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return path
+
+
 
 _FIRST_COLUMNS = [
     "model", "layer", "source", "image_id", "index", "path", "class_name", "defect_kind", "defective",

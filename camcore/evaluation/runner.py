@@ -30,9 +30,9 @@ from camcore.evaluation.defaults import (
 )
 from camcore.evaluation.journal import Journal, _MemoryJournal, journal_path
 from camcore.evaluation.results import (
-    _check_out,
     _x_label,
     add_global_threshold,
+    check_writable,
     iou_column,
     records_to_frame,
     write_results,
@@ -305,7 +305,7 @@ def _open_journal(
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError("item ids must be unique")
-    out_path = None if out is None else _check_out(out)
+    out_path = None if out is None else check_writable(out, journal_path(out))
     _check_spec(model)  # a bad layer or class must fail before a journal is started
     config = {
         "model": model.key,

@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import state
-from dashboard.components.common import attempt, failed
+from dashboard.components.common import FAILED, attempt, failed, show_error
 
 MODEL_SOURCES = {"demo": "Demo models", "app": "Keras Applications", "upload": "Upload a model"}
 IMAGE_SOURCES = {"sample": "Bundled samples", "upload": "Upload an image", "dataset": "From Dataset page"}
@@ -155,35 +155,54 @@ def _uploaded_sha(file: Any) -> str:
     return sha
 
 
-def _upload_model_picker() -> str | None:
+@dataclass(frozen=True)
+class UploadChoice:
+    """What the model-upload widgets say: the uploaded file's model key (None before a file
+    is uploaded), the preprocessing (None: infer it) and the input size (None: not set)."""
+
+    key: str | None
+    preprocessing: str | None
+    input_size: tuple[int, int] | None
+
+
+def upload_model_inputs(prefix: str = "") -> UploadChoice:
+    """The model upload widgets (file, preprocessing, input height and width), shared by the
+    Compare sidebar (no prefix: keys "model_file", "upload_preprocessing", "upload_height",
+    "upload_width") and the Dataset page (prefix "ds_")."""
     from camcore.preprocess import PREPROCESSING_MODES
 
     file = st.file_uploader(
-        "Keras model file (.keras or .h5)", type=MODEL_TYPES, key="model_file",
+        "Keras model file (.keras or .h5)", type=MODEL_TYPES, key=f"{prefix}model_file",
         help="Loaded in Keras safe mode (no custom code runs).",
     )
     modes = [AUTO, *PREPROCESSING_MODES]
     labels = {AUTO: "auto: infer from the model", **{k: f"{k}: {v}" for k, v in PREPROCESSING_MODES.items()}}
     preprocessing = st.selectbox(
-        "Preprocessing", modes, format_func=labels.get, key="upload_preprocessing", persist_state=PERSIST,
+        "Preprocessing", modes, format_func=labels.get, key=f"{prefix}upload_preprocessing", persist_state=PERSIST,
         help="How 0..255 pixels become the model's input. Asked for when it cannot be inferred.",
     )
     mode = None if preprocessing == AUTO else preprocessing
-    size = _input_size_inputs()
-    if file is not None:
-        return state.upload_key(_uploaded_sha(file), mode, size)
+    size = _input_size_inputs(prefix)
+    key = None if file is None else state.upload_key(_uploaded_sha(file), mode, size)
+    return UploadChoice(key, mode, size)
+
+
+def _upload_model_picker() -> str | None:
+    choice = upload_model_inputs()
+    if choice.key is not None:
+        return choice.key
     remembered = st.session_state.get("_uploaded_model")
     if remembered:
         key = state.parse_model_key(remembered)
         filename = state.upload_filename(key.name)
         if filename is not None:
             st.caption(f"Using {filename}, uploaded on the Dataset page.")
-            return state.upload_key(key.name, mode or key.option, size or key.input_size)
+            return state.upload_key(key.name, choice.preprocessing or key.option, choice.input_size or key.input_size)
     st.info("Upload a .keras or .h5 image classifier.")
     return None
 
 
-def _input_size_inputs() -> tuple[int, int] | None:
+def _input_size_inputs(prefix: str = "") -> tuple[int, int] | None:
     """Input height and width for a model that does not fix its input size: (H, W) once
     both are set, else None. Empty at first, so such a model prompts for them (the Compare
     page's warning) instead of silently running at a size nobody chose."""
@@ -198,11 +217,40 @@ def _input_size_inputs() -> tuple[int, int] | None:
         with column:
             values.append(st.number_input(
                 label, min_value=MIN_INPUT_SIZE, max_value=MAX_INPUT_SIZE, value=None, step=1,
-                placeholder=str(DEFAULT_INPUT_SIZE), key=key, persist_state=PERSIST, help=help_text,
+                placeholder=str(DEFAULT_INPUT_SIZE), key=f"{prefix}{key}", persist_state=PERSIST, help=help_text,
             ))
     if any(v is None for v in values):
         return None
     return int(values[0]), int(values[1])
+
+
+def load_model(model_key: str):
+    """The model bundle (``state.get_model``), or FAILED after a message. An upload whose
+    preprocessing or input size cannot be inferred gets a prompt to choose it (in the upload
+    widgets above), not an error. Shared by the Compare and Dataset pages."""
+    from camcore.models import NeedsInputSize, NeedsPreprocessing
+
+    try:
+        return state.get_model(model_key)
+    except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
+        if isinstance(exc, NeedsInputSize):
+            st.warning(
+                "This model does not fix its input size: set **Input height** and **Input width** "
+                "above to the size it was trained at (224 × 224 for most ImageNet models).",
+                icon=":material/aspect_ratio:",
+            )
+        elif isinstance(exc, NeedsPreprocessing):
+            st.warning(
+                "This model does not say how its input is scaled: choose its **Preprocessing** above "
+                "(VGG16/ResNet50: caffe; MobileNet/Xception: symmetric; DenseNet: torch; "
+                "own Rescaling layer: none).",
+                icon=":material/tune:",
+            )
+        else:
+            show_error("Could not load the model", exc)
+            if state.parse_model_key(model_key).kind == "upload":
+                st.caption("Fix the file or pick another model: the rest of the app keeps working.")
+        return FAILED
 
 
 def precision_toggle() -> str:

@@ -24,7 +24,7 @@ import streamlit as st
 from camcore.methods import METHODS
 from dashboard import state
 from dashboard.components import analysis, sidebar
-from dashboard.components.common import FAILED, attempt, failed, show_error
+from dashboard.components.common import attempt, failed
 from dashboard.components.grid import (
     MAX_METHOD_COLUMNS,
     View,
@@ -214,34 +214,6 @@ def render_grid(view: View, slider_box, analysis_box) -> None:
 
 
 # ----------------------------------------------------------------------- page
-def _load_bundle(model_key: str):
-    """The model bundle, or FAILED after a message. An upload whose preprocessing or input
-    size cannot be inferred gets a prompt to choose it, not an error."""
-    from camcore.models import NeedsInputSize, NeedsPreprocessing
-
-    try:
-        return state.get_model(model_key)
-    except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
-        if isinstance(exc, NeedsInputSize):
-            st.warning(
-                "This model does not fix its input size: set **Input height** and **Input width** "
-                "above to the size it was trained at (224 × 224 for most ImageNet models).",
-                icon=":material/aspect_ratio:",
-            )
-        elif isinstance(exc, NeedsPreprocessing):
-            st.warning(
-                "This model does not say how its input is scaled: choose its **Preprocessing** above "
-                "(VGG16/ResNet50: caffe; MobileNet/Xception: symmetric; DenseNet: torch; "
-                "own Rescaling layer: none).",
-                icon=":material/tune:",
-            )
-        else:
-            show_error("Could not load the model", exc)
-            if state.parse_model_key(model_key).kind == "upload":
-                st.caption("Fix the file or pick another model: the rest of the app keeps working.")
-        return FAILED
-
-
 def build_view() -> tuple[View, object] | tuple[None, None]:
     """Run the sidebar and gather what the grid needs; None (after a message) if not ready."""
     sidebar.apply_open_in_compare()
@@ -249,7 +221,7 @@ def build_view() -> tuple[View, object] | tuple[None, None]:
         model_key = sidebar.model_picker()
         if model_key is None:
             return None, None
-        bundle = _load_bundle(model_key)
+        bundle = sidebar.load_model(model_key)
         if failed(bundle):
             return None, None
         if bundle.note:

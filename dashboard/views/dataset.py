@@ -1,15 +1,33 @@
 """Dataset page: which CAM method finds defects best over many images, and at which threshold.
 
-Runs ``camcore.evaluate`` in-process on a generated set (or on a DAGM folder under
-``CAMSTUDIO_DATA_DIR``), or loads a results file written by ``python -m
-camcore.evaluate``; then plots the metric distributions, the mean IoU-vs-threshold
-curves with each method's best threshold, the mean deletion/insertion curves and the
-time per image, flags methods that do not beat the Sobel/random controls, exports the
-thresholds as JSON and opens the worst images in the Compare page.
+Data: a generated set, the user's own data set uploaded as a ``.zip`` (DAGM 2007 layout or
+``images/`` + ``masks/``, see :mod:`camcore.evaluation.archives` for the rules and the zip
+safety), a DAGM folder under ``CAMSTUDIO_DATA_DIR``, or a results file written by ``python -m
+camcore.evaluate``. Model: a demo model or an uploaded one, with the Compare page's upload
+widgets and loading (``sidebar.upload_model_inputs`` / ``sidebar.load_model``: safe mode,
+the preprocessing and input-size prompts). Then it plots the metric distributions, the
+mean IoU-vs-threshold curves with each method's best threshold, the mean
+deletion/insertion curves and the time per image, flags methods that do not beat the
+Sobel/random controls, exports the thresholds and the results (CSV, Parquet) and opens
+the worst images in the Compare page.
+
+The run goes to a background thread (:class:`camcore.evaluation.background.BackgroundEvaluation`):
+the page follows it with a progress bar and a Cancel button (the run stops after the image
+in flight; the finished images are kept and shown). Any click reruns the page, which picks
+the running evaluation up again instead of losing it.
+
+An uploaded set lives in its own temporary folder (``archives.SessionFolder``), removed
+when another upload replaces it, when the user removes it, and when the session ends (the
+session state is dropped, and the folder's ``weakref`` finalizer runs). Folders a crashed
+server left behind are removed once older than ``archives.STALE_HOURS`` (checked when the
+page first runs in a server process, then at most hourly); a live set is touched on every
+page run. Its results carry ``source = "upload:<name>:<sha>"``, never a server path: its
+worst images open in the Compare page by id, from this session's set only.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -19,12 +37,30 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from camcore import evaluate as ev
+from camcore.evaluation import archives
+from camcore.evaluation.background import BackgroundEvaluation
+from camcore.methods import ORIGINAL_STUDY
 from dashboard import state
+from dashboard.components import sidebar
 from dashboard.components.charts import method_color
+from dashboard.components.common import failed
 
 DATA_DIR_ENV = "CAMSTUDIO_DATA_DIR"
-RESULTS = "ds_results"  # session key: {"table": DataFrame, "label": str}
-MAX_IN_PAGE = 100  # images; larger sets belong to the CLI
+RESULTS = "ds_results"  # session key: {"table": DataFrame, "label": str, "note": str | None, ...}
+RUN = "ds_active_run"  # session key: {"run": BackgroundEvaluation, "label": str}
+DATASET = "ds_dataset"  # session key: {"marker": upload file id, "set": archives.UploadedDataset}
+REFUSED = "ds_dataset_refused"  # session key: {"marker": upload file id, "message": str}
+MAX_IN_PAGE = 100  # generated images / DAGM folder images
+MAX_UPLOAD_RUN = 1000  # images of an uploaded set per run; larger sets belong to the CLI (or Ray)
+POLL_SECONDS = 0.25
+DEFAULT_METHODS = (*ORIGINAL_STUDY, *ev.CONTROLS)  # Score-CAM's kin (Ablation-CAM ...) are slow: opt in
+LAYOUT_HELP = (
+    "A .zip holding either the DAGM 2007 layout (Class1/Train/0001.PNG … with Label/Labels.txt) or "
+    "images/ with your images and, optionally, masks/ with one mask per image under the same name "
+    "(any image extension; nonzero pixels = defect). An image without a mask, or with an empty one, "
+    f"is clean. At most {archives.MAX_COMPRESSED // 2**20} MB, {archives.MAX_UNCOMPRESSED // 2**20} MB "
+    f"unpacked and {archives.MAX_FILES:,} files; unpacked into a temporary folder of this session only."
+)
 DISTRIBUTION_METRICS = {
     "iou_at_global": "IoU at the best global threshold (defective images)",
     "dice_at_global": "Dice at the best global threshold (defective images)",
@@ -66,10 +102,24 @@ def dagm_folders(root: Path) -> list[str]:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def model_spec(model_key: str) -> ev.ModelSpec:
-    """An evaluation spec on the dashboard's cached model for ``model_key``: its default
-    layer, and the class named "defective" (else class 1)."""
-    return ev.ModelSpec.of(state.get_model(model_key))
+def model_spec(model_key: str, layer: str | None = None, class_index: int | None = None) -> ev.ModelSpec:
+    """An evaluation spec on the dashboard's cached model for ``model_key``: ``layer``
+    (default: the model's) and the explained class (default: the one named "defective",
+    else class 1)."""
+    return ev.ModelSpec.of(state.get_model(model_key), layer=layer, class_index=class_index)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def spatial_layers(model_key: str) -> list[str]:
+    from camcore.adapter import ModelAdapter
+
+    return [info.path for info in ModelAdapter(state.get_model(model_key).model).layers if info.spatial]
+
+
+@st.cache_resource(show_spinner=False, ttl=3600)
+def remove_stale_folders() -> int:
+    """Temporary folders left by a crashed server (once per process start, then hourly)."""
+    return len(archives.remove_stale_folders())
 
 
 @st.cache_data(show_spinner="Loading the image…", max_entries=16)
@@ -78,36 +128,135 @@ def result_image(source: str, image_id: str, index: int):
     return ev.open_result_image(source, image_id, index, allowed_roots=[root] if root else [])
 
 
-def run(model_key: str, items: list, methods: list[str], max_n: int, road: bool, seed: int, what: str) -> None:
+def active_run() -> BackgroundEvaluation | None:
+    entry = st.session_state.get(RUN)
+    return None if entry is None else entry["run"]
+
+
+# ------------------------------------------------------------------------ model
+
+
+def _keep_valid(key: str, options: list, default) -> None:
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+
+
+def model_form() -> tuple[str, ev.ModelSpec] | None:
+    """The model to evaluate (a demo or an upload), its layer and explained class; None
+    after a message when there is none yet."""
+    kinds = {"demo": "Demo model", "upload": "Upload a model"}
+    kind = st.radio("Model", list(kinds), format_func=kinds.get, horizontal=True, key="ds_model_source")
+    if kind == "demo":
+        demos = state.list_demos()
+        if not demos:
+            st.info("No demo model is installed yet (assets/models): upload a model, or load a results file instead.")
+            return None
+        keys = [state.demo_key(name) for name in demos]
+        model_key = st.selectbox("Demo model", keys, format_func=state.model_label, key="ds_model")
+    else:
+        model_key = sidebar.upload_model_inputs("ds_").key
+        if model_key is None:
+            st.info("Upload a .keras or .h5 image classifier (loaded in Keras safe mode, as on the Compare page).")
+            return None
+    loaded = sidebar.load_model(model_key)
+    if failed(loaded):
+        return None
     try:
-        spec = model_spec(model_key)
+        layers = spatial_layers(model_key)
+    except ValueError as exc:
+        st.error(f"Cannot explain this model: {exc}")
+        return None
+    names = list(loaded.class_names)
+    classes = list(range(len(names)))
+    default_class = names.index("defective") if "defective" in names else min(1, len(names) - 1)
+    left, right = st.columns(2)
+    _keep_valid("ds_layer", layers, loaded.layer if loaded.layer in layers else layers[-1])
+    layer = left.selectbox("Layer", layers, key="ds_layer",
+                           help="The layer the CAMs explain; the default is the model's.")
+    _keep_valid("ds_class", classes, default_class)
+    class_index = right.selectbox("Explained class (the defect class)", classes, key="ds_class",
+                                  format_func=lambda i: f"{i}: {names[i]}",
+                                  help="Every map explains this class's score, on every image.")
+    try:
+        return model_key, model_spec(model_key, layer, int(class_index))
     except (ValueError, OSError) as exc:
         st.error(f"Cannot load the model: {exc}")
+        return None
+
+
+# ------------------------------------------------------------------- data sets
+
+
+def take_upload(file) -> None:
+    """Unpack a newly uploaded archive. It replaces the current set (whose folder is removed
+    at once); a refused archive leaves the current set in place."""
+    marker = file.file_id
+    current = st.session_state.get(DATASET)
+    refused = st.session_state.get(REFUSED)
+    if (current and current["marker"] == marker) or (refused and refused["marker"] == marker):
         return
-    bar = st.progress(0.0, text=f"Evaluating {len(items)} images…")
+    st.session_state.pop(REFUSED, None)
+    try:
+        with st.spinner(f"Unpacking {file.name}…"):
+            dataset = archives.open_archive(  # the limits are read here, not frozen at import
+                file, file.name, max_compressed=archives.MAX_COMPRESSED,
+                max_uncompressed=archives.MAX_UNCOMPRESSED, max_files=archives.MAX_FILES,
+            )
+    except ValueError as exc:
+        st.session_state[REFUSED] = {"marker": marker, "message": f"{file.name}: {exc}"}
+        return
+    if current:
+        current["set"].close()
+    st.session_state[DATASET] = {"marker": marker, "set": dataset}
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"Evaluated {done} of {total} images")
 
-    table = ev.evaluate(spec, items, [*methods, *ev.CONTROLS], max_n=max_n, road=road, seed=seed, progress=progress)
-    bar.empty()
-    st.session_state[RESULTS] = {"table": table, "label": f"{what}, {state.model_label(model_key)}"}
+def uploaded_dataset(busy: bool) -> archives.UploadedDataset | None:
+    """The upload widget and the session's uploaded set (None, after a message, if none)."""
+    file = st.file_uploader("Data set (.zip)", type=["zip"], key="ds_data_zip", help=LAYOUT_HELP, disabled=busy)
+    if file is not None and not busy:
+        take_upload(file)
+    refused = st.session_state.get(REFUSED)
+    current = st.session_state.get(DATASET)
+    if refused and file is not None and refused["marker"] == file.file_id:
+        still = f" Still using {current['set'].name}." if current else ""
+        st.error(refused["message"] + still, icon=":material/error:")
+    if current is None:
+        if file is None:
+            st.info("Upload a .zip of your images: the DAGM layout, or images/ and (optionally) masks/. "
+                    "Hover the ? above for the rules.")
+        return None
+    dataset: archives.UploadedDataset = current["set"]
+    dataset.folder.touch()
+    layout = "DAGM layout" if dataset.layout == "dagm" else "images/ + masks/"
+    left, right = st.columns([5, 1], vertical_alignment="center")
+    left.markdown(f"**{dataset.name}** · {layout} · {len(dataset.items)} images, {dataset.masked} with a mask")
+    if right.button("Remove", key="ds_data_remove", disabled=busy, help="Delete the unpacked files now."):
+        st.session_state.pop(DATASET)["set"].close()
+        st.rerun()
+    return dataset
+
+
+# ------------------------------------------------------------------------ runs
 
 
 def run_form(source: str) -> None:
-    demos = state.list_demos()
-    if not demos:
-        st.info("No demo model is installed yet (assets/models): load a results file instead.")
-        return
-    keys = [state.demo_key(name) for name in demos]
-    model_key = st.selectbox("Model", keys, format_func=state.model_label, key="ds_model")
-    items = None
+    busy = active_run() is not None
     if source == "generated":
         left, middle, right = st.columns(3)
         n = left.slider("Images", 2, MAX_IN_PAGE, 12, key="ds_n")
         seed = middle.number_input("Seed", 0, 2**31 - 1, 0, key="ds_seed")
         rate = right.slider("Share of defective images", 0.0, 1.0, 0.5, 0.1, key="ds_rate")
         what = f"{n} generated images (seed {seed})"
+    elif source == "upload":
+        dataset = uploaded_dataset(busy)
+        if dataset is None:
+            return
+        most = min(len(dataset.items), MAX_UPLOAD_RUN)
+        limit = st.number_input("Images (the first N of the archive)", 1, most, min(most, 20), key="ds_upload_limit",
+                                help=f"At most {MAX_UPLOAD_RUN} per run in the page; use `python -m camcore.evaluate` "
+                                "(or its --ray mode) for more.")
+        seed = 0
+        what = f"{dataset.name} ({limit} of {len(dataset.items)} images)"
     else:
         root = data_dir()
         folders = dagm_folders(root) if root else []
@@ -120,23 +269,68 @@ def run_form(source: str) -> None:
         limit = right.slider("Images (first N)", 2, MAX_IN_PAGE, 20, key="ds_limit")
         seed = 0
         what = f"{folder}/{split}"
+    model = model_form()
+    if model is None:
+        return
+    model_key, spec = model
     with st.expander("Methods"):
-        cams = [m for m in ev.CAM_METHODS]
-        methods = st.multiselect("CAM methods", cams, default=cams, format_func=label, key="ds_methods")
+        methods = st.multiselect(
+            "Methods", list(ev.ALL_METHODS), default=list(DEFAULT_METHODS), format_func=label, key="ds_methods",
+            help="Default: the four methods of the original study and the two controls every method must "
+            "beat (Sobel edges, random blobs). Score-CAM and Ablation-CAM cost a model pass per channel.",
+        )
         max_n = st.number_input("Faster-Score-CAM max_N", 1, 2048, ev.DEFAULT_MAX_N, key="ds_max_n")
         road = st.checkbox("ROAD (slower)", value=False, key="ds_road")
-        st.caption("The Sobel and random controls are always evaluated.")
-    if not st.button("Run evaluation", type="primary", key="ds_run"):
+    if not methods:
+        st.info("Choose at least one method.")
+        return
+    if not st.button("Run evaluation", type="primary", key="ds_run", disabled=busy):
         return
     try:
         if source == "generated":
             items = ev.synthetic_items(int(n), seed=int(seed), defect_rate=float(rate))
+        elif source == "upload":
+            items = list(dataset.items[: int(limit)])
         else:
             items = ev.dagm_items(root / folder, split=None if split == "both" else split)[: int(limit)]
     except (ev.DagmFormatError, ValueError) as exc:
         st.error(str(exc))
         return
-    run(model_key, items, list(methods), int(max_n), bool(road), int(seed), what)
+    run = BackgroundEvaluation(spec, items, list(methods), max_n=int(max_n), road=bool(road), seed=int(seed))
+    st.session_state[RUN] = {"run": run, "label": f"{what}, {state.model_label(model_key)}"}
+    run.start()
+
+
+def _progress_text(run: BackgroundEvaluation) -> str:
+    if run.cancel_requested:
+        return f"Cancelling after the image in progress… ({run.done} of {run.total} evaluated)"
+    return f"Evaluated {run.done} of {run.total} images"
+
+
+def follow_run() -> None:
+    """Progress and Cancel of the session's running evaluation, until it ends; then its
+    results replace the shown ones. A click anywhere reruns the page, which lands here
+    again while the run goes on in its thread."""
+    entry = st.session_state.get(RUN)
+    if entry is None:
+        return
+    run: BackgroundEvaluation = entry["run"]
+    with st.container(border=True, key="ds_run_panel"):
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        right.button("Cancel", key="ds_cancel", on_click=run.cancel, disabled=run.cancel_requested,
+                     help="Stop after the image in progress; the finished images are kept.")
+        bar = left.progress(0.0, text=_progress_text(run))
+        while not run.wait(POLL_SECONDS):
+            bar.progress(min(run.done / max(run.total, 1), 1.0), text=_progress_text(run))
+    st.session_state.pop(RUN, None)
+    if run.error:
+        st.error(f"The evaluation stopped: {run.error}")
+    if run.table is None:
+        if run.cancelled:
+            st.warning("Cancelled before the first image was finished: no results.")
+        return
+    note = f"Cancelled: {run.done} of {run.total} images were evaluated." if run.cancelled else None
+    st.session_state[RESULTS] = {"table": run.table, "label": entry["label"], "note": note}
 
 
 def load_form() -> None:
@@ -204,6 +398,12 @@ def time_chart(rows: pd.DataFrame) -> go.Figure:
 # ----------------------------------------------------------------------- results
 
 
+def parquet_bytes(table: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
 def show_results(result: dict) -> None:
     table: pd.DataFrame = result["table"]
     rows = ev.results_only(table)
@@ -217,6 +417,8 @@ def show_results(result: dict) -> None:
     st.subheader(f"Results: {result['label']}")
     st.caption(f"model `{model}`, layer `{layer}` · {n_images} images, {n_defective} defective · "
                f"{len(failed)} skipped")
+    if result.get("note"):
+        st.info(result["note"], icon=":material/cancel:")
     if len(failed):
         st.warning(f"{len(failed)} image(s) could not be read and were skipped.")
         with st.expander("Skipped images"):
@@ -239,11 +441,13 @@ def show_results(result: dict) -> None:
 
     best = ev.global_thresholds(table)
     export = ev.threshold_export(table)
-    left, right = st.columns([1, 1])
+    left, middle, right = st.columns(3)
     left.download_button("Download thresholds (JSON)", json.dumps(export, indent=2), file_name="thresholds.json",
                          mime="application/json", key="ds_export", disabled=not best)
-    right.download_button("Download results (CSV)", table.to_csv(index=False), file_name="results.csv",
-                          mime="text/csv", key="ds_download")
+    middle.download_button("Download results (CSV)", table.to_csv(index=False), file_name="results.csv",
+                           mime="text/csv", key="ds_download")
+    right.download_button("Download results (Parquet)", parquet_bytes(table), file_name="results.parquet",
+                          mime="application/vnd.apache.parquet", key="ds_download_parquet")
     if best:
         st.markdown("Best global threshold per method (maximizes the mean IoU over the defective images): "
                     + ", ".join(f"{label(m)} **{t:.2f}**" for m, t in best.items()))
@@ -275,6 +479,19 @@ def show_results(result: dict) -> None:
     worst_section(table)
 
 
+def open_image(source: str, image_id: str, index: int):
+    """The image of a results row: from this session's uploaded set (by id) for an upload
+    source, else regenerated or read from the configured data folder."""
+    if not source.startswith(archives.UPLOAD_SOURCE):
+        return result_image(source, image_id, index)
+    current = st.session_state.get(DATASET)
+    if current is None or current["set"].source != source:
+        name = source[len(archives.UPLOAD_SOURCE):].rpartition(":")[0] or "an uploaded set"
+        raise ValueError(f"{image_id} is from {name}, which is not loaded in this session any more: "
+                         "upload it again to open its images")
+    return current["set"].item(image_id).load()
+
+
 def worst_section(table: pd.DataFrame) -> None:
     st.markdown("#### Worst images")
     rows = ev.results_only(table)
@@ -294,7 +511,7 @@ def worst_section(table: pd.DataFrame) -> None:
         return
     row = worst[worst["image_id"] == image_id].iloc[0]
     try:
-        loaded = result_image(str(row["source"]), str(image_id), int(row["index"]))
+        loaded = open_image(str(row["source"]), str(image_id), int(row["index"]))
     except (PermissionError, ValueError, OSError) as exc:
         st.error(str(exc))
         return
@@ -322,16 +539,18 @@ st.caption(
     "localization against the defect masks, faithfulness to the model, time — and the Sobel and "
     "random controls every method must beat."
 )
-sources = {"generated": "Run on a generated set", "results": "Load a results file"}
+remove_stale_folders()
+sources = {"generated": "Run on a generated set", "upload": "Upload a data set (.zip)"}
 if data_dir() is not None:
-    sources = {"generated": sources["generated"], "dagm": f"Run on a folder of {DATA_DIR_ENV}",
-               "results": sources["results"]}
+    sources["dagm"] = f"Run on a folder of {DATA_DIR_ENV}"
+sources["results"] = "Load a results file"
 source = st.radio("Data", list(sources), format_func=sources.get, horizontal=True, key="ds_source")
 if source == "results":
     load_form()
     st.caption("Write one with e.g. `python -m camcore.evaluate --synthetic 300 --out results.parquet`.")
 else:
     run_form(source)
+follow_run()
 
 if RESULTS in st.session_state:
     show_results(st.session_state[RESULTS])
