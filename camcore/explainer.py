@@ -323,11 +323,15 @@ class Explainer:
             fn = self._compiled[key] = build()
         return fn
 
+    # Every compiled pass has autograph=False: their Python control flow runs at trace time on
+    # static values only, and autograph would write a __autograph_generated_file*.py into the
+    # temporary folder per trace, kept until the process exits (a long-lived server collected
+    # thousands), and it doubled the time of the first pass of every method.
     def _scores_fn(self) -> Callable:
         adapter = self.adapter
 
         def build():
-            @tf.function(input_signature=[self._signature_x(None)])
+            @tf.function(autograph=False, input_signature=[self._signature_x(None)])
             def scores(x):
                 return adapter.forward(x)[1]
 
@@ -339,7 +343,7 @@ class Explainer:
         adapter = self.adapter
 
         def build():
-            @tf.function(input_signature=[self._signature_x(), tf.TensorSpec((), tf.int32)])
+            @tf.function(autograph=False, input_signature=[self._signature_x(), tf.TensorSpec((), tf.int32)])
             def forward_backward(x, class_index):
                 # Watch only the activations: recording variables would make the tape
                 # keep the whole conv stack for nothing.
@@ -363,7 +367,7 @@ class Explainer:
         adapter = self.adapter
 
         def build():
-            @tf.function(input_signature=[self._signature_x()])
+            @tf.function(autograph=False, input_signature=[self._signature_x()])
             def forward(x):
                 return adapter.forward(x, capture=layer)
 
@@ -383,6 +387,7 @@ class Explainer:
 
         def build():
             @tf.function(
+                autograph=False,
                 input_signature=[
                     self._signature_x(),
                     tf.TensorSpec((None, info.height, info.width), tf.float32),
@@ -410,7 +415,9 @@ class Explainer:
         channels = adapter.layer_info(layer).channels
 
         def build():
-            @tf.function(input_signature=[self._signature_x(), tf.TensorSpec((None, channels), tf.float32)])
+            @tf.function(
+                autograph=False, input_signature=[self._signature_x(), tf.TensorSpec((None, channels), tf.float32)]
+            )
             def ablated_scores(x, keep):
                 batch = tf.tile(x, [tf.shape(keep)[0], 1, 1, 1])
                 gate = lambda activations: activations * keep[:, None, None, :]  # noqa: E731
@@ -426,7 +433,7 @@ class Explainer:
         adapter = self._pass_adapter()
 
         def build():
-            @tf.function(input_signature=[self._signature_x(None)])
+            @tf.function(autograph=False, input_signature=[self._signature_x(None)])
             def probabilities(batch):
                 return adapter.probabilities(adapter.forward(batch)[1])
 
@@ -439,7 +446,7 @@ class Explainer:
         adapter = self.adapter
 
         def build():
-            @tf.function(input_signature=[self._signature_x(), tf.TensorSpec((), tf.int32)])
+            @tf.function(autograph=False, input_signature=[self._signature_x(), tf.TensorSpec((), tf.int32)])
             def guided(x, class_index):
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(x)

@@ -52,7 +52,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -357,12 +357,40 @@ def _from_file(path: Path, preprocessing, input_size, class_names) -> LoadedMode
     return _runs(from_keras(model, path.name, preprocessing, class_names, size, source="file", key=key))
 
 
+_INT32 = 2**31 - 1  # TensorFlow's kernels read integer layer attributes as int32
+_NOT_ATTRIBUTES = ("seed",)  # integers of a configuration that never reach a kernel
+
+
+def _config_integers(value: Any, where: str = "") -> Iterator[tuple[str, int]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key not in _NOT_ATTRIBUTES:
+                yield from _config_integers(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _config_integers(item, where)
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        yield where, int(value)
+
+
 def _runs(loaded: LoadedModel) -> LoadedModel:
-    """``loaded``, after one forward pass on a blank input. A damaged configuration can load
-    and still fail on its first image (a stride of 2**31 overflows inside the convolution,
-    as a TensorFlow error deep in a compiled pass): it fails here, as a load error."""
+    """``loaded``, checked to run: no integer of a layer's configuration beyond int32, then
+    one forward pass on a blank input. A damaged configuration can load and still fail on
+    its first image: a stride of 2**31 made oneDNN's graph pass abort the whole process (a
+    CHECK failure, not an exception), a smaller damage fails deep in a compiled pass."""
     import keras
 
+    for layer in _first_layers(loaded.model):
+        try:
+            config = layer.get_config()
+        except Exception:  # noqa: BLE001 - a layer without a config has no attributes to check
+            continue
+        for field, number in _config_integers(config):
+            if abs(number) > _INT32:
+                raise ValueError(
+                    f"{loaded.name} cannot run: layer {layer.name!r} has {field} = {number}, "
+                    "beyond the 32-bit integers TensorFlow's kernels take (a damaged file?)"
+                )
     blank = np.zeros((1, *loaded.input_size, loaded.channels), np.float32)
     try:
         keras.ops.convert_to_numpy(loaded.model(blank, training=False))
@@ -464,8 +492,9 @@ def _load_error(filename: str, exc: Exception, private: tuple[str, ...] = ()) ->
     text = re.sub(r"[^\s'\"`]*" + re.escape(_UPLOAD_PREFIX) + r"[^\s'\"`]*", filename, text)
     if "safe_mode" in text or "unsafe_deserialization" in text or "`Lambda` layer" in text:
         return ValueError(
-            f"refused: the model contains a Lambda layer or custom code, which safe mode does "
-            f"not load ({filename}); rebuild it with standard Keras layers"
+            f"refused: {filename} contains a Lambda layer or custom code, which safe mode does not "
+            "load (it would run code from the file on this server); re-save the model without Lambda "
+            "layers, using standard Keras layers only"
         )
     oversized = re.search(r"OOM when allocating tensor with shape\[([0-9,]+)\]", text)
     if oversized:

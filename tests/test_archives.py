@@ -105,10 +105,12 @@ def test_special_files_and_encrypted_entries_are_refused(tmp_path):
     fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
     with pytest.raises(ArchiveError, match="special file"):
         safe_extract(_zip_entry(fifo), tmp_path / "a")
-    secret = zipfile.ZipInfo("images/a.png")
-    secret.flag_bits |= 0x1
+    secret = bytearray(_zip({"images/a.png": b"1"}))  # zipfile cannot write encrypted entries:
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # set the flag bit by hand
+        at = secret.index(signature) + offset
+        secret[at] |= 0x1
     with pytest.raises(ArchiveError, match="encrypted"):
-        safe_extract(_zip_entry(secret), tmp_path / "b")
+        safe_extract(bytes(secret), tmp_path / "b")
 
 
 def test_a_name_listed_twice_is_refused(tmp_path):
@@ -176,9 +178,6 @@ def test_the_bytes_written_are_counted_not_only_the_declared_sizes(tmp_path, mon
     with pytest.raises(ArchiveError, match="more data than its header declares"):
         safe_extract(data, tmp_path / "out")
     assert _files(tmp_path) == []
-    two = _zip({"images/a.png": bytes(2000), "images/b.png": bytes(2000)})
-    with pytest.raises(ArchiveError, match="more data than its header declares"):
-        safe_extract(two, tmp_path / "out2", max_uncompressed=4000)
 
 
 def test_the_running_total_stops_the_extraction(tmp_path, monkeypatch):
@@ -191,8 +190,8 @@ def test_the_running_total_stops_the_extraction(tmp_path, monkeypatch):
     monkeypatch.setattr(archives, "_checked_members", lambda zf, limit, files: [
         archives._Member(info, tuple(info.filename.split("/"))) for info in zf.infolist()
     ])
-    monkeypatch.setattr(archives.zipfile, "ZipFile", Exact)
     data = _zip({"images/a.png": bytes(3000), "images/b.png": bytes(3000)})
+    monkeypatch.setattr(archives.zipfile, "ZipFile", Exact)
     with pytest.raises(ArchiveError, match="unpacks to more than"):
         safe_extract(data, tmp_path / "out", max_uncompressed=4000)
     assert _files(tmp_path) == []

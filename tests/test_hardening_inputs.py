@@ -165,7 +165,7 @@ def _mutate_archive_member(data: bytes, rng: np.random.Generator) -> tuple[str, 
 
         numbers = list(re.finditer(rb"(?<![\w.])\d+(?![\w.])", text))
         found = numbers[int(rng.integers(0, len(numbers)))]
-        value = str(int(rng.choice([0, 1, 2, 3, 64, 4096, 10**6, 10**9, 2**31]))).encode()
+        value = str(int(rng.choice([-1, 0, 1, 2, 3, 64, 4096, 10**6, 10**9, 2**31 - 1, 2**31]))).encode()
         kind, mutated = f"config-number {found.group().decode()}->{value.decode()}", (
             text[: found.start()] + value + text[found.end() :]
         )

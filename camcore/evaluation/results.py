@@ -54,6 +54,8 @@ def check_writable(out: str | os.PathLike[str], journal: str | os.PathLike[str] 
         if target is not None and Path(target).is_dir():
             raise ValueError(f"cannot write the results to {target}: it is a folder")
     folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"cannot write the results to {folder}: it is a file, not a folder")
     probe = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.probe"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -111,8 +113,8 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
 def _to_bool(value: Any) -> Any:
     if isinstance(value, str):
         return {"true": True, "false": False, "1": True, "0": False}.get(value.strip().lower(), pd.NA)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return pd.NA
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return pd.NA  # pd.NA too: a table normalized once is normalized again by add_global_threshold
     return bool(value)
 
 

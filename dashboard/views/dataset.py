@@ -50,6 +50,8 @@ RESULTS = "ds_results"  # session key: {"table": DataFrame, "label": str, "note"
 RUN = "ds_active_run"  # session key: {"run": BackgroundEvaluation, "label": str}
 DATASET = "ds_dataset"  # session key: {"marker": upload file id, "set": archives.UploadedDataset}
 REFUSED = "ds_dataset_refused"  # session key: {"marker": upload file id, "message": str}
+UPLOADER_GENERATION = "ds_uploader_generation"  # session key: int, see uploader_key()
+RUN_NOTICES = "ds_run_notices"  # session key: [(kind, text)] of the run that just ended, shown once
 MAX_IN_PAGE = 100  # generated images / DAGM folder images
 MAX_UPLOAD_RUN = 1000  # images of an uploaded set per run; larger sets belong to the CLI (or Ray)
 POLL_SECONDS = 0.25
@@ -141,9 +143,11 @@ def _keep_valid(key: str, options: list, default) -> None:
         st.session_state[key] = default
 
 
-def model_form() -> tuple[str, ev.ModelSpec] | None:
-    """The model to evaluate (a demo or an upload), its layer and explained class; None
-    after a message when there is none yet."""
+def model_form() -> tuple[str, str | None, int | None] | None:
+    """The model to evaluate: (model key, layer, explained class); None after a message when
+    there is none yet. A demo model is loaded only when the run starts and uses its card's
+    layer and its "defective" class (None, None); an uploaded one is loaded at once, for the
+    Compare page's preprocessing and input-size prompts, and gets a layer and class picker."""
     kinds = {"demo": "Demo model", "upload": "Upload a model"}
     kind = st.radio("Model", list(kinds), format_func=kinds.get, horizontal=True, key="ds_model_source")
     if kind == "demo":
@@ -152,12 +156,11 @@ def model_form() -> tuple[str, ev.ModelSpec] | None:
             st.info("No demo model is installed yet (assets/models): upload a model, or load a results file instead.")
             return None
         keys = [state.demo_key(name) for name in demos]
-        model_key = st.selectbox("Demo model", keys, format_func=state.model_label, key="ds_model")
-    else:
-        model_key = sidebar.upload_model_inputs("ds_").key
-        if model_key is None:
-            st.info("Upload a .keras or .h5 image classifier (loaded in Keras safe mode, as on the Compare page).")
-            return None
+        return st.selectbox("Demo model", keys, format_func=state.model_label, key="ds_model"), None, None
+    model_key = sidebar.upload_model_inputs("ds_").key
+    if model_key is None:
+        st.info("Upload a .keras or .h5 image classifier (loaded in Keras safe mode, as on the Compare page).")
+        return None
     loaded = sidebar.load_model(model_key)
     if failed(loaded):
         return None
@@ -177,11 +180,7 @@ def model_form() -> tuple[str, ev.ModelSpec] | None:
     class_index = right.selectbox("Explained class (the defect class)", classes, key="ds_class",
                                   format_func=lambda i: f"{i}: {names[i]}",
                                   help="Every map explains this class's score, on every image.")
-    try:
-        return model_key, model_spec(model_key, layer, int(class_index))
-    except (ValueError, OSError) as exc:
-        st.error(f"Cannot load the model: {exc}")
-        return None
+    return model_key, str(layer), int(class_index)
 
 
 # ------------------------------------------------------------------- data sets
@@ -210,9 +209,16 @@ def take_upload(file) -> None:
     st.session_state[DATASET] = {"marker": marker, "set": dataset}
 
 
+def uploader_key() -> str:
+    """The data-set uploader's key: "ds_data_zip", renewed by Remove, which empties the
+    widget (Streamlit cannot clear an uploader's file otherwise)."""
+    generation = st.session_state.get(UPLOADER_GENERATION, 0)
+    return "ds_data_zip" if generation == 0 else f"ds_data_zip_{generation}"
+
+
 def uploaded_dataset(busy: bool) -> archives.UploadedDataset | None:
     """The upload widget and the session's uploaded set (None, after a message, if none)."""
-    file = st.file_uploader("Data set (.zip)", type=["zip"], key="ds_data_zip", help=LAYOUT_HELP, disabled=busy)
+    file = st.file_uploader("Data set (.zip)", type=["zip"], key=uploader_key(), help=LAYOUT_HELP, disabled=busy)
     if file is not None and not busy:
         take_upload(file)
     refused = st.session_state.get(REFUSED)
@@ -232,6 +238,7 @@ def uploaded_dataset(busy: bool) -> archives.UploadedDataset | None:
     left.markdown(f"**{dataset.name}** · {layout} · {len(dataset.items)} images, {dataset.masked} with a mask")
     if right.button("Remove", key="ds_data_remove", disabled=busy, help="Delete the unpacked files now."):
         st.session_state.pop(DATASET)["set"].close()
+        st.session_state[UPLOADER_GENERATION] = st.session_state.get(UPLOADER_GENERATION, 0) + 1
         st.rerun()
     return dataset
 
@@ -252,7 +259,9 @@ def run_form(source: str) -> None:
         if dataset is None:
             return
         most = min(len(dataset.items), MAX_UPLOAD_RUN)
-        limit = st.number_input("Images (the first N of the archive)", 1, most, min(most, 20), key="ds_upload_limit",
+        # keyed by the set, so that each new set starts at the default
+        limit = st.number_input("Images (the first N of the archive)", 1, most, min(most, 20),
+                                key=f"ds_upload_limit:{dataset.source}",
                                 help=f"At most {MAX_UPLOAD_RUN} per run in the page; use `python -m camcore.evaluate` "
                                 "(or its --ray mode) for more.")
         seed = 0
@@ -272,7 +281,7 @@ def run_form(source: str) -> None:
     model = model_form()
     if model is None:
         return
-    model_key, spec = model
+    model_key, layer, class_index = model
     with st.expander("Methods"):
         methods = st.multiselect(
             "Methods", list(ev.ALL_METHODS), default=list(DEFAULT_METHODS), format_func=label, key="ds_methods",
@@ -296,6 +305,11 @@ def run_form(source: str) -> None:
     except (ev.DagmFormatError, ValueError) as exc:
         st.error(str(exc))
         return
+    try:
+        spec = model_spec(model_key, layer, class_index)
+    except (ValueError, OSError) as exc:
+        st.error(f"Cannot load the model: {exc}")
+        return
     run = BackgroundEvaluation(spec, items, list(methods), max_n=int(max_n), road=bool(road), seed=int(seed))
     st.session_state[RUN] = {"run": run, "label": f"{what}, {state.model_label(model_key)}"}
     run.start()
@@ -309,28 +323,35 @@ def _progress_text(run: BackgroundEvaluation) -> str:
 
 def follow_run() -> None:
     """Progress and Cancel of the session's running evaluation, until it ends; then its
-    results replace the shown ones. A click anywhere reruns the page, which lands here
-    again while the run goes on in its thread."""
+    results replace the shown ones and the page reruns with its controls enabled again. A
+    click anywhere reruns the page, which lands here again while the run goes on in its
+    thread."""
     entry = st.session_state.get(RUN)
     if entry is None:
+        for kind, text in st.session_state.pop(RUN_NOTICES, []):  # from the run that just ended
+            (st.error if kind == "error" else st.warning)(text)
         return
     run: BackgroundEvaluation = entry["run"]
-    with st.container(border=True, key="ds_run_panel"):
+    panel = st.empty()
+    with panel.container(border=True, key="ds_run_panel"):
         left, right = st.columns([5, 1], vertical_alignment="center")
         right.button("Cancel", key="ds_cancel", on_click=run.cancel, disabled=run.cancel_requested,
                      help="Stop after the image in progress; the finished images are kept.")
         bar = left.progress(0.0, text=_progress_text(run))
         while not run.wait(POLL_SECONDS):
             bar.progress(min(run.done / max(run.total, 1), 1.0), text=_progress_text(run))
+    panel.empty()
     st.session_state.pop(RUN, None)
+    notices = []
     if run.error:
-        st.error(f"The evaluation stopped: {run.error}")
-    if run.table is None:
-        if run.cancelled:
-            st.warning("Cancelled before the first image was finished: no results.")
-        return
-    note = f"Cancelled: {run.done} of {run.total} images were evaluated." if run.cancelled else None
-    st.session_state[RESULTS] = {"table": run.table, "label": entry["label"], "note": note}
+        notices.append(("error", f"The evaluation stopped: {run.error}"))
+    if run.table is not None:
+        note = f"Cancelled: {run.done} of {run.total} images were evaluated." if run.cancelled else None
+        st.session_state[RESULTS] = {"table": run.table, "label": entry["label"], "note": note}
+    elif run.cancelled:
+        notices.append(("warning", "Cancelled before the first image was finished: no results."))
+    st.session_state[RUN_NOTICES] = notices
+    st.rerun()
 
 
 def load_form() -> None:

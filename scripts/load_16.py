@@ -1,0 +1,90 @@
+"""Benchmark: N concurrent browser sessions (16 by default) against one dashboard server.
+
+    python -m scripts.load_16 [--sessions 16] [--cold] [--json out.json]
+
+Run it from the repository root after ``pip install -e .`` (the tests' helpers import as
+``tests.browser_helpers`` / ``tests.load_flows``). The server starts as ``cam-studio run``
+does (the default page warmed while it starts; ``--cold``: plain ``streamlit run``) and
+gets 20 s to warm up; then every session opens at once and drives its flow
+(``tests/load_flows.py``: 8 kinds of flow, sessions 9..16 repeat them on other samples).
+
+Prints the time to each session's first full grid (p50 / p95 / max), the time of the
+changes made after it (another model, method set, max_N moves, uploads), the wall time,
+the server's peak RSS and every problem (errors, console errors, a session showing
+another's image). Exit status 1 when there is a problem; queueing is not one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from tests import browser_helpers as browser
+from tests import load_flows
+
+
+def _server_process(url: str) -> psutil.Process | None:
+    """The process listening on the server's port (the peak RSS is sampled from it)."""
+    port = int(url.rsplit(":", 1)[1])
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in proc.net_connections("inet")):
+                return proc
+        except psutil.Error:
+            continue
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.load_16", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--cold", action="store_true", help="plain streamlit run, no warm-up")
+    parser.add_argument("--warm-seconds", type=float, default=20.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    folder = Path(tempfile.mkdtemp(prefix="camstudio-load-"))
+    flows = load_flows.sessions(args.sessions, folder)
+    peak = {"rss_mb": 0.0}
+    with browser.serve(warm=not args.cold) as url, browser.open_browser(1400, 900) as (_, new_page):
+        server = _server_process(url)
+        if not args.cold:
+            time.sleep(args.warm_seconds)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set() and server is not None:
+                try:
+                    peak["rss_mb"] = max(peak["rss_mb"], server.memory_info().rss / 2**20)
+                except psutil.Error:
+                    return
+                time.sleep(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        figures = load_flows.run(url, new_page, flows, timeout_s=1800)
+        stop.set()
+        sampler.join(2)
+    figures["server_peak_rss_mb"] = round(peak["rss_mb"])
+    figures["sessions_run"] = args.sessions
+    print(json.dumps(figures, indent=1))
+    print(
+        f"\n{args.sessions} sessions: first full grid p50 {figures['first_grid_p50_s']:.1f} s, "
+        f"p95 {figures['first_grid_p95_s']:.1f} s, max {figures['first_grid_max_s']:.1f} s; changes p50 "
+        f"{figures['change_p50_s']:.1f} s, p95 {figures['change_p95_s']:.1f} s; wall {figures['wall_s']:.0f} s; "
+        f"server peak RSS {figures['server_peak_rss_mb']} MB; {len(figures['problems'])} problems"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 1 if figures["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

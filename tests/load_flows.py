@@ -1,0 +1,394 @@
+"""Concurrent browser sessions against one dashboard server: the flows of
+``tests/test_browser_load.py`` (8 sessions, in ``make test``) and ``scripts/load_16.py``
+(16 sessions, a benchmark).
+
+Every session is a page of one headless Chromium, driving its own flow (a demo model, a
+sample, an uploaded model and image, a method set, max_N moves, the Dataset page). The
+flows run at the same time from one thread: each is a list of steps (an action, then a
+condition on the page polled without blocking), and the driver visits every session in
+turn, so the server sees all of them at once. Each session has its own marker - the image
+(and model) its grid must show - checked when its grid is complete and again when every
+session is done (no cross-talk).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+try:  # run by pytest (tests/ on the path) or as `python -m scripts.load_16` from the root
+    import browser_helpers as browser
+except ImportError:  # pragma: no cover - the script's import
+    from tests import browser_helpers as browser
+
+SETTLE_MS = 300  # a condition must hold this long (Streamlit's script state flickers between runs)
+
+_IDLE_JS = """() => {
+    const app = document.querySelector('[data-testid=stApp]');
+    return !!app && app.getAttribute('data-test-connection-state') === 'CONNECTED'
+        && app.getAttribute('data-test-script-state') === 'notRunning'
+        && !document.querySelector('[data-testid=stStatusWidget]')
+        && !document.querySelector('[data-testid=stSkeleton]');
+}"""
+_FULL_GRID_JS = f"""() => document.querySelectorAll('[data-testid=stDownloadButton]').length >= {browser.DOWNLOADS}
+    && document.querySelectorAll('{browser.FSC_PANELS} [data-testid=stImage] img').length >= 4
+    && !document.querySelector('{browser.GRID} [data-testid=stProgress]')
+    && ({_IDLE_JS})()"""
+_HEADLINE_JS = """() => {
+    const blocks = [...document.querySelectorAll('[data-testid=stMain] [data-testid=stMarkdownContainer]')];
+    const found = blocks.find(b => b.innerText.includes(' · layer ') && b.innerText.includes('explaining'));
+    return found ? found.innerText : '';
+}"""
+_GRID_TEXT_JS = f"() => (document.querySelector('{browser.GRID}') || {{innerText: ''}}).innerText"
+
+
+def _js(script: str) -> Callable:
+    return lambda page: bool(page.evaluate(script))
+
+
+def full_grid(page) -> bool:
+    return bool(page.evaluate(_FULL_GRID_JS))
+
+
+def idle(page) -> bool:
+    return bool(page.evaluate(_IDLE_JS))
+
+
+def headline(page) -> str:
+    return str(page.evaluate(_HEADLINE_JS))
+
+
+def grid_text(page) -> str:
+    return str(page.evaluate(_GRID_TEXT_JS))
+
+
+@dataclass
+class Step:
+    """Run ``act`` once, then wait until ``until`` holds for SETTLE_MS; ``timed`` names the
+    time from the step's start to that moment in the session's timings."""
+
+    name: str
+    act: Callable | None
+    until: Callable
+    timed: str | None = None
+
+
+@dataclass
+class Session:
+    name: str
+    path: str  # URL path and query the session opens
+    steps: list[Step]
+    marker: Callable[[object], list[str]]  # problems with what the page shows, [] when right
+    grid: bool = True  # a Compare session (its first full grid is timed)
+    page: object = None
+    errors: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    index: int = 0
+    started: float = 0.0
+    holding_since: float | None = None
+    done: bool = False
+
+
+_CAPTIONS_JS = f"""() => [...document.querySelectorAll('{browser.GRID} [data-testid=stImageCaption]')]
+    .map(c => c.innerText.trim())"""
+
+
+def _expect(page, image: str, model: str, grid_has: tuple[str, ...] = (), grid_lacks: tuple[str, ...] = ()) -> list[str]:
+    """Problems with what the page shows: its image in the headline and the grid's input
+    column, its model in the headline, panels captioned ``grid_has`` and none ``grid_lacks``."""
+    problems = []
+    top, grid = headline(page), grid_text(page)
+    captions = set(page.evaluate(_CAPTIONS_JS))
+    if image not in top or image not in grid:
+        problems.append(f"not its image {image!r}: headline {top[:160]!r}")
+    if model not in top:
+        problems.append(f"not its model {model!r}: headline {top[:160]!r}")
+    problems += [f"grid lacks {text!r}" for text in grid_has if text not in grid and text not in captions]
+    problems += [f"grid shows {text!r}" for text in grid_lacks if text in captions]
+    return problems
+
+
+# ------------------------------------------------------------------- the flows
+def _select(page, label: str, option: str) -> None:
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _radio(page, key: str, text: str) -> None:
+    page.locator(f".st-key-{key}").get_by_text(text, exact=True).click()
+
+
+def _upload(page, key: str, path: Path) -> None:
+    page.locator(f".st-key-{key} input[type=file]").set_input_files(str(path))
+
+
+def _move_max_n(times: int) -> Callable:
+    def act(page) -> None:
+        for _ in range(times):
+            browser.move_max_n(page)
+
+    return act
+
+
+def _caption_is(text: str) -> Callable:
+    script = f"""() => {{
+        const cap = document.querySelector('.st-key-faster_score_cam_header [data-testid=stCaptionContainer]');
+        return !!cap && cap.innerText.startsWith({text!r}) && !cap.innerText.includes('computing');
+    }}"""
+    return lambda page: bool(page.evaluate(script)) and full_grid(page)
+
+
+def sample_session(n: int, texture: str, sample: str, extra: str = "") -> Session:
+    """A bundled sample chosen through the URL."""
+    return Session(
+        f"{n:02d} sample {sample}", f"/?texture={texture.capitalize()}{extra}",
+        [Step("first grid", None, full_grid, "first_grid")],
+        lambda page: _expect(page, sample, "vgg_defect"),
+    )
+
+
+def model_session(n: int, texture: str, sample: str) -> Session:
+    """Another demo model, chosen in the sidebar after the first grid."""
+    return Session(
+        f"{n:02d} resnet_defect on {sample}", f"/?texture={texture.capitalize()}",
+        [Step("first grid", None, full_grid, "first_grid"),
+         Step("other model", lambda page: _select(page, "Demo model", "resnet_defect"),
+              lambda page: "resnet_defect" in headline(page) and full_grid(page), "change")],
+        lambda page: _expect(page, sample, "resnet_defect"),
+    )
+
+
+def methods_session(n: int, texture: str, sample: str) -> Session:
+    """Another method set: LayerCAM in, Score-CAM out."""
+
+    def act(page) -> None:
+        pills = page.locator(".st-key-methods")
+        pills.get_by_role("button", name="LayerCAM", exact=True).click()
+        pills.get_by_role("button", name="Score-CAM", exact=True).click()
+
+    def marker(page) -> list[str]:
+        return _expect(page, sample, "vgg_defect", grid_has=("LayerCAM · overlay",), grid_lacks=("Score-CAM · overlay",))
+
+    return Session(
+        f"{n:02d} methods on {sample}", f"/?texture={texture.capitalize()}",
+        [Step("first grid", None, full_grid, "first_grid"),
+         Step("methods", act, lambda page: full_grid(page) and not marker(page), "change")],
+        marker,
+    )
+
+
+def max_n_session(n: int, texture: str, sample: str, moves: int = 3) -> Session:
+    """max_N moved with the keyboard after the first grid (the live fragment only)."""
+    return Session(
+        f"{n:02d} max_N on {sample}", f"/?texture={texture.capitalize()}",
+        [Step("first grid", None, full_grid, "first_grid"),
+         Step("max_N", _move_max_n(moves), _caption_is(f"max_N = {10 + moves} ·"), "change")],
+        lambda page: _expect(page, sample, "vgg_defect", grid_has=(f"max_N = {10 + moves} ·",)),
+    )
+
+
+def upload_session(n: int, folder: Path) -> Session:
+    """A model file and an image uploaded by this session, named after it."""
+    from camcore.visualize import png_bytes
+
+    model_path = folder / f"load_model_{n:02d}.keras"
+    image_path = folder / f"load_image_{n:02d}.png"
+    if not model_path.exists():
+        import keras
+
+        keras.utils.set_random_seed(n)
+        inputs = keras.Input((48, 48, 3), name="image")
+        h = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+        h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(h)
+        h = keras.layers.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="conv2")(h)
+        h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+        keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h)).save(model_path)
+        rng = np.random.default_rng(n)
+        image_path.write_bytes(png_bytes(rng.integers(0, 256, (96, 80, 3), dtype=np.uint8)))
+    return Session(
+        f"{n:02d} upload", "/",
+        [Step("first grid", None, full_grid, "first_grid"),
+         Step("model source", lambda page: _radio(page, "model_source", "Upload a model"), idle),
+         Step("model", lambda page: _upload(page, "model_file", model_path),
+              lambda page: model_path.name in headline(page) and full_grid(page), "change"),
+         Step("image source", lambda page: _radio(page, "image_source", "Upload an image"), idle),
+         Step("image", lambda page: _upload(page, "image_file", image_path),
+              lambda page: image_path.name in headline(page) and full_grid(page), "change_image")],
+        lambda page: _expect(page, image_path.name, model_path.name),
+    )
+
+
+def dataset_session(n: int, folder: Path) -> Session:
+    """The Dataset page: a results file loaded, its charts drawn."""
+    results = folder / f"load_results_{n:02d}.csv"
+    if not results.exists():
+        _write_results(results)
+
+    def charts(page) -> bool:
+        return page.locator(".js-plotly-plot").count() >= 5 and idle(page)
+
+    def marker(page) -> list[str]:
+        heading = page.get_by_role("heading", name=f"Results: {results.name}")
+        return [] if heading.count() == 1 else [f"no heading 'Results: {results.name}'"]
+
+    def open_page(page) -> None:
+        # through the navigation, as users arrive (a typed /dataset URL makes Streamlit's
+        # frontend probe /dataset/_stcore/... first: two harmless 404s in the console)
+        page.locator("[data-testid=stSidebarNav] a", has_text="Dataset").click()
+
+    return Session(
+        f"{n:02d} dataset", "/",
+        [Step("navigation", None, lambda page: page.locator("[data-testid=stSidebarNav] a").count() >= 2),
+         Step("page", open_page,
+              lambda page: page.get_by_text("Load a results file", exact=True).count() > 0 and idle(page)),
+         Step("results source", lambda page: _radio(page, "ds_source", "Load a results file"), idle),
+         Step("results", lambda page: _upload(page, "ds_upload", results), charts, "charts")],
+        marker, grid=False,
+    )
+
+
+def _write_results(path: Path) -> None:
+    """A real results file: a tiny model on 5 generated 64-px images (about a second)."""
+    import keras
+
+    from camcore import evaluate as ev
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((32, 32, 1), name="image")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    spec = ev.ModelSpec.from_model(model, "unit", key="demo:vgg_defect")
+    ev.evaluate(spec, ev.synthetic_items(5, seed=3, size=64, defect_rate=0.8), out=path, curve_steps=4, max_n=2)
+
+
+# Eight different flows; sessions 9..16 repeat them on other samples.
+_SAMPLES = [("fractal", "fractal_defective_1"), ("grain", "grain_defective_1"), ("blotch", "blotch_defective_1"),
+            ("speckle", "speckle_defective_1"), ("woven", "woven_defective_1"), ("brushed", "brushed_defective_1")]
+
+
+def sessions(count: int, folder: Path) -> list[Session]:
+    """``count`` sessions (8 or 16), every one with its own flow or sample."""
+    made: list[Session] = []
+    for n in range(1, count + 1):
+        kind = (n - 1) % 8
+        texture, sample = _SAMPLES[(n - 1 + (n - 1) // 8) % len(_SAMPLES)]
+        if kind in (0, 1):
+            made.append(sample_session(n, texture, sample))
+        elif kind == 2:
+            made.append(model_session(n, texture, sample))
+        elif kind == 3:
+            made.append(methods_session(n, texture, sample))
+        elif kind == 4:
+            made.append(max_n_session(n, texture, sample, moves=3))
+        elif kind == 5:
+            made.append(upload_session(n, folder))
+        elif kind == 6:
+            made.append(max_n_session(n, texture, sample, moves=5))
+        else:
+            made.append(dataset_session(n, folder))
+    return made
+
+
+# ------------------------------------------------------------------ the driver
+def _watch(session: Session) -> None:
+    page = session.page
+    page.on("console", lambda message: session.errors.append(f"console: {message.text}")
+            if message.type == "error" else None)
+    page.on("pageerror", lambda error: session.errors.append(f"pageerror: {error}"))
+
+
+def _exceptions(page) -> int:
+    return page.locator("[data-testid=stException]").count()
+
+
+def run(url: str, new_page: Callable, flows: list[Session], timeout_s: float = 600.0) -> dict:
+    """Drive every session's flow at once; returns the figures and the problems found."""
+    for session in flows:
+        session.page = new_page()
+        _watch(session)
+    start = time.monotonic()
+    for session in flows:  # every session asks at once; the server queues the work
+        session.started = time.monotonic()
+        session.page.goto(url + session.path, wait_until="commit")
+    problems: list[str] = []
+    while not all(s.done for s in flows):
+        if time.monotonic() - start > timeout_s:
+            stuck = [f"{s.name} at {s.steps[s.index].name}" for s in flows if not s.done]
+            problems.append(f"timeout after {timeout_s:.0f} s: {stuck}")
+            break
+        for session in flows:
+            if not session.done:
+                _advance(session, problems)
+        time.sleep(0.02)
+    wall = time.monotonic() - start
+    for session in flows:  # every page still shows its own image: no cross-talk
+        if session.done:
+            problems += [f"{session.name}: {p}" for p in session.marker(session.page)]
+        if _exceptions(session.page):
+            problems.append(f"{session.name}: the page shows an exception")
+        problems += [f"{session.name}: {e}" for e in session.errors]
+    return {"wall_s": wall, "problems": problems, "sessions": {s.name: dict(s.timings) for s in flows},
+            **percentiles(flows)}
+
+
+def _advance(session: Session, problems: list[str]) -> None:
+    step = session.steps[session.index]
+    now = time.monotonic()
+    try:
+        holds = bool(step.until(session.page))
+    except Exception:  # noqa: BLE001 - a page between two runs: ask again on the next visit
+        holds = False
+    if not holds:
+        session.holding_since = None
+        return
+    if session.holding_since is None:
+        session.holding_since = now
+        return
+    if (now - session.holding_since) * 1000 < SETTLE_MS:
+        return
+    if step.timed:
+        session.timings[step.timed] = session.holding_since - session.started
+    session.index += 1
+    session.holding_since = None
+    if session.index == len(session.steps):
+        session.done = True  # its grid must be its own now, and still when all are done
+        problems += [f"{session.name} when done: {p}" for p in session.marker(session.page)]
+        return
+    session.started = time.monotonic()
+    following = session.steps[session.index]
+    if following.act is not None:
+        try:
+            following.act(session.page)
+        except Exception as exc:  # noqa: BLE001 - reported, the session stops here
+            problems.append(f"{session.name}: {following.name} failed: {type(exc).__name__}: {exc}")
+            session.done = True
+
+
+def percentiles(flows: list[Session]) -> dict:
+    """p50 / p95 / max of the time to the first full grid over the Compare sessions."""
+    firsts = sorted(s.timings["first_grid"] for s in flows if s.grid and "first_grid" in s.timings)
+    changes = sorted(v for s in flows for k, v in s.timings.items() if k.startswith("change"))
+    return {"first_grid_p50_s": _quantile(firsts, 0.5), "first_grid_p95_s": _quantile(firsts, 0.95),
+            "first_grid_max_s": max(firsts) if firsts else float("nan"),
+            "change_p50_s": _quantile(changes, 0.5), "change_p95_s": _quantile(changes, 0.95),
+            "grids": len(firsts)}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return float(statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1])
+
+
+def server_temporary_folder() -> Path:
+    """An empty folder for the server's TMPDIR: whatever it leaves there is visible."""
+    return Path(tempfile.mkdtemp(prefix="camstudio-server-tmp-"))
