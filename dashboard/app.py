@@ -22,25 +22,9 @@ import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="CAM Studio", page_icon="🔥", layout="wide")
 
+from dashboard.state import freeze_long_lived_objects  # noqa: E402
 
-@st.cache_resource(show_spinner=False)
-def _freeze_long_lived_objects() -> bool:
-    """Streamlit ends every script run (a fragment's too) with keras.backend.clear_session(),
-    which runs a full garbage collection: over TensorFlow's ~360k import-time objects that
-    held the GIL for 0.25 s per rerun, stalling every session of the server. Those objects
-    live as long as the process: gc.freeze() moves them out of the collector's sight (once,
-    before any model is loaded, so models and their traces stay collectable)."""
-    import gc
-
-    import camcore.explainer  # noqa: F401 - TensorFlow and Keras
-    import plotly.graph_objects  # noqa: F401
-
-    gc.collect()
-    gc.freeze()
-    return True
-
-
-_freeze_long_lived_objects()
+freeze_long_lived_objects()  # once per process: reruns no longer pay a full garbage collection
 
 # Less empty space above the title, so the whole grid fits a 1000-pixel-high screen.
 # Panel captions stay on one line (ellipsis when a narrow column cuts them), so the rows of

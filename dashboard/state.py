@@ -76,6 +76,25 @@ def default_model_key() -> str | None:
     return demo_key(demos[0]) if demos else None
 
 
+# ------------------------------------------------------------------- the process
+@st.cache_resource(show_spinner=False)
+def freeze_long_lived_objects() -> bool:
+    """Streamlit ends every script run (a fragment's too) with keras.backend.clear_session(),
+    which runs a full garbage collection: over TensorFlow's ~360k import-time objects it held
+    the GIL for 0.25 s per rerun, stalling every session of the server. Those objects live as
+    long as the process: gc.freeze() moves them out of the collector's sight. Called once,
+    before any model is loaded (by the page, and first by the warm-up when there is one), so
+    models and their traces stay collectable when they leave the caches."""
+    import gc
+
+    import camcore.explainer  # noqa: F401 - TensorFlow and Keras
+    import plotly.graph_objects  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    return True
+
+
 # --------------------------------------------------------------------- uploads
 @st.cache_resource(show_spinner=False)
 def uploads() -> UploadStore:

@@ -24,6 +24,7 @@ def warm_default_page() -> None:
     from camcore.methods import ORIGINAL_STUDY
     from dashboard import state
 
+    state.freeze_long_lived_objects()  # before the model: it must stay collectable
     model_key = state.default_model_key()
     if model_key is None:
         return

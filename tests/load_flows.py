@@ -302,6 +302,8 @@ def _watch(session: Session) -> None:
     page.on("console", lambda message: session.errors.append(f"console: {message.text}")
             if message.type == "error" else None)
     page.on("pageerror", lambda error: session.errors.append(f"pageerror: {error}"))
+    page.on("response", lambda response: session.errors.append(f"HTTP {response.status}: {response.url}")
+            if response.status >= 400 else None)
 
 
 def _exceptions(page) -> int:

@@ -8,7 +8,6 @@ Reuses ``tests/browser_helpers.py``. Without Chromium the test is skipped, unles
 
 from __future__ import annotations
 
-import io
 import re
 import zipfile
 from pathlib import Path

@@ -469,7 +469,8 @@ def _flat_items(root: Path, source: str) -> list[EvalItem]:
 
 
 def detect_layout(folder: str | os.PathLike[str]) -> tuple[str, Path]:
-    """``("dagm" | "flat", data root)`` of a folder (after single wrapper folders), or
+    """``("dagm" | "flat", data root)`` of a folder (after single wrapper folders): DAGM when
+    a ``Class<k>`` folder is there, else flat when ``images/`` is; otherwise
     :class:`ArchiveError` saying what was expected and what was found."""
     root = _data_root(Path(folder).resolve())
     if any(p.is_dir() and _CLASS_DIR.fullmatch(p.name) for p in root.iterdir()):

@@ -1,7 +1,9 @@
 """The Compare page's sidebar: model, layer, image, class and display controls.
 
 Every widget has a stable ``key`` (tests and the Dataset page rely on them) and keeps
-its value across a trip to the Dataset page (``persist_state="session"``).
+its value across a trip to the Dataset page (``persist_state="session"``). The model
+upload widgets (:func:`upload_model_inputs`) and the loading with its prompts
+(:func:`load_model`) serve the Dataset page too.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from camcore.methods import ORIGINAL_STUDY
 from dashboard import state
 from dashboard.components import sidebar
 from dashboard.components.charts import method_color
-from dashboard.components.common import failed
+from dashboard.components import common
 
 DATA_DIR_ENV = "CAMSTUDIO_DATA_DIR"
 RESULTS = "ds_results"  # session key: {"table": DataFrame, "label": str, "note": str | None, ...}
@@ -51,16 +51,17 @@ RUN = "ds_active_run"  # session key: {"run": BackgroundEvaluation, "label": str
 DATASET = "ds_dataset"  # session key: {"marker": upload file id, "set": archives.UploadedDataset}
 REFUSED = "ds_dataset_refused"  # session key: {"marker": upload file id, "message": str}
 UPLOADER_GENERATION = "ds_uploader_generation"  # session key: int, see uploader_key()
+UPLOADED_MODEL = "ds_uploaded_model"  # session key: the model key of the last uploaded model file
 RUN_NOTICES = "ds_run_notices"  # session key: [(kind, text)] of the run that just ended, shown once
 MAX_IN_PAGE = 100  # generated images / DAGM folder images
 MAX_UPLOAD_RUN = 1000  # images of an uploaded set per run; larger sets belong to the CLI (or Ray)
 POLL_SECONDS = 0.25
-DEFAULT_METHODS = (*ORIGINAL_STUDY, *ev.CONTROLS)  # Score-CAM's kin (Ablation-CAM ...) are slow: opt in
+DEFAULT_METHODS = (*ORIGINAL_STUDY, *ev.CONTROLS)  # the newer methods are opt-in (Ablation-CAM: a pass per channel)
 LAYOUT_HELP = (
     "A .zip holding either the DAGM 2007 layout (Class1/Train/0001.PNG … with Label/Labels.txt) or "
     "images/ with your images and, optionally, masks/ with one mask per image under the same name "
     "(any image extension; nonzero pixels = defect). An image without a mask, or with an empty one, "
-    f"is clean. At most {archives.MAX_COMPRESSED // 2**20} MB, {archives.MAX_UNCOMPRESSED // 2**20} MB "
+    f"is clean. At most {archives.MAX_COMPRESSED / 2**20:g} MB, {archives.MAX_UNCOMPRESSED / 2**30:g} GB "
     f"unpacked and {archives.MAX_FILES:,} files; unpacked into a temporary folder of this session only."
 )
 DISTRIBUTION_METRICS = {
@@ -157,12 +158,24 @@ def model_form() -> tuple[str, str | None, int | None] | None:
             return None
         keys = [state.demo_key(name) for name in demos]
         return st.selectbox("Demo model", keys, format_func=state.model_label, key="ds_model"), None, None
-    model_key = sidebar.upload_model_inputs("ds_").key
-    if model_key is None:
-        st.info("Upload a .keras or .h5 image classifier (loaded in Keras safe mode, as on the Compare page).")
-        return None
+    choice = sidebar.upload_model_inputs("ds_")
+    model_key = choice.key
+    if model_key is not None:
+        st.session_state[UPLOADED_MODEL] = model_key
+    else:
+        # the upload widget is empty again after a trip to the Compare page; the file is still
+        # in the server's upload store (until evicted)
+        remembered = st.session_state.get(UPLOADED_MODEL)
+        parsed = state.parse_model_key(remembered) if remembered else None
+        filename = state.upload_filename(parsed.name) if parsed else None
+        if filename is None:
+            st.info("Upload a .keras or .h5 image classifier (loaded in Keras safe mode, as on the Compare page).")
+            return None
+        st.caption(f"Using {filename}, uploaded earlier in this session.")
+        model_key = state.upload_key(parsed.name, choice.preprocessing or parsed.option,
+                                     choice.input_size or parsed.input_size)
     loaded = sidebar.load_model(model_key)
-    if failed(loaded):
+    if common.failed(loaded):
         return None
     try:
         layers = spatial_layers(model_key)
