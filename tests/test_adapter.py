@@ -37,8 +37,11 @@ def test_nested_backbone_lists_layers_by_path(vgg_nested_and_flat):
     assert "vgg16/block5_conv3" in paths and "vgg16/block1_conv1" in paths
     assert "vgg16/input_layer" not in paths and not any(p.endswith("input_layer") for p in paths)
     assert explainer.adapter.layer_info("vgg16/block5_conv3").shape == (4, 4, 512)
-    assert explainer.default_layer == "vgg16/block5_conv3" or explainer.default_layer == "vgg16/block5_pool"
-    assert explainer.adapter.layer_info(explainer.default_layer).spatial
+    # the documented rule: the last layer whose map has more than one position; at 64²
+    # block5_pool is 2×2, so it is the one (not block5_conv3 before it)
+    assert explainer.adapter.layer_info("vgg16/block5_pool").shape == (2, 2, 512)
+    assert paths[-1] == "vgg16/block5_pool"
+    assert explainer.default_layer == "vgg16/block5_pool"
 
 
 @pytest.mark.parametrize("method", ["grad_cam", "grad_cam_plus_plus", "faster_score_cam"])

@@ -1,4 +1,4 @@
-"""AppTest coverage of the Dataset page (dashboard/views/dataset.py), with a tiny model."""
+"""AppTest coverage of the Dataset page (dashboard/views/dataset.py), on the real demo model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import base64
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,26 +13,19 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from camcore import evaluate as ev
-from camcore.models import from_keras
+from camcore.demos import list_demos, load_demo
 from dashboard import state
 
 PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "views" / "dataset.py")
-
-
-def _tiny_model() -> keras.Model:
-    keras.utils.set_random_seed(5)
-    inp = keras.Input((32, 32, 1), name="image")
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inp)
-    h = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv2")(h)
-    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    out = keras.layers.Dense(2, activation="softmax", name="predictions")(h)
-    return keras.Model(inp, out, name="tiny")
+DEMO = "vgg_defect"
 
 
 @pytest.fixture(scope="module")
 def results() -> pd.DataFrame:
-    """A real results table (6 generated 64-px images, one of them clean at least)."""
-    spec = ev.ModelSpec.from_model(_tiny_model(), "unit", key="demo:vgg_defect")
+    """A real results table of the real default demo (6 generated 64-px images, one of
+    them clean at least)."""
+    spec = ev.load_model_spec(DEMO)  # fails, never skips, when the demo is missing
+    assert spec.key == f"demo:{DEMO}"
     items = ev.synthetic_items(6, seed=1, size=64, defect_rate=0.7)
     return ev.evaluate(spec, items, curve_steps=4, max_n=3)
 
@@ -133,7 +125,8 @@ def test_worst_image_opens_in_compare(results, monkeypatch):
     opened = at.session_state[state.OPEN_IN_COMPARE]
     row = results[(results["image_id"] == image_id) & (results["method"] == "score_cam")].iloc[0]
     expected = ev.synthetic_image(row["source"], int(row["index"]))
-    assert opened["name"] == image_id and opened["model"] == "demo:vgg_defect" and opened["layer"] == "conv2"
+    assert opened["name"] == image_id and opened["model"] == f"demo:{DEMO}"
+    assert opened["layer"] == load_demo(DEMO).layer
     assert opened["image"].dtype == np.uint8
     np.testing.assert_array_equal(opened["image"], expected.image)
     np.testing.assert_array_equal(opened["mask"], expected.mask)
@@ -152,15 +145,24 @@ def test_dagm_results_outside_the_data_folder_are_not_opened(results, monkeypatc
     assert not switched and state.OPEN_IN_COMPARE not in at.session_state
 
 
-def test_in_page_run_on_a_generated_set(monkeypatch):
-    loaded = from_keras(_tiny_model(), "tiny", "unit", ["clean", "defective"], key="demo:tiny")
-    monkeypatch.setattr(state, "list_demos", lambda: ["tiny"])
-    monkeypatch.setattr(state, "get_model", lambda key: loaded)
-    at = AppTest.from_file(PAGE, default_timeout=120).run()
-    at.slider(key="ds_n").set_value(3).run()
+def test_in_page_run_on_a_generated_set():
+    # the real default demo model, through the dashboard's own model cache, on 2 images
+    assert DEMO in list_demos(), f"demo model {DEMO} missing from assets/models (run `make train-demos`)"
+    at = AppTest.from_file(PAGE, default_timeout=180).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="ds_model").value == f"demo:{DEMO}", "the default demo model must be offered"
+    at.slider(key="ds_n").set_value(2).run()
     at.slider(key="ds_rate").set_value(1.0).run()
     at.button(key="ds_run").click().run()
     assert not at.exception, at.exception
     table = at.session_state["ds_results"]["table"]
-    assert table.groupby("method")["image_id"].nunique().eq(3).all()
+    assert table.groupby("method")["image_id"].nunique().eq(2).all()
+    assert set(table["model"]) == {f"demo:{DEMO}"} and set(table["layer"]) == {load_demo(DEMO).layer}
     assert len(at.get("plotly_chart")) == 5
+    # the rows describe the demo model's own predictions on these images
+    demo = load_demo(DEMO)
+    for image_id, rows in ev.results_only(table).groupby("image_id"):
+        first = rows.iloc[0]
+        image = ev.synthetic_image(first["source"], int(first["index"])).image
+        p_defective = demo.model.predict(demo.preprocess(image), verbose=0)[0, demo.class_names.index("defective")]
+        assert rows["p_target"].to_numpy() == pytest.approx(float(p_defective), rel=1e-4), image_id

@@ -9,17 +9,20 @@ import pytest
 import camcore
 from camcore import demos, synth
 
+# The shipped models, named rather than discovered: a missing one fails these tests
+# instead of leaving nothing to parametrize over.
+EXPECTED = ("vgg_defect", "resnet_defect")
 DEMOS = demos.list_demos()
-pytestmark = pytest.mark.skipif(not DEMOS, reason="no demo models in assets/models (run `make train-demos`)")
 FRESH_SEED = 8_675_309  # not a training or held-out seed of scripts/train_demos.py
 
 
 def test_both_demo_models_are_shipped_default_first():
-    assert DEMOS[0] == demos.DEFAULT_DEMO
-    assert set(DEMOS) == {"vgg_defect", "resnet_defect"}
+    assert DEMOS, f"no demo model in {demos.MODELS_DIR} (run `make train-demos`)"
+    assert DEMOS[0] == demos.DEFAULT_DEMO == EXPECTED[0]
+    assert set(DEMOS) == set(EXPECTED)
 
 
-@pytest.mark.parametrize("name", DEMOS)
+@pytest.mark.parametrize("name", EXPECTED)
 def test_card_records_how_the_model_was_made(name):
     card = json.loads((demos.MODELS_DIR / f"{name}.json").read_text())
     for field in ("architecture", "input_size", "channels", "preprocessing", "class_names", "layer", "training", "heldout"):
@@ -31,12 +34,30 @@ def test_card_records_how_the_model_was_made(name):
     assert (demos.MODELS_DIR / card["file"]).stat().st_size < 8 * 2**20
 
 
+def gradcam_peak_in_ellipse(demo, samples) -> float:
+    """Share of defective samples whose Grad-CAM peak ("defective") lies in the weak-label ellipse."""
+    explainer = camcore.Explainer(demo.model)
+    hits = 0
+    for sample in samples:
+        cam = explainer.compute("grad_cam", demo.preprocess(sample.image), demo.layer, 1).cam
+        cam = camcore.upsample(cam, sample.image.shape)
+        row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
+        hits += bool(synth.ellipse_mask(sample.ellipse, sample.image.shape)[row, col])
+    return hits / len(samples)
+
+
 def test_at_least_one_demo_looks_at_the_defect():
-    rates = [demos.read_card(n)["heldout"]["gradcam_peak_in_ellipse"] for n in DEMOS]
-    assert max(rates) >= 0.80
+    # measured here on fresh defective images, not read from the cards
+    samples = list(synth.generate(60, seed=FRESH_SEED, defect_rate=1.0))
+    rates = {name: gradcam_peak_in_ellipse(camcore.load_demo(name), samples) for name in EXPECTED}
+    assert max(rates.values()) >= 0.80, rates
+    for name, rate in rates.items():
+        # 60 images: a few points of sampling noise around the card's 600-image figure
+        card = demos.read_card(name)["heldout"]["gradcam_peak_in_ellipse"]
+        assert rate >= 0.70 and abs(rate - card) <= 0.10, (name, rate, card)
 
 
-@pytest.mark.parametrize("name", DEMOS)
+@pytest.mark.parametrize("name", EXPECTED)
 def test_loads_in_safe_mode_and_explains(name):
     model = keras.models.load_model(demos.MODELS_DIR / f"{name}.keras", safe_mode=True, compile=False)
     demo = camcore.load_demo(name)
@@ -51,14 +72,16 @@ def test_loads_in_safe_mode_and_explains(name):
     assert cam.shape == (info.height, info.width) and np.isfinite(cam).all()
 
 
-@pytest.mark.parametrize("name", DEMOS)
+@pytest.mark.parametrize("name", EXPECTED)
 def test_accuracy_on_fresh_generated_images(name):
     demo = camcore.load_demo(name)
     samples = list(synth.generate(100, seed=FRESH_SEED))
     x = np.concatenate([demo.preprocess(s.image) for s in samples])
     y = np.array([s.defective for s in samples])
     predicted = demo.model.predict(x, batch_size=50, verbose=0).argmax(axis=1)
-    assert (predicted == y).mean() >= 0.90
+    accuracy = (predicted == y).mean()
+    # the card's held-out figure (600 images) must hold up on fresh data
+    assert accuracy >= 0.95 and accuracy >= demos.read_card(name)["heldout"]["accuracy"] - 0.04, accuracy
 
 
 def test_preprocess_accepts_any_size_gray_or_rgb():

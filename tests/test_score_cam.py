@@ -110,6 +110,8 @@ def test_max_n_larger_than_channel_count_is_full_score_cam():
     x = np.random.default_rng(5).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model)
     np.testing.assert_array_equal(explainer.compute("faster_score_cam", x, "feat", 0, max_n=1000).cam, explainer.compute("score_cam", x, "feat", 0).cam)
+    # numpy slicing clamps by itself: only the reported max_n shows that the clamp ran
+    assert explainer.compute("faster_score_cam", x, "feat", 0, max_n=5 + 5).max_n == 5
     with pytest.raises(ValueError, match="max_n"):
         explainer.compute("faster_score_cam", x, "feat", 0, max_n=0).cam
 

@@ -172,9 +172,16 @@ def method_panels(view: View, method: str, cam: np.ndarray) -> list[tuple[str, n
     ]
 
 
-def placeholder_panels(view: View, method: str, note: str) -> list[tuple[str, np.ndarray]]:
-    tile = blank_tile(view.rgb)
-    return [(f"{label(method)} · {note}", tile)] + [(" ", tile)] * (len(ROW_NAMES) - 1)
+def show_placeholders(view: View, method: str, note: str) -> None:
+    """Gray tiles for a column whose maps are not ready ("queued", "computing"), drawn as HTML
+    rather than images: Streamlit deletes an image the moment the run that replaced it ends,
+    and a browser that had not fetched it yet logged a 404 (seen with 8 concurrent sessions)."""
+    height, width = view.rgb.shape[:2]
+    shade = f"rgb({EMPTY_SHADE},{EMPTY_SHADE},{EMPTY_SHADE})"
+    tile = f'<div style="width:100%;aspect-ratio:{width}/{height};background:{shade}"></div>'
+    for title in [f"{label(method)} · {note}"] + [" "] * (len(ROW_NAMES) - 1):
+        st.html(tile)
+        st.caption(title)
 
 
 def method_help(method: str) -> str:

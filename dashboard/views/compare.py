@@ -34,10 +34,10 @@ from dashboard.components.grid import (
     make_view,
     method_help,
     method_panels,
-    placeholder_panels,
     precision_text,
     result_detail,
     show_panels,
+    show_placeholders,
 )
 
 # ------------------------------------------------------------------ computing
@@ -124,7 +124,7 @@ def _queued_slots(view: View, method: str, box) -> tuple:
         with head.container():
             _header(view, method, "queued…")
         with panels.container():
-            show_panels(placeholder_panels(view, method, "queued"))
+            show_placeholders(view, method, "queued")
     return head, bar, panels
 
 
@@ -136,7 +136,7 @@ def _per_channel_column(view: View, method: str, slots: tuple, sharing: _Sharing
         with head.container():
             _header(view, method, f"{view.channels} channels · running…")
         with panels.container():
-            show_panels(placeholder_panels(view, method, "computing"))
+            show_placeholders(view, method, "computing")
     before = view.explainer.score_cam_channels_done(view.x, view.layer) if method == "score_cam" else 0
     result = attempt(f"{label(method)} failed", compute, view, method, None, _passes_progress(bar, before))
     bar.empty()
