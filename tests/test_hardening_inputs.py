@@ -31,7 +31,7 @@ import pytest
 
 # "Within seconds", per case. A model file declaring a weight tensor larger than the memory
 # takes ~10 s to refuse: TensorFlow's allocator retries for 10 s before reporting the OOM.
-CASE_SECONDS = {"images": 10.0, "models": 30.0}
+CASE_SECONDS = {"images": 10.0, "models": 30.0, "hang": 2.0, "crash": 2.0}
 DEFAULT_CASES = 12  # mutations per base file in `make test`
 FUZZ_SEED = 1307
 MAX_MESSAGE = 600
@@ -215,10 +215,26 @@ def _try_model(filename: str, data: bytes) -> str:
     return f"loaded, CAM {cam.shape}"
 
 
+def _stuck(filename: str, data: bytes) -> str:
+    """For the harness's own test: the second case hangs, the third kills the process."""
+    if data == b"2":
+        time.sleep(3600)
+    if data == b"3":
+        os.abort()
+    return "fine"
+
+
+_KINDS: dict[str, tuple[Callable[[int], Iterator[tuple[str, str, bytes]]], Callable[[str, bytes], str]]] = {
+    "images": (image_cases, _try_image),
+    "models": (model_cases, _try_model),
+    "hang": (lambda n: ((f"case {i}", "x", str(i).encode()) for i in range(1, 3)), _stuck),
+    "crash": (lambda n: ((f"case {i}", "x", str(i).encode()) for i in (1, 3)), _stuck),
+}
+
+
 def _child(kind: str, n: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cases: Callable[[int], Iterator[tuple[str, str, bytes]]] = image_cases if kind == "images" else model_cases
-    attempt = _try_image if kind == "images" else _try_model
+    cases, attempt = _KINDS[kind]
     for case, filename, data in cases(n):
         print(json.dumps({"start": case}), flush=True)
         start = time.perf_counter()
@@ -240,16 +256,22 @@ def run_fuzz(kind: str, n: int) -> list[dict]:
     child = subprocess.Popen([sys.executable, __file__, kind, str(n)], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, env=env)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout] and None, daemon=True).start()
+
+    def read() -> None:
+        for line in child.stdout:
+            lines.put(line)
+        lines.put(None)  # the child's output ended: it finished or died
+
+    threading.Thread(target=read, daemon=True).start()
     results, current, startup = [], None, 60.0  # the first case pays for importing TensorFlow
     try:
         while True:
             try:
                 line = lines.get(timeout=startup if current is None and not results else case_seconds)
             except queue.Empty:
-                if child.poll() is not None:
-                    break
                 pytest.fail(f"{kind} fuzz: no answer within {case_seconds:.0f} s on case {current!r} (a hang)")
+            if line is None:
+                break
             record = json.loads(line)
             if "start" in record:
                 current = record["start"]
@@ -257,9 +279,11 @@ def run_fuzz(kind: str, n: int) -> list[dict]:
                 results.append(record)
                 current = None
     finally:
-        if child.poll() is None:
+        try:
+            child.wait(10 if current is None else 0.1)  # a hung child is not waited for
+        except subprocess.TimeoutExpired:
             child.kill()
-        child.wait(10)
+            child.wait(10)
     if child.returncode != 0:
         pytest.fail(f"{kind} fuzz: the process died (exit {child.returncode}) on case {current!r} (a crash)")
     return results
@@ -324,6 +348,13 @@ def _png_header_only(width: int, height: int, depth: int = 16) -> bytes:
     body = b"".join(packer.compress(row) for _ in range(16)) + packer.flush()
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 2, 0, 0, 0))
             + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b""))
+
+
+def test_the_fuzz_harness_names_a_hanging_or_crashing_case():
+    with pytest.raises(pytest.fail.Exception, match=r"no answer within 2 s on case 'case 2' \(a hang\)"):
+        run_fuzz("hang", 0)
+    with pytest.raises(pytest.fail.Exception, match=r"died \(exit -6\) on case 'case 3' \(a crash\)"):
+        run_fuzz("crash", 0)
 
 
 def test_a_decompression_bomb_is_refused_from_its_header():

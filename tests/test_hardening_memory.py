@@ -20,7 +20,6 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 MODELS = 30

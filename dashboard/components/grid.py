@@ -176,12 +176,16 @@ def show_placeholders(view: View, method: str, note: str) -> None:
     """Gray tiles for a column whose maps are not ready ("queued", "computing"), drawn as HTML
     rather than images: Streamlit deletes an image the moment the run that replaced it ends,
     and a browser that had not fetched it yet logged a 404 (seen with 8 concurrent sessions)."""
+    import html
+
     height, width = view.rgb.shape[:2]
     shade = f"rgb({EMPTY_SHADE},{EMPTY_SHADE},{EMPTY_SHADE})"
-    tile = f'<div style="width:100%;aspect-ratio:{width}/{height};background:{shade}"></div>'
-    for title in [f"{label(method)} · {note}"] + [" "] * (len(ROW_NAMES) - 1):
-        st.html(tile)
-        st.caption(title)
+    # the tile and its caption spaced as st.image draws them, so the rows stay aligned
+    caption = ("margin-top:6px;padding:2px 0;text-align:center;font-size:14px;line-height:22.4px;"
+               "color:rgba(49,51,63,0.6);white-space:nowrap;overflow:hidden;text-overflow:ellipsis")
+    for title in [f"{label(method)} · {note}"] + ["\u00a0"] * (len(ROW_NAMES) - 1):
+        st.html(f'<div style="width:100%;aspect-ratio:{width}/{height};background:{shade}"></div>'
+                f'<div style="{caption}">{html.escape(title)}</div>')
 
 
 def method_help(method: str) -> str:
@@ -196,10 +200,21 @@ def column_header(title: str, detail: str, help: str | None = None) -> None:
     st.caption(detail or " ")
 
 
-def show_panels(panels: list[tuple[str, np.ndarray]]) -> None:
+def show_panels(panels: list[tuple[str, np.ndarray]], inline: bool = False) -> None:
+    """The panels as images. ``inline``: sent inside the page update as data URLs instead of
+    files the browser fetches - for panels a quick rerun replaces (the max_N column while the
+    slider moves): Streamlit deletes a replaced image file at once, and a browser that had
+    not fetched it yet got a 404 and a broken image (seen with 16 concurrent sessions)."""
+    import base64
+
     for title, rgb in panels:
         # Encoded by OpenCV: Streamlit's own PNG path (PIL) is ~20x slower per tile.
-        st.image(visualize.png_bytes(rgb), caption=title, width="stretch", output_format="PNG")
+        png = visualize.png_bytes(rgb)
+        if inline:
+            st.image("data:image/png;base64," + base64.b64encode(png).decode("ascii"), caption=title,
+                     width="stretch")
+        else:
+            st.image(png, caption=title, width="stretch", output_format="PNG")
 
 
 def precision_text(explainer: Any) -> str:
