@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-from camcore.methods import METHODS, ORIGINAL_STUDY
 from tests import browser_helpers as browser
 
 
@@ -24,12 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         page = new_page()
         page.goto(url)
         browser.wait_full_grid(page)
-        pills = page.locator(".st-key-methods")
-        for key, spec in METHODS.items():
-            if key not in ORIGINAL_STUDY:
-                pills.get_by_role("button", name=spec.label, exact=True).click()
-                browser.wait_idle(page)
-        browser.wait_full_grid(page)
+        browser.select_all_methods(page)
         page.mouse.move(0, 0)
         page.screenshot(path=args.out)
     print(f"saved {args.out}")

@@ -174,3 +174,16 @@ def wait_fsc_changed(page, old_src: str, n: int, timeout_ms: float = 60_000) -> 
 
 def slider_value(page) -> int:
     return int(page.get_by_role("slider", name=MAX_N_LABEL).get_attribute("aria-valuetext"))
+
+
+def select_all_methods(page) -> None:
+    """Click every registered method the page does not show yet (the sidebar's pills), then
+    wait until the grid with every column is drawn."""
+    from camcore.methods import METHODS, ORIGINAL_STUDY
+
+    pills = page.locator(".st-key-methods")
+    for key, spec in METHODS.items():
+        if key not in ORIGINAL_STUDY:
+            pills.get_by_role("button", name=spec.label, exact=True).click()
+            wait_idle(page)
+    wait_full_grid(page)

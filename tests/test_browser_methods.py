@@ -8,7 +8,7 @@ import pytest
 import browser_helpers as browser
 from browser_checks import require_browser
 
-from camcore.methods import METHODS, ORIGINAL_STUDY
+from camcore.methods import METHODS
 
 pytestmark = pytest.mark.browser
 
@@ -24,12 +24,7 @@ def test_all_methods_selected_show_every_column_without_console_errors(tmp_path:
         page.on("pageerror", lambda error: problems.append(str(error)))
         page.goto(url)
         browser.wait_full_grid(page)
-        pills = page.locator(".st-key-methods")
-        for key, spec in METHODS.items():
-            if key not in ORIGINAL_STUDY:
-                pills.get_by_role("button", name=spec.label, exact=True).click()
-                browser.wait_idle(page)
-        browser.wait_full_grid(page)
+        browser.select_all_methods(page)
         images = page.locator(f"{browser.GRID} [data-testid=stImage] img")
         expect(images).to_have_count(4 * (len(METHODS) + 2))  # 9 methods in two rows, each led by the input
         for spec in METHODS.values():
