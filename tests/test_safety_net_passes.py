@@ -52,6 +52,27 @@ def test_score_cam_runs_one_pass_per_varying_channel_and_one_for_constant_ones()
     assert meter() == 0 == again.model_passes
 
 
+def test_constant_channels_without_dead_ones_share_one_zero_mask_pass():
+    # A constant channel's normalized mask is all zeros: one pass on the zero input serves
+    # them all (Score-CAM's weight for it is the model's probability on a blank input).
+    model, counter = counted_convnet(size=SIZE, channels=6, seed=6, constant={2: 0.7, 5: 1.3})
+    x = image(6)
+    varying, constant, zero = channel_kinds(model, x)
+    assert constant == 2 and zero == 0
+    activations = keras.Model(model.inputs, model.get_layer("conv2").output).predict(x, verbose=0)[0]
+    cam = np.zeros(activations.shape[:2])
+    for k in range(activations.shape[-1]):
+        a = activations[..., k]
+        span = a.max() - a.min()
+        mask = (a - a.min()) / span if span > 0 else np.zeros_like(a)
+        cam += model.predict(x * mask[None, ..., None], verbose=0)[0, 1] * a
+    cam = np.maximum(cam, 0) / np.maximum(cam, 0).max()
+    meter = Meter(counter)
+    result = camcore.Explainer(model, batch_size=4).compute("score_cam", x, "conv2", 1)
+    assert meter() == 1 + varying + 1 == result.model_passes
+    np.testing.assert_allclose(result.cam, cam, atol=1e-5)
+
+
 def test_faster_score_cam_runs_only_the_new_channels():
     model, counter = counted_convnet(size=SIZE, channels=8, seed=6)
     x = image(6)

@@ -127,3 +127,5 @@ def test_max_n_beyond_the_channel_count_is_clamped_where_it_is_reported():
     assert [row["max_n"] for row in rows] == [2, 5, 5]
     assert rows[-1]["passes"] == rows[1]["passes"] <= 5
     assert explainer.compute("faster_score_cam", x, "pooled", 0, max_n=9).max_n == 5
+    with pytest.raises(TypeError, match="max_n"):
+        explainer.compute("faster_score_cam", x, "pooled", 0, max_n=2.5)
