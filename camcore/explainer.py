@@ -409,23 +409,55 @@ class Explainer:
         return self._compiled_fn(("masked", layer, preprocessing, self.precision), build)
 
     def _ablation_fn(self, layer: str) -> Callable:
-        """Compiled Ablation-CAM pass: (input, keep (B, K)) -> scores (B, n_classes), the
-        layer's output multiplied by ``keep`` per sample (0 = channel ablated)."""
+        """Compiled Ablation-CAM pass: (input (1, H, W, C), keep (B, K)) -> scores (B, n_classes),
+        the layer's output multiplied by ``keep`` per row (0 = channel ablated).
+
+        Every ablation shares the image and so everything before the layer: the fast pass
+        runs that part once and only the layers after it on the B gated copies (the batch
+        appears at the gate and broadcasts through the rest). A model whose later layers
+        cannot broadcast a batch of one against a batch of B (a Concatenate with an earlier
+        branch, a layer that mixes rows) gets the plain pass that tiles the image B times.
+        The first call decides, by running both on two rows and comparing them.
+        """
+        key = ("ablation", layer, self.precision)
+        chosen = self._compiled.get(key)
+        if chosen is not None:
+            return chosen
+        shared_head = self._ablation_pass(layer, share_head=True)
+        tiled = self._ablation_pass(layer, share_head=False)
+
+        def decide(x: tf.Tensor, keep: tf.Tensor) -> Callable:
+            probe = keep[:2]
+            expected = tiled(x, probe).numpy()
+            try:
+                fast = shared_head(x, probe).numpy()
+            except (tf.errors.OpError, ValueError):
+                return tiled
+            scale = 1.0 + float(np.abs(expected).max())
+            tolerance = (1e-4 if self.precision == "fp32" else 2e-2) * scale
+            agrees = fast.shape == expected.shape and bool(np.all(np.abs(fast - expected) <= tolerance))
+            return shared_head if agrees else tiled
+
+        def first_call(x: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+            fn = self._compiled.get(key)
+            if fn is None:
+                fn = self._compiled[key] = decide(x, keep)
+            return fn(x, keep)
+
+        return first_call
+
+    def _ablation_pass(self, layer: str, share_head: bool) -> Callable:
         adapter = self._pass_adapter()
         channels = adapter.layer_info(layer).channels
 
-        def build():
-            @tf.function(
-                autograph=False, input_signature=[self._signature_x(), tf.TensorSpec((None, channels), tf.float32)]
-            )
-            def ablated_scores(x, keep):
-                batch = tf.tile(x, [tf.shape(keep)[0], 1, 1, 1])
-                gate = lambda activations: activations * keep[:, None, None, :]  # noqa: E731
-                return adapter.forward(batch, capture=layer, on_capture=gate)[1]
+        @tf.function(autograph=False, input_signature=[self._signature_x(), tf.TensorSpec((None, channels), tf.float32)])
+        def ablated_scores(x, keep):
+            if not share_head:
+                x = tf.tile(x, [tf.shape(keep)[0], 1, 1, 1])
+            gate = lambda activations: activations * keep[:, None, None, :]  # noqa: E731
+            return adapter.forward(x, capture=layer, on_capture=gate)[1]
 
-            return ablated_scores
-
-        return self._compiled_fn(("ablation", layer, self.precision), build)
+        return ablated_scores
 
     def probabilities_fn(self) -> Callable[[np.ndarray], np.ndarray]:
         """``f(batch (B, H, W, C)) -> probabilities (B, n_classes)``: the compiled forward the

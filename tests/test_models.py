@@ -34,7 +34,6 @@ def tiny_model(extra=None):
 
 
 # ----------------------------------------------------------------------- demos
-@pytest.mark.skipif(not list_demos(), reason="no demo models in assets/models yet")
 def test_demo_by_name_and_by_key(no_downloads):
     name = list_demos()[0]
     bundle = load_model(name)
@@ -397,7 +396,6 @@ def test_uploads_load_again_by_key(tmp_path):
     assert store.filename(sha) is None and store.get(models.upload_sha(b"third")) == (b"third", "c.keras")
 
 
-@pytest.mark.skipif(not list_demos(), reason="no demo models in assets/models yet")
 def test_an_evaluation_spec_is_a_loaded_model_plus_layer_and_class(no_downloads):
     from camcore.evaluation.spec import ModelSpec, load_model_spec
 

@@ -1,0 +1,78 @@
+"""Ablation-CAM runs the part of the model before the explained layer once per image and
+only the layers after it per ablated channel; a model whose later layers join an earlier
+branch in a way that cannot broadcast (Concatenate) falls back to whole-model passes.
+Both must give the plain reference: y_c^k from a copy of the model whose layer output is
+multiplied by an explicit keep vector (shared weights), w_k = (y_c - y_c^k) / |y_c|."""
+
+import numpy as np
+import pytest
+import keras
+
+import camcore
+from toy_models import PassCounter
+
+CHANNELS = 8
+
+
+def branchy_models(merge: str, seed: int = 3):
+    """(model, reference, counter): ``early`` conv -> ``feat`` conv -> merge with ``early``
+    -> conv -> GAP -> logits -> softmax. ``reference`` takes (image, keep) and returns the
+    logits with ``feat``'s output multiplied by keep, through the same layer objects."""
+    keras.utils.set_random_seed(seed)
+    counter = PassCounter(name="pass_counter")
+    early = keras.layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="early")
+    feat = keras.layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="feat")
+    joined = keras.layers.Add(name="join") if merge == "add" else keras.layers.Concatenate(name="join")
+    post = keras.layers.Conv2D(5, 3, padding="same", activation="tanh", name="post")
+    gap = keras.layers.GlobalAveragePooling2D(name="gap")
+    logits = keras.layers.Dense(3, name="logits")
+
+    def graph(image, keep=None):
+        e = early(counter(image))
+        f = feat(e)
+        if keep is not None:
+            f = keras.layers.Multiply()([f, keras.layers.Reshape((1, 1, CHANNELS))(keep)])
+        return logits(gap(post(joined([f, e]))))
+
+    image = keras.Input((10, 10, 3))
+    model = keras.Model(image, keras.layers.Activation("softmax", name="probabilities")(graph(image)))
+    keep = keras.Input((CHANNELS,))
+    reference = keras.Model([image, keep], graph(image, keep))
+    return model, reference, counter
+
+
+def plain_ablation_cam(model, reference, x, class_index):
+    activations = keras.Model(model.inputs, model.get_layer("feat").output).predict(x, verbose=0)[0]
+    score = reference.predict([x, np.ones((1, CHANNELS), np.float32)], verbose=0)[0, class_index]
+    cam = np.zeros(activations.shape[:2])
+    for k in range(CHANNELS):
+        keep = np.ones((1, CHANNELS), np.float32)
+        keep[0, k] = 0.0
+        ablated = reference.predict([x, keep], verbose=0)[0, class_index]
+        cam += (score - ablated) / abs(score) * activations[..., k]
+    cam = np.maximum(cam, 0)
+    return cam / cam.max()
+
+
+@pytest.mark.parametrize("merge", ["add", "concatenate"])
+def test_ablation_cam_matches_the_plain_reference_whatever_joins_after_the_layer(merge):
+    model, reference, _ = branchy_models(merge)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 10, 10, 3)).astype(np.float32)
+    for class_index in (0, 2):
+        cam = camcore.Explainer(model, batch_size=3).compute("ablation_cam", x, "feat", class_index).cam
+        np.testing.assert_allclose(cam, plain_ablation_cam(model, reference, x, class_index), atol=1e-5)
+
+
+def test_the_layers_before_the_explained_one_run_once_per_batch_not_once_per_channel():
+    x = np.random.default_rng(2).uniform(0, 1, (1, 10, 10, 3)).astype(np.float32)
+    counts = {}
+    for merge in ("add", "concatenate"):
+        model, _, counter = branchy_models(merge)
+        explainer = camcore.Explainer(model, batch_size=CHANNELS)
+        explainer.compute("grad_cam", x, "feat", 0)  # activations cached: what follows is the ablation
+        before = counter.images()
+        explainer.compute("ablation_cam", x, "feat", 0)
+        counts[merge] = counter.images() - before
+    # add: the image enters the first layers for the two-row check (2 tiled + 1 shared) and
+    # once for all 8 ablations; concatenate cannot broadcast, so each ablation is a full pass
+    assert counts["add"] <= 4 < CHANNELS <= counts["concatenate"]
