@@ -54,6 +54,7 @@ TESTS = (
     "tests/test_localization.py",
     "tests/test_metrics.py",
     "tests/test_safety_net_metrics.py",
+    "tests/test_safety_net_weights.py",
     "tests/test_safety_net_gradient.py",
     "tests/test_safety_net_score.py",
     "tests/test_gradient_cams.py",

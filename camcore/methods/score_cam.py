@@ -96,6 +96,8 @@ def score_cam_weights(
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if probability not in ("softmax", "sigmoid"):
+        raise ValueError(f"probability must be 'softmax' or 'sigmoid', got {probability!r}")
     scores = np.asarray(channel_scores, dtype=np.float64)
     if scores.shape[0] == 0:
         return np.zeros(0, np.float32)
