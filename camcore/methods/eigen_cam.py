@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from camcore._blas import one_blas_thread
 from camcore.methods._checks import activation_maps, as_float32
 from camcore.methods.base import CamInputs, MethodSpec
 
@@ -69,11 +70,12 @@ def _first_component_projection(centred: np.ndarray) -> np.ndarray:
     faster on VGG-sized layers, and accurate in float64 unless the top two singular
     values nearly tie (when the component itself is ill-defined)."""
     positions, channels = centred.shape
-    if positions <= channels:
-        eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)  # X X^T = U S^2 U^T
-        return vectors[:, -1] * np.sqrt(max(float(eigenvalues[-1]), 0.0))  # X v_1 = s_1 u_1
-    _, vectors = np.linalg.eigh(centred.T @ centred)  # X^T X = V S^2 V^T
-    return centred @ vectors[:, -1]
+    with one_blas_thread():
+        if positions <= channels:
+            eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)  # X X^T = U S^2 U^T
+            return vectors[:, -1] * np.sqrt(max(float(eigenvalues[-1]), 0.0))  # X v_1 = s_1 u_1
+        _, vectors = np.linalg.eigh(centred.T @ centred)  # X^T X = V S^2 V^T
+        return centred @ vectors[:, -1]
 
 
 def _cam(inputs: CamInputs) -> np.ndarray:
