@@ -339,12 +339,17 @@ ARCHITECTURES: dict[str, Architecture] = {
 def evaluate(
     model: keras.Model, layer: str, n: int, seed: int, families: Sequence[str] | None = None
 ) -> dict:
-    """Figures on ``n`` fresh generated images (half defective): accuracy, false-alarm rate
-    (clean images called defective), detection rate (defective images called defective),
-    and for the defective ones the Grad-CAM pointing game under the one localization
-    protocol (pixel mask, 15 px tolerance) and the older card figure, the share of Grad-CAM
-    peaks inside the weak-label ellipse (tolerance 0)."""
-    samples = [synth.sample_at(i, seed, defect_rate=DEFECT_RATE, families=families) for i in range(n)]
+    """:func:`score` on ``n`` fresh generated images, ``synth.sample_at(i, seed)`` (half
+    defective; only ``families`` if given)."""
+    return score(model, layer, [synth.sample_at(i, seed, defect_rate=DEFECT_RATE, families=families) for i in range(n)])
+
+
+def score(model: keras.Model, layer: str, samples: Sequence[synth.Sample]) -> dict:
+    """Figures on generated ``samples``: accuracy, false-alarm rate (clean images called
+    defective), detection rate (defective images called defective), and for the defective
+    ones the Grad-CAM pointing game under the one localization protocol (pixel mask, 15 px
+    tolerance) and the older card figure, the share of Grad-CAM peaks inside the weak-label
+    ellipse (tolerance 0)."""
     x = np.concatenate([preprocess_image(s.image, INPUT_SIZE, CHANNELS, PREPROCESSING) for s in samples])
     predicted = model.predict(x, batch_size=64, verbose=0).argmax(axis=1)
     defective = np.array([s.defective for s in samples])
@@ -359,7 +364,7 @@ def evaluate(
         in_ellipse.append(localization(cam, ellipse, 0.5, tolerance=0).pointing_hit)
         explainer.clear_cache()
     return {
-        "images": n,
+        "images": len(samples),
         "accuracy": float((predicted == defective).mean()),
         "false_alarm_rate": float(predicted[~defective].mean()) if (~defective).any() else 0.0,
         "detection_rate": float(predicted[defective].mean()) if defective.any() else 0.0,
