@@ -1,9 +1,11 @@
 """The bundled sample images in ``assets/samples/`` and their index.
 
-The set is small and curated: for every texture two defective images and one clean
-one, 512x512 8-bit grayscale PNGs (18 in all), each defective image with its mask PNG.
-Defect kinds rotate over the defective slots so all five kinds appear, and each slot
-keeps the most visible of a few candidate seeds, so the bundled defects are clear.
+The set is small and curated: one clean image per texture and defective ones (two for
+each of the six textures the set started with, one for each later texture, to keep the
+repository small), 512x512 8-bit grayscale PNGs (32 in all), each defective image with
+its mask PNG. Defect kinds rotate over the defective slots so all five kinds appear,
+and each slot keeps the most visible of a few candidate seeds, so the bundled defects
+are clear.
 ``assets/samples/index.json`` lists the files::
 
     [{"image": "fractal_defective_1.png", "texture": "fractal", "defective": true,
@@ -35,8 +37,10 @@ from camcore.synth import DEFECTS, TEXTURES, Ellipse, Sample, ellipse_mask, make
 DEFAULT_DIR = assets_dir() / "samples"  # $CAMSTUDIO_ASSETS is read once, at import
 INDEX_FILE = "index.json"
 SAMPLE_SIZE = 512
-DEFECTIVE_PER_TEXTURE = 2
 CLEAN_PER_TEXTURE = 1
+# Two defective samples for the six original textures (names and links from before the
+# texture families were added keep working), one for each later texture.
+ORIGINAL_TEXTURES = TEXTURES[:6]
 CANDIDATES_PER_SLOT = 8
 # The classifiers see the images at this size, so visibility is judged there.
 MODEL_INPUT_SIZE = 224
@@ -85,15 +89,22 @@ def load_sample(info: SampleInfo) -> tuple[np.ndarray, np.ndarray | None]:
     return image, mask
 
 
+def defective_per_texture(texture: str) -> int:
+    """How many defective samples of ``texture`` the set holds."""
+    return 2 if texture in ORIGINAL_TEXTURES else 1
+
+
 def write_samples(directory: str | os.PathLike[str]) -> list[SampleInfo]:
     """Generate the curated set into ``directory`` (PNGs + index.json); returns the index."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, Any]] = []
+    defective_slot = 0
     for texture_index, texture in enumerate(TEXTURES):
-        for slot in range(DEFECTIVE_PER_TEXTURE):
-            # Rotating kinds over the 12 defective slots covers all five kinds.
-            defect = DEFECTS[(texture_index * DEFECTIVE_PER_TEXTURE + slot) % len(DEFECTS)]
+        for slot in range(defective_per_texture(texture)):
+            # Rotating kinds over the defective slots covers all five kinds.
+            defect = DEFECTS[defective_slot % len(DEFECTS)]
+            defective_slot += 1
             base_seed = 1000 * (texture_index + 1) + 100 * slot
             seed = max(
                 range(base_seed, base_seed + CANDIDATES_PER_SLOT),

@@ -1,4 +1,4 @@
-"""Synthetic DAGM-2007-style surface images: six textures, five defect kinds.
+"""Synthetic DAGM-2007-style surface images: 13 textures in 9 families, five defect kinds.
 
 The DAGM 2007 benchmark (512x512 8-bit grayscale, defective vs clean) cannot be
 downloaded here, so the project generates look-alike data. Every image is a
@@ -7,10 +7,19 @@ and contrast; a defective image additionally carries one defect from
 :data:`DEFECTS`, placed fully inside the image, together with its exact pixel mask
 and a DAGM-style weak label: an :class:`Ellipse` that contains the whole mask.
 
+The textures are procedural look-alikes of commonly inspected surfaces: cloudy
+noise and blotches, wood grain, granular surfaces (speckle, gravel, sandblasted
+metal), woven cloth or mesh at several scales, brushed metal, masonry (brick, tile),
+fibrous material (grass, paper, felt), cast metal and painted sheet. Look-alikes
+share a *family* (:data:`FAMILIES`, :attr:`Sample.family`), so a family can be held
+out of training as a whole (``generate(..., families=...)``). So that "an edge" does
+not mean "a defect", :data:`STRUCTURE_RATE` of the surfaces, clean or defective,
+carry normal structure: seams, part edges, holes or rivets, uneven lighting.
+
 Generation is deterministic: :func:`make_sample` depends only on its arguments, and
 sample ``i`` of :func:`generate` depends only on ``(seed, i)``. The background
-texture and the defect use independent random streams, so ``make_sample(s, t,
-None)`` is exactly the clean version of ``make_sample(s, t, kind)``.
+texture, its structure and the defect use independent random streams, so
+``make_sample(s, t, None)`` is exactly the clean version of ``make_sample(s, t, kind)``.
 
 Geometry conventions (shared by :class:`Ellipse`, :func:`ellipse_mask` and
 :func:`fit_ellipse`): x is the column and y the row, pixel centres sit at integer
@@ -30,13 +39,43 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-TEXTURES: tuple[str, ...] = ("fractal", "grain", "blotch", "speckle", "woven", "brushed")
+TEXTURES: tuple[str, ...] = (
+    "fractal",
+    "grain",
+    "blotch",
+    "speckle",
+    "woven",
+    "brushed",
+    "brick",
+    "tile",
+    "gravel",
+    "sandblasted",
+    "fibrous",
+    "cast",
+    "painted",
+)
 DEFECTS: tuple[str, ...] = ("scratch", "spot", "crack", "stain", "missing")
+# Look-alike textures share a family, so that holding a family out of training
+# (leave-one-family-out) leaves no close relative of the test surfaces behind.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "cloudy": ("fractal", "blotch"),
+    "wood": ("grain",),
+    "granular": ("speckle", "gravel", "sandblasted"),
+    "woven": ("woven",),
+    "brushed": ("brushed",),
+    "masonry": ("brick", "tile"),
+    "fibrous": ("fibrous",),
+    "cast": ("cast",),
+    "painted": ("painted",),
+}
+_FAMILY_OF: dict[str, str] = {texture: family for family, members in FAMILIES.items() for texture in members}
 
 MIN_SIZE = 32
 # Share of defects drawn with reduced contrast: realistic, but few enough that a
 # small CNN still reaches high accuracy on the default data.
 SUBTLE_RATE = 0.1
+# Share of surfaces carrying normal structure (seams, part edges, holes, uneven light).
+STRUCTURE_RATE = 0.6
 # Typical defects must survive the 512→224 shrink the demo models see; this gain on
 # every defect's contrast keeps them visible there (tuned with scripts/train_demos.py).
 DEFECT_CONTRAST_GAIN = 1.3
@@ -189,7 +228,8 @@ def fit_ellipse(mask: np.ndarray) -> Ellipse:
 @dataclass(frozen=True, eq=False)  # eq=False: comparing ndarray fields with == is ambiguous
 class Sample:
     """One synthetic image: uint8 (H, W) ``image``, bool (H, W) ``mask`` (all False when
-    clean), the weak-label ``ellipse`` (None when clean), ``texture`` and ``defect``."""
+    clean), the weak-label ``ellipse`` (None when clean), ``texture`` and ``defect``;
+    ``family`` names the texture's family."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -202,22 +242,47 @@ class Sample:
         """True when the image carries a defect."""
         return self.defect is not None
 
+    @property
+    def family(self) -> str:
+        """The texture's family (see :data:`FAMILIES`); the texture name itself for a
+        texture this module does not know."""
+        return _FAMILY_OF.get(self.texture, self.texture)
 
-def make_sample(seed: int, texture: str, defect: str | None, size: int = 512) -> Sample:
+
+def family_of(texture: str) -> str:
+    """The family of ``texture`` (see :data:`FAMILIES`); ValueError for an unknown texture."""
+    _check_name(texture, TEXTURES, "texture")
+    return _FAMILY_OF[texture]
+
+
+def textures_of(families: Sequence[str]) -> tuple[str, ...]:
+    """The textures of ``families``, in :data:`TEXTURES` order; ValueError for an
+    unknown family or an empty list."""
+    pool = _check_pool(families, tuple(FAMILIES), "family")
+    return tuple(texture for texture in TEXTURES if _FAMILY_OF[texture] in pool)
+
+
+def make_sample(seed: int, texture: str, defect: str | None, size: int = 512, *, structure: bool = True) -> Sample:
     """One ``size`` x ``size`` sample of ``texture`` with a ``defect`` kind (None: clean).
 
     Deterministic in its arguments; the defective image equals the clean one with the
-    same seed outside the defect.
+    same seed outside the defect. ``structure=False`` leaves out the seams, part edges,
+    holes and uneven lighting that :data:`STRUCTURE_RATE` of the surfaces carry, and
+    changes nothing else (they have their own random stream).
     """
     seed = _check_seed(seed)
     _check_name(texture, TEXTURES, "texture")
     if defect is not None:
         _check_name(defect, DEFECTS, "defect")
     size = _check_size(size)
-    texture_seq, defect_seq = np.random.SeedSequence(seed).spawn(2)
+    # spawn(3)'s first two children are spawn(2)'s: the texture and defect streams did not
+    # change when the structure stream was added
+    texture_seq, defect_seq, structure_seq = np.random.SeedSequence(seed).spawn(3)
     texture_rng = np.random.default_rng(texture_seq)
     field = _TEXTURE_MAKERS[texture](texture_rng, size)
     field = (field - field.mean()) / max(float(field.std()), 1e-6)
+    if structure:
+        field = _add_structure(np.random.default_rng(structure_seq), field)
     brightness = texture_rng.uniform(80.0, 170.0)
     contrast = texture_rng.uniform(14.0, 28.0)
     canvas = (brightness + contrast * field).astype(np.float32)
@@ -246,9 +311,12 @@ def generate(
     defect_rate: float = 0.5,
     textures: Sequence[str] | None = None,
     defects: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
 ) -> Iterator[Sample]:
     """Yield ``n`` samples; the texture is drawn uniformly from ``textures``, a defect is
     present with probability ``defect_rate`` and its kind is uniform over ``defects``.
+    ``families`` keeps only the textures of those families (e.g. every family but one,
+    to hold that one out of training).
 
     Sample ``i`` depends only on ``(seed, i)``, so ``generate(10, s)`` is a prefix of
     ``generate(20, s)``, identical in any process.
@@ -257,7 +325,7 @@ def generate(
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     for index in range(n):
-        yield sample_at(index, seed, size, defect_rate, textures, defects)
+        yield sample_at(index, seed, size, defect_rate, textures, defects, families)
 
 
 def sample_at(
@@ -267,6 +335,7 @@ def sample_at(
     defect_rate: float = 0.5,
     textures: Sequence[str] | None = None,
     defects: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
 ) -> Sample:
     """Sample ``index`` of :func:`generate` with the same arguments, without making the
     ones before it (random access, e.g. to reopen image 250 of an evaluated set)."""
@@ -278,6 +347,11 @@ def sample_at(
     if not 0.0 <= defect_rate <= 1.0:
         raise ValueError(f"defect_rate must be in [0, 1], got {defect_rate}")
     texture_pool = _check_pool(textures, TEXTURES, "texture")
+    if families is not None:
+        in_families = textures_of(families)
+        texture_pool = tuple(texture for texture in texture_pool if texture in in_families)
+        if not texture_pool:
+            raise ValueError(f"no texture is both in {list(textures or ())} and in families {list(families)}")
     defect_pool = _check_pool(defects, DEFECTS, "defect")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     texture = texture_pool[int(rng.integers(len(texture_pool)))]
@@ -425,10 +499,11 @@ def _texture_speckle(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _texture_woven(rng: np.random.Generator, size: int) -> np.ndarray:
-    # Plain weave: threads alternate over/under in a checkerboard of cells.
+    # Cloth or wire mesh at scales from fine to coarse: threads alternate over and under
+    # in a plain, twill or basket pattern of cells.
     scale = size / 512.0
     angle = rng.uniform(0, math.pi)
-    period = max(4.0, rng.uniform(16, 26) * scale)
+    period = max(4.0, math.exp(rng.uniform(math.log(8.0), math.log(44.0))) * scale)
     along, across = _coordinates(size, angle)
     wobble = _octaves(rng, size, 120 * scale, 30 * scale, 0.5) * np.float32(period * 0.15)
     u = (along + wobble) / np.float32(period)
@@ -439,7 +514,14 @@ def _texture_woven(rng: np.random.Generator, size: int) -> np.ndarray:
     profile_u *= 4.0 - 4.0 * profile_u
     profile_v = v - cell_v
     profile_v *= 4.0 - 4.0 * profile_v
-    over = ((cell_u + cell_v).astype(np.int32) & 1) == 0
+    iu, iv = cell_u.astype(np.int32), cell_v.astype(np.int32)
+    pattern = int(rng.integers(3))
+    if pattern == 0:  # plain
+        over = ((iu + iv) & 1) == 0
+    elif pattern == 1:  # 2/1 twill: the diagonal rib
+        over = np.mod(iu + iv, 3) != 0
+    else:  # basket: pairs of threads
+        over = (((iu >> 1) + (iv >> 1)) & 1) == 0
     weave = np.where(over, profile_v * (0.55 + 0.45 * profile_u), profile_u * (0.55 + 0.45 * profile_v))
     noise = _directional_noise(rng, size, angle, 3.0 * scale, 3.0 * scale)
     return weave.astype(np.float32) + np.float32(0.12) * noise
@@ -456,6 +538,139 @@ def _texture_brushed(rng: np.random.Generator, size: int) -> np.ndarray:
     return fine + np.float32(0.6) * wide + lighting
 
 
+def _emboss(height: np.ndarray, light: float) -> np.ndarray:
+    """Shading of a height field lit from direction ``light`` (radians): the slope
+    along the light, which is what makes a bumpy surface look three-dimensional."""
+    gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3)
+    return gx * np.float32(math.cos(light)) + gy * np.float32(math.sin(light))
+
+
+def _cell_shades(rng: np.random.Generator, rows: np.ndarray, cols: np.ndarray, spread: float) -> np.ndarray:
+    """A random shade per (row, col) cell of a lattice, from a wrapped lookup table."""
+    table = rng.normal(0.0, spread, (61, 67)).astype(np.float32)  # co-prime sides: no visible repeat
+    return table[np.mod(rows, 61).astype(np.intp), np.mod(cols, 67).astype(np.intp)]
+
+
+def _masonry(rng: np.random.Generator, size: int, cell_h: float, cell_w: float, joint: float, bond: float, shade: float) -> np.ndarray:
+    """Rectangular cells (bricks, tiles) separated by recessed joints ``joint`` px wide;
+    every other course is shifted by ``bond`` of a cell."""
+    angle = float(rng.choice([0.0, math.pi / 2])) + rng.normal(0.0, 0.03)
+    along, across = _coordinates(size, angle)
+    across = across + np.float32(rng.uniform(0, cell_h))
+    along = along + np.float32(rng.uniform(0, cell_w))
+    row = np.floor(across / np.float32(cell_h))
+    shifted = along + (np.mod(row, 2.0) * np.float32(bond * cell_w))
+    col = np.floor(shifted / np.float32(cell_w))
+    v = across - row * np.float32(cell_h)
+    u = shifted - col * np.float32(cell_w)
+    to_joint = np.minimum(np.minimum(u, np.float32(cell_w) - u), np.minimum(v, np.float32(cell_h) - v))
+    # Recessed joint with a soft shoulder: 1 inside the joint, 0 on the face.
+    recess = np.clip(1.0 - (to_joint - np.float32(joint / 2)) / np.float32(max(1.0, joint * 0.6)), 0.0, 1.0)
+    faces = _cell_shades(rng, row, col, shade)
+    return faces * (1.0 - recess) - np.float32(2.2) * recess
+
+
+def _texture_brick(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Bricks in running bond: mortar joints are long straight edges that are not defects.
+    scale = size / 512.0
+    course = rng.uniform(30, 64) * scale
+    field = _masonry(rng, size, course, course * rng.uniform(2.0, 3.2), max(2.0, rng.uniform(0.1, 0.2) * course), 0.5, 0.6)
+    rough = _octaves(rng, size, 24 * scale, 1.5, 0.7)
+    return field + np.float32(0.35 / max(float(rough.std()), 1e-6)) * rough
+
+
+def _texture_tile(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Square tiles on a grid with thin grout lines, each tile a slightly different shade.
+    scale = size / 512.0
+    side = rng.uniform(40, 128) * scale
+    field = _masonry(rng, size, side, side, max(1.5, rng.uniform(2.0, 5.0) * scale), 0.0, 0.35)
+    glaze = _octaves(rng, size, 60 * scale, 3.0, 0.5)
+    return field + np.float32(0.15 / max(float(glaze.std()), 1e-6)) * glaze
+
+
+def _texture_gravel(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Packed stones of varied size and shade with dark gaps, each shaded like a dome.
+    scale = size / 512.0
+    radius = rng.uniform(6, 18) * scale
+    count = int(1.6 * size * size / (math.pi * radius * radius))
+    ids = np.zeros((size, size), np.int32)
+    centres = rng.uniform(-radius, size + radius, (count, 2))
+    radii = radius * rng.uniform(0.6, 1.4, (count, 2))
+    turns = rng.uniform(0, 180, count)
+    for k in range(count):
+        cv2.ellipse(
+            ids, (int(centres[k, 0]), int(centres[k, 1])), (max(1, int(radii[k, 0])), max(1, int(radii[k, 1]))),
+            float(turns[k]), 0, 360, k + 1, -1,
+        )
+    shades = np.concatenate([[0.0], rng.normal(0.0, 0.7, count)]).astype(np.float32)
+    # Boundaries between stones (id changes) become gaps; the distance to the nearest gap
+    # gives each stone a rounded profile.
+    edges = (ids != np.roll(ids, 1, 0)) | (ids != np.roll(ids, 1, 1)) | (ids == 0)
+    distance = cv2.distanceTransform((~edges).astype(np.uint8), cv2.DIST_L2, 3)
+    dome = np.sqrt(np.minimum(distance / np.float32(max(radius * 0.6, 1.0)), 1.0))
+    return shades[ids] + np.float32(1.6) * dome + np.float32(0.15) * rng.standard_normal((size, size), dtype=np.float32)
+
+
+def _texture_sandblasted(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Matte blasted metal: dense fine pits lit from one side, faint large-scale waviness.
+    scale = size / 512.0
+    pits = cv2.GaussianBlur(rng.standard_normal((size, size), dtype=np.float32), (0, 0), rng.uniform(0.8, 1.6) * max(scale, 0.5))
+    lit = _emboss(pits, rng.uniform(0, 2 * math.pi))
+    lit /= max(float(lit.std()), 1e-6)
+    wave = _octaves(rng, size, 150 * scale, 40 * scale, 0.5)
+    return lit + np.float32(rng.uniform(0.2, 0.5) / max(float(wave.std()), 1e-6)) * wave
+
+
+def _texture_fibrous(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Grass, paper or felt: many short thin strokes around a dominant direction, whose
+    # alignment ranges from loose (felt) to strong (grass).
+    scale = size / 512.0
+    length = rng.uniform(12, 50) * scale
+    count = int(rng.uniform(3.0, 6.0) * size * size / (length * 6.0 * scale + 1.0))
+    main = rng.uniform(0, math.pi)
+    spread = rng.uniform(0.15, 1.2)
+    canvas = np.zeros((size, size), np.float32)
+    starts = rng.uniform(-length, size + length, (count, 2))
+    headings = main + rng.normal(0.0, spread, count)
+    lengths = length * rng.uniform(0.5, 1.5, count)
+    values = rng.normal(0.0, 1.0, count)
+    widths = np.maximum(1, np.rint(rng.uniform(0.6, 3.0, count) * scale)).astype(int)
+    ends = starts + lengths[:, None] * np.stack([np.cos(headings), np.sin(headings)], axis=1)
+    for k in range(count):
+        cv2.line(
+            canvas, (int(starts[k, 0]), int(starts[k, 1])), (int(ends[k, 0]), int(ends[k, 1])),
+            float(values[k]), int(widths[k]), cv2.LINE_AA,
+        )
+    base = _octaves(rng, size, 80 * scale, 10 * scale, 0.6)
+    return canvas + np.float32(0.3 / max(float(base.std()), 1e-6)) * base
+
+
+def _texture_cast(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Sand-cast metal: a lit, undulating rough surface with scattered small pores.
+    scale = size / 512.0
+    height = _octaves(rng, size, rng.uniform(20, 40) * scale, 2.0, 0.6)
+    lit = _emboss(height, rng.uniform(0, 2 * math.pi))
+    lit /= max(float(lit.std()), 1e-6)
+    pores = np.zeros((size, size), np.float32)
+    count = int(rng.uniform(20, 120) * scale * scale) + 1
+    for x, y, r in zip(rng.uniform(0, size, count), rng.uniform(0, size, count), rng.uniform(1.0, 3.5, count) * max(scale, 0.4)):
+        cv2.circle(pores, (int(x), int(y)), max(1, int(round(r))), -2.5, -1, cv2.LINE_AA)
+    return lit + pores
+
+
+def _texture_painted(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Painted sheet: orange-peel bumps lit from one side, with faint brush marks.
+    scale = size / 512.0
+    peel = _directional_noise(rng, size, rng.uniform(0, math.pi), rng.uniform(4, 10) * scale, rng.uniform(4, 10) * scale)
+    lit = _emboss(peel, rng.uniform(0, 2 * math.pi))
+    lit /= max(float(lit.std()), 1e-6)
+    angle = rng.uniform(0, math.pi)
+    marks = _directional_noise(rng, size, angle, 120 * scale, rng.uniform(2, 6) * scale)
+    tone = _octaves(rng, size, 200 * scale, 50 * scale, 0.5)
+    return lit + np.float32(rng.uniform(0.3, 0.9)) * marks + np.float32(0.6 / max(float(tone.std()), 1e-6)) * tone
+
+
 _TEXTURE_MAKERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "fractal": _texture_fractal,
     "grain": _texture_grain,
@@ -463,7 +678,116 @@ _TEXTURE_MAKERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "speckle": _texture_speckle,
     "woven": _texture_woven,
     "brushed": _texture_brushed,
+    "brick": _texture_brick,
+    "tile": _texture_tile,
+    "gravel": _texture_gravel,
+    "sandblasted": _texture_sandblasted,
+    "fibrous": _texture_fibrous,
+    "cast": _texture_cast,
+    "painted": _texture_painted,
 }
+
+
+# --------------------------------------------------------------------------- structure
+# Inspected parts are not endless texture: panels meet at seams, parts have edges,
+# sheets carry rivets or perforations, and lighting falls off. These are normal,
+# defect-free structure, added to clean and defective images alike (from the texture's
+# random stream), so that a model cannot take "a strong edge" for "a defect". Each
+# maker returns an additive field in units of the texture's standard deviation.
+
+
+def _line_coordinate(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Signed distance in px to a random straight line crossing the image; half the
+    lines are near-axis-aligned, as seams and part edges usually are."""
+    if rng.random() < 0.5:
+        angle = float(rng.choice([0.0, math.pi / 2])) + rng.normal(0.0, 0.02)
+    else:
+        angle = rng.uniform(0, math.pi)
+    _, across = _coordinates(size, angle)
+    return across - np.float32(rng.uniform(-0.4, 0.4) * size)
+
+
+def _structure_seam(rng: np.random.Generator, size: int) -> np.ndarray:
+    # A groove or weld line running edge to edge, with a highlight on one shoulder.
+    scale = size / 512.0
+    distance = _line_coordinate(rng, size)
+    width = max(0.8, rng.uniform(1.0, 4.0) * scale)
+    depth = rng.uniform(1.5, 3.5) * (-1.0 if rng.random() < 0.7 else 1.0)
+    groove = np.exp(-((distance / np.float32(width)) ** 2))
+    shoulder = np.exp(-(((distance - np.float32(1.8 * width)) / np.float32(width)) ** 2))
+    return np.float32(depth) * (groove - np.float32(0.4) * shoulder)
+
+
+def _structure_edge(rng: np.random.Generator, size: int) -> np.ndarray:
+    # The boundary between two surfaces of different tone: straight, or the arc of a
+    # large round part.
+    if rng.random() < 0.6:
+        distance = _line_coordinate(rng, size)
+    else:
+        radius = rng.uniform(0.6, 2.0) * size
+        heading = rng.uniform(0, 2 * math.pi)
+        reach = radius + rng.uniform(-0.35, 0.35) * size
+        cx = size / 2.0 + reach * math.cos(heading)
+        cy = size / 2.0 + reach * math.sin(heading)
+        axis = np.arange(size, dtype=np.float32)
+        distance = np.sqrt((axis[None, :] - np.float32(cx)) ** 2 + (axis[:, None] - np.float32(cy)) ** 2) - np.float32(radius)
+    width = max(0.5, rng.uniform(0.6, 3.0) * size / 512.0)
+    step = rng.uniform(0.8, 2.5) * (-1.0 if rng.random() < 0.5 else 1.0)
+    # tanh rather than a logistic: the same sigmoid without overflow far from the edge
+    return np.float32(step / 2.0) * (1.0 + np.tanh(distance / np.float32(2.0 * width)))
+
+
+def _structure_holes(rng: np.random.Generator, size: int) -> np.ndarray:
+    # A perforated sheet (a lattice of holes) or a row of rivets along a line.
+    scale = size / 512.0
+    angle = rng.uniform(0, math.pi)
+    along, across = _coordinates(size, angle)
+    radius = rng.uniform(2.5, 8.0) * scale
+    pitch = rng.uniform(3.5, 8.0) * radius
+    du = np.mod(along + np.float32(rng.uniform(0, pitch)), np.float32(pitch)) - np.float32(pitch / 2)
+    if rng.random() < 0.5:  # lattice
+        dv = np.mod(across + np.float32(rng.uniform(0, pitch)), np.float32(pitch)) - np.float32(pitch / 2)
+    else:  # one row
+        dv = across - np.float32(rng.uniform(-0.4, 0.4) * size)
+    distance = np.sqrt(du * du + dv * dv)
+    soft = np.float32(max(0.6, 0.15 * radius))
+    inside = np.clip((np.float32(radius) - distance) / soft + 0.5, 0.0, 1.0)
+    rim = np.exp(-(((distance - np.float32(radius)) / soft) ** 2))
+    depth = rng.uniform(1.5, 3.0) * (-1.0 if rng.random() < 0.8 else 1.0)
+    return np.float32(depth) * inside - np.float32(0.5 * depth) * rim
+
+
+def _structure_lighting(rng: np.random.Generator, size: int) -> np.ndarray:
+    # Uneven illumination: a ramp across the image or a broad hot spot.
+    axis = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0) / np.float32(size)
+    if rng.random() < 0.5:
+        angle = rng.uniform(0, 2 * math.pi)
+        ramp = axis[None, :] * np.float32(math.cos(angle)) + axis[:, None] * np.float32(math.sin(angle))
+        return np.float32(rng.uniform(1.0, 3.0)) * ramp
+    cx, cy = rng.uniform(-0.5, 0.5, 2)
+    sigma = rng.uniform(0.2, 0.5)
+    spot = np.exp(-((axis[None, :] - np.float32(cx)) ** 2 + (axis[:, None] - np.float32(cy)) ** 2) / np.float32(2 * sigma * sigma))
+    return np.float32(rng.uniform(0.6, 1.6) * (-1.0 if rng.random() < 0.3 else 1.0)) * spot
+
+
+_STRUCTURE_MAKERS: tuple[Callable[[np.random.Generator, int], np.ndarray], ...] = (
+    _structure_seam,
+    _structure_edge,
+    _structure_holes,
+    _structure_lighting,
+)
+
+
+def _add_structure(rng: np.random.Generator, field: np.ndarray) -> np.ndarray:
+    """``field`` (standardised texture) with zero to two structures from
+    :data:`_STRUCTURE_MAKERS`; :data:`STRUCTURE_RATE` of the surfaces get at least one."""
+    size = field.shape[0]
+    count = 0
+    if rng.random() < STRUCTURE_RATE:
+        count = 1 + int(rng.random() < 0.35)
+    for _ in range(count):
+        field = field + _STRUCTURE_MAKERS[int(rng.integers(len(_STRUCTURE_MAKERS)))](rng, size)
+    return field
 
 
 # --------------------------------------------------------------------------- defects
@@ -633,7 +957,7 @@ def _effect_stain(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarra
 
 def _effect_missing(rng: np.random.Generator, window: np.ndarray, alpha: np.ndarray, contrast: float) -> np.ndarray:
     flat = _smooth(window, max(1.5, 0.25 * max(window.shape)))
-    offset = _amplitude(rng, flat, alpha, _strength(rng, 0.9, 1.6) * contrast, dark_share=0.5)
+    offset = _amplitude(rng, flat, alpha, _strength(rng, 1.3, 2.2) * contrast, dark_share=0.5)
     return window + alpha * (flat + np.float32(offset) - window)
 
 

@@ -103,13 +103,13 @@ def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
         assert f"Guided {title}" in captions
         assert f"Sobel × {title}" in captions
     assert "Ground truth (green outline)" in captions  # the default sample is defective
-    assert "vgg_defect" in headline(at) and "block5_conv3" in headline(at)
+    assert "vgg_defect" in headline(at) and "top_down56" in headline(at)  # the card's layer since issue 14 (block5_conv3 before)
     headers = [m.value for m in at.main.markdown]
     for title in ("Input", *TITLES):
         assert f"**{title}**" in headers
     assert len(at.get("plotly_chart")) == 3  # timing, trade-off, IoU curves
     assert len(at.get("download_button")) == 4
-    assert at.slider(key="max_n").value == 10 and at.slider(key="max_n").max == 64
+    assert at.slider(key="max_n").value == 10 and at.slider(key="max_n").max == 32  # top_down56 has 32 channels (block5_conv3: 64)
     assert not errors(at)
 
 
@@ -338,7 +338,7 @@ def test_downloads_build(default_app: AppTest) -> None:
     assert set(results) == set(display.methods)  # all cached by the page: no model pass here
     npz = np.load(io.BytesIO(analysis.maps_npz(view, results)))
     assert {"grad_cam", "score_cam", "faster_score_cam", "guided_backprop", "ground_truth"} <= set(npz.files)
-    assert npz["faster_score_cam"].shape == (14, 14)
+    assert npz["faster_score_cam"].shape == (56, 56)  # top_down56 since issue 14 (14x14 block5_conv3 before)
     csv = analysis.timings_csv(view, results, 10)
     assert csv.startswith("method,") and "masked passes" in csv
     settings = json.loads(analysis.settings_json(view, 10))

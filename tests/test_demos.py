@@ -29,7 +29,9 @@ def test_card_records_how_the_model_was_made(name):
         assert field in card, field
     assert card["class_names"] == ["clean", "defective"]
     assert card["heldout"]["images"] >= 600
-    assert card["heldout"]["accuracy"] >= 0.97
+    # 0.97 until issue 14: the held-out images now come from nine texture families (five
+    # before), with edges and structure on clean images too; the shipped models score 0.95
+    assert card["heldout"]["accuracy"] >= 0.94
     assert {"seed", "date", "images"} <= set(card["training"])
     assert (demos.MODELS_DIR / card["file"]).stat().st_size < 8 * 2**20
 
@@ -80,8 +82,28 @@ def test_accuracy_on_fresh_generated_images(name):
     y = np.array([s.defective for s in samples])
     predicted = demo.model.predict(x, batch_size=50, verbose=0).argmax(axis=1)
     accuracy = (predicted == y).mean()
-    # the card's held-out figure (600 images) must hold up on fresh data
-    assert accuracy >= 0.95 and accuracy >= demos.read_card(name)["heldout"]["accuracy"] - 0.04, accuracy
+    # the card's held-out figure (600 images) must hold up on fresh data (floor 0.95 until
+    # issue 14's harder generator; the shipped models score 0.93 / 0.91 on these 100)
+    assert accuracy >= 0.90 and accuracy >= demos.read_card(name)["heldout"]["accuracy"] - 0.04, accuracy
+    false_alarm_rate = predicted[~y].mean()
+    assert false_alarm_rate <= 0.05, false_alarm_rate
+
+
+def test_default_demo_explains_a_fine_layer_that_points_at_the_defect():
+    # issue 14: the default model's explained layer is at least 28x28, and its Grad-CAM
+    # peak lands on the defect's pixel mask (one localization protocol, 15 px tolerance)
+    demo = camcore.load_demo()
+    explainer = camcore.Explainer(demo.model)
+    info = explainer.adapter.layer_info(demo.layer)
+    assert info.height >= 28 and info.width >= 28, (info.height, info.width)
+    assert [info.height, info.width] == demos.read_card(demos.DEFAULT_DEMO)["layer_size"]
+    samples = list(synth.generate(40, seed=FRESH_SEED + 1, defect_rate=1.0))
+    hits = []
+    for sample in samples:
+        cam = explainer.compute("grad_cam", demo.preprocess(sample.image), demo.layer, 1).cam
+        hits.append(camcore.metrics.localization(cam, sample.mask, 0.5).pointing_hit)
+        explainer.clear_cache()
+    assert np.mean(hits) >= 0.85, np.mean(hits)
 
 
 def test_preprocess_accepts_any_size_gray_or_rgb():

@@ -27,14 +27,19 @@ def test_default_directory_is_the_repository_assets(index: list[SampleInfo]) -> 
 
 
 def test_index_covers_every_texture_and_defect_kind(index: list[SampleInfo]) -> None:
-    assert len(index) == 18
-    assert Counter(info.texture for info in index) == {texture: 3 for texture in TEXTURES}
+    assert len(index) == 32
     assert Counter((info.texture, info.defective) for info in index) == {
-        **{(texture, True): 2 for texture in TEXTURES},
+        **{(texture, True): 2 for texture in TEXTURES[:6]},
+        **{(texture, True): 1 for texture in TEXTURES[6:]},
         **{(texture, False): 1 for texture in TEXTURES},
     }
+    assert all(samples.defective_per_texture(texture) == (2 if texture in TEXTURES[:6] else 1) for texture in TEXTURES)
     assert {info.defect for info in index if info.defective} == set(DEFECTS)
-    assert len({info.name for info in index}) == 18
+    assert len({info.name for info in index}) == 32
+    # the names the set had before the texture families still exist
+    names = {info.name for info in index}
+    for texture in TEXTURES[:6]:
+        assert {f"{texture}_defective_1", f"{texture}_defective_2", f"{texture}_clean_1"} <= names
 
 
 def test_index_matches_the_files_on_disk(index: list[SampleInfo]) -> None:

@@ -13,10 +13,25 @@ import numpy as np
 import pytest
 
 from camcore import synth
-from camcore.synth import DEFECTS, TEXTURES, Ellipse, ellipse_mask, fit_ellipse, generate, make_sample
+from camcore.synth import (
+    DEFECTS,
+    FAMILIES,
+    TEXTURES,
+    Ellipse,
+    ellipse_mask,
+    family_of,
+    fit_ellipse,
+    generate,
+    make_sample,
+    sample_at,
+    textures_of,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 THIN_DEFECTS = {"scratch", "crack"}
+# The first six textures, each its own kind; the later ones are look-alikes of them or
+# of each other by design (same family), so only these six are told apart by statistics.
+DISTINCT_TEXTURES = ("fractal", "grain", "blotch", "speckle", "woven", "brushed")
 
 
 def _digest(samples: list[synth.Sample]) -> str:
@@ -185,10 +200,14 @@ def _texture_features(image: np.ndarray) -> np.ndarray:
 
 def test_textures_are_told_apart_by_simple_statistics() -> None:
     """A nearest-centroid classifier on four image statistics, fitted on 5 images per
-    texture, recognises every texture of 5 other images: the classes differ clearly."""
+    texture, recognises every texture of 5 other images: the classes differ clearly.
+    The surfaces are compared without their added structure (seams, edges, lighting),
+    which is shared by every texture on purpose."""
     features = {
-        texture: np.array([_texture_features(make_sample(seed, texture, None, 192).image) for seed in range(10)])
-        for texture in TEXTURES
+        texture: np.array(
+            [_texture_features(make_sample(seed, texture, None, 192, structure=False).image) for seed in range(10)]
+        )
+        for texture in DISTINCT_TEXTURES
     }
     pooled = np.vstack([values[:5] for values in features.values()])
     mean, spread = pooled.mean(axis=0), pooled.std(axis=0)
@@ -276,3 +295,77 @@ def test_sample_at_gives_the_same_sample_as_generate_without_the_ones_before():
         assert (alone.texture, alone.defect) == (stream[index].texture, stream[index].defect)
     with pytest.raises(ValueError, match="index"):
         sample_at(-1)
+
+
+# --------------------------------------------------------------------------- families and structure
+
+
+def test_families_partition_the_textures() -> None:
+    members = [texture for textures in FAMILIES.values() for texture in textures]
+    assert sorted(members) == sorted(TEXTURES) and len(members) == len(set(members))
+    assert set(DISTINCT_TEXTURES) < set(TEXTURES)
+    for family, textures in FAMILIES.items():
+        assert textures_of([family]) == textures
+        assert all(family_of(texture) == family for texture in textures)
+    assert textures_of(list(FAMILIES)) == TEXTURES
+    with pytest.raises(ValueError, match="unknown family 'stone'"):
+        textures_of(["stone"])
+    with pytest.raises(ValueError, match="unknown texture"):
+        family_of("marble")
+
+
+def test_every_family_texture_and_defect_kind_is_reachable() -> None:
+    samples = list(generate(300, seed=4, size=32))
+    assert {sample.family for sample in samples} == set(FAMILIES)
+    assert {sample.texture for sample in samples} == set(TEXTURES)
+    assert {sample.defect for sample in samples if sample.defective} == set(DEFECTS)
+    assert all(sample.family == family_of(sample.texture) for sample in samples)
+
+
+def test_a_held_out_family_never_appears_and_alone_is_all_there_is() -> None:
+    kept = [family for family in FAMILIES if family != "masonry"]
+    training = list(generate(120, seed=2, size=32, families=kept))
+    assert "masonry" not in {sample.family for sample in training}
+    assert {sample.family for sample in training} == set(kept)
+    held_out = list(generate(30, seed=2, size=32, families=["masonry"]))
+    assert {sample.texture for sample in held_out} == {"brick", "tile"}
+    # random access agrees with the stream under a family filter too
+    assert np.array_equal(sample_at(7, seed=2, size=32, families=kept).image, training[7].image)
+    # families narrow an explicit texture list; an empty intersection is an error
+    narrowed = list(generate(20, seed=2, size=32, textures=["grain", "brick", "tile"], families=["masonry"]))
+    assert {sample.texture for sample in narrowed} <= {"brick", "tile"}
+    with pytest.raises(ValueError, match="no texture"):
+        sample_at(0, textures=["grain"], families=["masonry"])
+    with pytest.raises(ValueError, match="unknown family"):
+        sample_at(0, families=["masonry", "stone"])
+
+
+@pytest.mark.parametrize("texture", TEXTURES)
+def test_every_texture_takes_every_defect_inside_its_ellipse(texture: str) -> None:
+    for seed, defect in enumerate(DEFECTS):
+        sample = make_sample(seed + 40, texture, defect, 192)
+        clean = make_sample(seed + 40, texture, None, 192)
+        assert sample.family == family_of(texture)
+        assert not (sample.mask & ~ellipse_mask(sample.ellipse, sample.mask.shape)).any()
+        change = np.abs(sample.image.astype(np.int16) - clean.image.astype(np.int16))
+        assert change[sample.mask].mean() >= 4.0, (texture, defect)
+        assert not change[~ellipse_mask(_grown(sample.ellipse, 1.5, 3.0), sample.mask.shape)].any()
+
+
+def test_structure_is_shared_spans_the_image_and_is_optional() -> None:
+    """About STRUCTURE_RATE of the surfaces carry structure; it is the same on the clean
+    and the defective image, and unlike a defect it reaches across the image."""
+    structured = 0
+    for seed in range(60):
+        texture = TEXTURES[seed % len(TEXTURES)]
+        plain = make_sample(seed, texture, None, 128, structure=False).image.astype(np.int16)
+        clean = make_sample(seed, texture, None, 128).image.astype(np.int16)
+        defective = make_sample(seed, texture, "spot", 128)
+        outside = ~ellipse_mask(_grown(defective.ellipse, 1.5, 3.0), defective.mask.shape)  # past the soft edge
+        assert np.array_equal(defective.image[outside], clean[outside])
+        changed = np.abs(clean - plain) > 2
+        if changed.any():
+            structured += 1
+            rows, cols = np.nonzero(changed)
+            assert max(np.ptp(rows), np.ptp(cols)) >= 0.6 * 128, (seed, texture)
+    assert abs(structured / 60 - synth.STRUCTURE_RATE) <= 0.2
