@@ -293,7 +293,7 @@ def tables(fresh: dict, lofo: dict | None, loc: dict | None) -> str:
     if loc:
         lines += ["", f"| method @ layer ({loc['images']} fresh defective images) | pointing game | IoU @ best global threshold |",
                   "|---|---:|---:|"]
-        for row in sorted(loc["rows"], key=lambda r: (r["layer"] == "-", -r["iou"])):
+        for row in sorted(loc["rows"], key=lambda r: (r["layer"] == "-", r["layer"] in SUPERVISED_LAYERS, -r["iou"])):
             bold = "**" if row["key"] in (loc["best_by_iou"], loc["best_by_pointing"]) else ""
             where = f" @ `{row['layer']}`" if row["layer"] != "-" else ""
             if row["layer"] in SUPERVISED_LAYERS:
