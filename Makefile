@@ -10,7 +10,7 @@ ADDRESS ?= 127.0.0.1
 PY      := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test bench bench-dashboard train-demos samples clean-venv
+.PHONY: run test bench bench-dashboard train-demos generalization samples clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,14 @@ bench: $(VENV)/.project
 bench-dashboard: $(VENV)/.dev $(VENV)/.project
 	$(PY) -m scripts.bench_dashboard
 
-# Regenerates assets/models/*.keras and their cards (seeded; ~10 min on 2 cores).
+# Regenerates assets/models/*.keras and their cards (seeded; 89 min measured on a busy 2-core
+# machine, about 40-45 min estimated idle).
 train-demos: $(VENV)/.project
 	$(PY) scripts/train_demos.py
+
+# Fresh-seed, leave-one-texture-family-out and localization figures into the cards (hours).
+generalization: $(VENV)/.project
+	$(PY) scripts/generalization.py
 
 # Regenerates assets/samples/ (deterministic).
 samples: $(VENV)/.project
