@@ -48,8 +48,9 @@ def test_eight_sessions_at_once_keep_their_own_grids_without_errors(tmp_path: Pa
 
 def test_panels_a_quick_rerun_replaces_never_become_image_files(tmp_path: Path):
     """What made browsers under load log 404s: an image file that a rerun replaced before
-    the browser fetched it is gone. The max_N column's panels travel inside the page update
-    (data URLs), and the "queued"/"computing" tiles are not images at all."""
+    the browser fetched it is gone (first seen on the max_N column, then on a column that two
+    quick clicks removed). Every panel travels inside the page update (data URLs), and the
+    "queued"/"computing" tiles are not images at all."""
     import keras
     from streamlit.testing.v1 import AppTest
 
@@ -69,6 +70,5 @@ def test_panels_a_quick_rerun_replaces_never_become_image_files(tmp_path: Path):
     at.file_uploader(key="image_file").upload("noise.png", png_bytes(image), "image/png").run()
     assert not at.exception and not at.error
     sources = {image.captions[0]: image.value[0] for image in at.main.image if image.captions and image.captions[0]}
-    assert sources["Faster-Score-CAM · overlay"].startswith("data:image/png;base64,")
-    assert "/media/" in sources["Score-CAM · overlay"]  # the others stay files (cached by the browser)
+    assert sources and all(source.startswith("data:image/png;base64,") for source in sources.values()), sources
     assert not [c for c in sources if c.endswith(("queued", "computing"))]

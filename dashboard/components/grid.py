@@ -200,21 +200,18 @@ def column_header(title: str, detail: str, help: str | None = None) -> None:
     st.caption(detail or " ")
 
 
-def show_panels(panels: list[tuple[str, np.ndarray]], inline: bool = False) -> None:
-    """The panels as images. ``inline``: sent inside the page update as data URLs instead of
-    files the browser fetches - for panels a quick rerun replaces (the max_N column while the
-    slider moves): Streamlit deletes a replaced image file at once, and a browser that had
-    not fetched it yet got a 404 and a broken image (seen with 16 concurrent sessions)."""
+def show_panels(panels: list[tuple[str, np.ndarray]]) -> None:
+    """The panels as images sent inside the page update (data URLs), not as files the
+    browser fetches afterwards. Streamlit deletes an image file once a newer run no longer
+    shows it, so a browser that had not fetched it yet (several sessions at once, or two
+    clicks in quick succession interrupting a run) got a 404 and a broken tile. Unchanged
+    panels cost little on a rerun: Streamlit's client keeps large messages by hash."""
     import base64
 
     for title, rgb in panels:
         # Encoded by OpenCV: Streamlit's own PNG path (PIL) is ~20x slower per tile.
         png = visualize.png_bytes(rgb)
-        if inline:
-            st.image("data:image/png;base64," + base64.b64encode(png).decode("ascii"), caption=title,
-                     width="stretch")
-        else:
-            st.image(png, caption=title, width="stretch", output_format="PNG")
+        st.image("data:image/png;base64," + base64.b64encode(png).decode("ascii"), caption=title, width="stretch")
 
 
 def precision_text(explainer: Any) -> str:

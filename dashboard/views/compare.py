@@ -113,7 +113,7 @@ def _max_n_column(view: View, method: str, n: int, sharing: _Sharing) -> None:
     with head.container():
         _header(view, method, f"max_N = {result.max_n} · {result_detail(result)}")
     with st.container(key=f"{method}_panels"):
-        show_panels(method_panels(view, method, result.cam), inline=True)
+        show_panels(method_panels(view, method, result.cam))
 
 
 def _queued_slots(view: View, method: str, box) -> tuple:
