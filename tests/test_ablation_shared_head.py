@@ -76,3 +76,20 @@ def test_the_layers_before_the_explained_one_run_once_per_batch_not_once_per_cha
     # add: the image enters the first layers for the two-row check (2 tiled + 1 shared) and
     # once for all 8 ablations; concatenate cannot broadcast, so each ablation is a full pass
     assert counts["add"] <= 4 < CHANNELS <= counts["concatenate"]
+
+
+def test_a_fast_pass_that_runs_but_disagrees_is_not_trusted(monkeypatch):
+    # The two-row check on first use: a shared-head pass that raises nothing but returns other
+    # scores (here: shifted, as a layer that reads the batch size would) must be set aside.
+    model, reference, _ = branchy_models("add")
+    x = np.random.default_rng(4).uniform(0, 1, (1, 10, 10, 3)).astype(np.float32)
+    explainer = camcore.Explainer(model, batch_size=4)
+    plain_pass = explainer._ablation_pass
+
+    def pass_with_a_wrong_fast_path(layer, share_head):
+        fn = plain_pass(layer, share_head)
+        return (lambda x, keep: fn(x, keep) + 0.5) if share_head else fn
+
+    monkeypatch.setattr(explainer, "_ablation_pass", pass_with_a_wrong_fast_path)
+    cam = explainer.compute("ablation_cam", x, "feat", 1).cam
+    np.testing.assert_allclose(cam, plain_ablation_cam(model, reference, x, 1), atol=1e-5)
