@@ -22,9 +22,12 @@ import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="CAM Studio", page_icon="🔥", layout="wide")
 
-from dashboard.state import freeze_long_lived_objects  # noqa: E402
+from dashboard.state import freeze_long_lived_objects, keep_compiled_passes_across_reruns  # noqa: E402
 
-freeze_long_lived_objects()  # once per process: reruns no longer pay a full garbage collection
+# once per process: reruns no longer pay a full garbage collection, nor re-instantiate
+# every compiled pass
+freeze_long_lived_objects()
+keep_compiled_passes_across_reruns()
 
 # Less empty space above the title, so the whole grid fits a 1000-pixel-high screen.
 # Panel captions stay on one line (ellipsis when a narrow column cuts them), so the rows of
