@@ -1,6 +1,6 @@
 """The Compare page in a real headless Chromium: the grid, a live max_N move, the charts.
 
-Runs ``streamlit run dashboard/app.py`` on a free local port and drives Debian's
+Uses the session's dashboard server (``dashboard_url`` in tests/conftest.py) and drives Debian's
 Chromium (``/usr/bin/chromium`` or ``$CHROMIUM``) with Playwright. Without Chromium the
 test is skipped, unless ``CAMSTUDIO_REQUIRE_BROWSER=1`` (CI), which makes it fail.
 """
@@ -11,25 +11,14 @@ from pathlib import Path
 
 import pytest
 import browser_helpers as browser
-from browser_checks import require_browser
-
-from camcore.demos import list_demos
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def app_url():
-    require_browser()
-    if "vgg_defect" not in list_demos():
-        pytest.skip("the demo models are not installed (make train-demos)")
-    with browser.serve() as url:
-        yield url
-
-
-def test_grid_live_max_n_and_charts(app_url: str, tmp_path: Path) -> None:
+def test_grid_live_max_n_and_charts(dashboard_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
+    app_url = dashboard_url
     with browser.open_browser(1600, 1000) as (_, new_page):
         page = new_page()
         problems: list[str] = []

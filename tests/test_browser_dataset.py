@@ -12,7 +12,6 @@ from pathlib import Path
 import keras
 import pytest
 import browser_helpers as browser
-from browser_checks import require_browser
 
 from camcore import evaluate as ev
 
@@ -31,13 +30,13 @@ def _results_csv(tmp_path: Path) -> str:
 
 
 @pytest.mark.browser
-def test_dataset_page_loads_results_and_draws_the_curves(tmp_path: Path) -> None:
+def test_dataset_page_loads_results_and_draws_the_curves(dashboard_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    require_browser()
     results = _results_csv(tmp_path)
     methods = ev.read_results(results)["method"].nunique()  # the CAM methods and the controls
-    with browser.serve() as url, browser.open_browser(1400, 1000) as (_, new_page):
+    url = dashboard_url
+    with browser.open_browser(1400, 1000) as (_, new_page):
         page = new_page()
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(str(error)))

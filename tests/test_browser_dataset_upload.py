@@ -17,7 +17,6 @@ import keras
 import numpy as np
 import pytest
 import browser_helpers as browser
-from browser_checks import require_browser
 
 from camcore import synth
 from camcore.dagm import write_dagm
@@ -67,13 +66,13 @@ def _flat_zip(tmp_path: Path) -> Path:
 
 
 @pytest.mark.browser
-def test_upload_a_data_set_and_a_model_run_cancel_and_see_the_plots(tmp_path: Path) -> None:
+def test_upload_a_data_set_and_a_model_run_cancel_and_see_the_plots(dashboard_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    require_browser()
     model, dagm, flat = _model_file(tmp_path), _dagm_zip(tmp_path), _flat_zip(tmp_path)
     bad = _write_zip(tmp_path / "bad.zip", {"images/a.png": b"1", "../escape.png": b"1"})
-    with browser.serve() as url, browser.open_browser(1400, 1000) as (_, new_page):
+    url = dashboard_url
+    with browser.open_browser(1400, 1000) as (_, new_page):
         page = new_page()
         problems: list[str] = []
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)

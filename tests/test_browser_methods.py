@@ -6,18 +6,17 @@ from pathlib import Path
 
 import pytest
 import browser_helpers as browser
-from browser_checks import require_browser
 
 from camcore.methods import METHODS
 
 pytestmark = pytest.mark.browser
 
 
-def test_all_methods_selected_show_every_column_without_console_errors(tmp_path: Path) -> None:
+def test_all_methods_selected_show_every_column_without_console_errors(dashboard_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    require_browser()
-    with browser.serve() as url, browser.open_browser(1600, 1000) as (_, new_page):
+    url = dashboard_url
+    with browser.open_browser(1600, 1000) as (_, new_page):
         page = new_page()
         problems: list[str] = []
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
