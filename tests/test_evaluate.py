@@ -316,3 +316,17 @@ def test_synthetic_image_regenerates_the_evaluated_sample():
     np.testing.assert_array_equal(third.image, again.image)
     np.testing.assert_array_equal(third.mask, again.mask)
     assert (again.class_name, again.defective, again.detail) == (third.class_name, third.defective, third.detail)
+
+
+def test_every_method_pays_for_its_own_passes(spec):
+    """The methods share one explainer (one trace per compiled pass), but each row's time
+    and pass count are the method's alone: nothing is served from an earlier method's
+    forward+backward or masked passes."""
+    items = ev.synthetic_items(2, seed=9, size=64)
+    table = ev.evaluate(spec, items, ["grad_cam", "grad_cam_plus_plus", "score_cam", "faster_score_cam"], max_n=2,
+                        curve_steps=2)
+    passes = table.set_index(["image_id", "method"])["model_passes"].unstack()
+    assert (passes["grad_cam"] == 1).all() and (passes["grad_cam_plus_plus"] == 1).all()
+    assert (passes["faster_score_cam"] >= 2).all()  # its forward and its own masked passes
+    assert (passes["score_cam"] >= passes["faster_score_cam"]).all()
+    assert (table["seconds"] > 0).all()
