@@ -21,11 +21,16 @@ def no_downloads(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def dashboard_url():
+def dashboard_server():
     """One dashboard server (``streamlit run dashboard/app.py`` on a free port) for the
-    browser tests that need no special server: each opens its own browser sessions, so
-    they share only the server's model caches, as real users do. Starting a server and
-    compiling the demo model's passes took 8-10 s per test."""
+    browser tests: each opens its own browser sessions, so they share only the server's
+    model caches, as real users do. Starting a server and compiling the demo models'
+    passes took 8-10 s per test. Yields (URL, the server's TMPDIR): whatever the server
+    leaves in its temporary folder is visible there."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     import browser_helpers as browser
     from browser_checks import require_browser
 
@@ -35,5 +40,14 @@ def dashboard_url():
     missing = {"vgg_defect", "resnet_defect"} - set(list_demos())
     if missing:
         pytest.fail(f"demo models missing from assets/models: {sorted(missing)} (run `make train-demos`)")
-    with browser.serve() as url:
-        yield url
+    server_tmp = Path(tempfile.mkdtemp(prefix="camstudio-server-tmp-"))
+    try:
+        with browser.serve(env={"TMPDIR": str(server_tmp)}) as url:
+            yield url, server_tmp
+    finally:
+        shutil.rmtree(server_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dashboard_url(dashboard_server) -> str:
+    return dashboard_server[0]

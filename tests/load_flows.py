@@ -14,7 +14,6 @@ session is done (no cross-talk).
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,8 +390,3 @@ def _quantile(values: list[float], q: float) -> float:
     if len(values) == 1:
         return values[0]
     return float(statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1])
-
-
-def server_temporary_folder() -> Path:
-    """An empty folder for the server's TMPDIR: whatever it leaves there is visible."""
-    return Path(tempfile.mkdtemp(prefix="camstudio-server-tmp-"))
