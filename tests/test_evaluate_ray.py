@@ -29,7 +29,7 @@ from camcore.metrics import DEFAULT_THRESHOLDS
 from camcore.synth import generate
 
 SIZE = 64  # generated images
-N_IMAGES = 12
+N_IMAGES = 8
 TIMING_COLUMNS = {"seconds", "metric_seconds"}
 # One method per kind of pass an actor runs (forward+backward, masked forward passes, the
 # ablation pass, a pass-free one); the controls are always added. All nine methods took
