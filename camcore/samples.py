@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from camcore.assets import assets_dir
-from camcore.synth import DEFECTS, TEXTURES, Ellipse, Sample, ellipse_mask, make_sample
+from camcore.synth import DEFECTS, TEXTURES, Ellipse, Sample, ellipse_mask, make_pair, make_sample
 
 DEFAULT_DIR = assets_dir() / "samples"  # $CAMSTUDIO_ASSETS is read once, at import
 INDEX_FILE = "index.json"
@@ -106,12 +106,11 @@ def write_samples(directory: str | os.PathLike[str]) -> list[SampleInfo]:
             defect = DEFECTS[defective_slot % len(DEFECTS)]
             defective_slot += 1
             base_seed = 1000 * (texture_index + 1) + 100 * slot
-            seed = max(
-                range(base_seed, base_seed + CANDIDATES_PER_SLOT),
-                key=lambda candidate: defect_visibility(candidate, texture, defect),
-            )
+            seeds = range(base_seed, base_seed + CANDIDATES_PER_SLOT)
+            candidates = {candidate: make_pair(candidate, texture, defect, SAMPLE_SIZE) for candidate in seeds}
+            seed = max(candidates, key=lambda candidate: _visibility(*candidates[candidate]))
             stem = f"{texture}_defective_{slot + 1}"
-            entries.append(_save(directory, stem, seed, make_sample(seed, texture, defect, SAMPLE_SIZE)))
+            entries.append(_save(directory, stem, seed, candidates[seed][0]))
         for slot in range(CLEAN_PER_TEXTURE):
             seed = 1000 * (texture_index + 1) + 900 + slot
             stem = f"{texture}_clean_{slot + 1}"
@@ -124,8 +123,12 @@ def defect_visibility(seed: int, texture: str, defect: str, size: int = SAMPLE_S
     """How clearly the defect of ``make_sample(seed, texture, defect, size)`` shows at
     the model's input size: mean absolute change over the defect, in units of the clean
     texture's local fine-detail contrast around it."""
-    defective = make_sample(seed, texture, defect, size)
-    clean = make_sample(seed, texture, None, size)  # same background, no defect
+    return _visibility(*make_pair(seed, texture, defect, size))
+
+
+def _visibility(defective: Sample, clean: Sample) -> float:
+    """:func:`defect_visibility` of a defective sample and its clean version."""
+    size = defective.image.shape[0]
 
     def shrink(pixels: np.ndarray) -> np.ndarray:
         return cv2.resize(pixels.astype(np.float32), (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), interpolation=cv2.INTER_AREA)

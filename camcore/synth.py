@@ -270,6 +270,14 @@ def make_sample(seed: int, texture: str, defect: str | None, size: int = 512, *,
     holes and uneven lighting that :data:`STRUCTURE_RATE` of the surfaces carry, and
     changes nothing else (they have their own random stream).
     """
+    return make_pair(seed, texture, defect, size, structure=structure)[0]
+
+
+def make_pair(
+    seed: int, texture: str, defect: str | None, size: int = 512, *, structure: bool = True
+) -> tuple[Sample, Sample]:
+    """``(make_sample(seed, texture, defect, size), make_sample(seed, texture, None, size))``
+    for the price of one: the texture is drawn once and the defect painted on a copy."""
     seed = _check_seed(seed)
     _check_name(texture, TEXTURES, "texture")
     if defect is not None:
@@ -285,23 +293,29 @@ def make_sample(seed: int, texture: str, defect: str | None, size: int = 512, *,
         field = _add_structure(np.random.default_rng(structure_seq), field)
     brightness = texture_rng.uniform(80.0, 170.0)
     contrast = texture_rng.uniform(14.0, 28.0)
-    canvas = (brightness + contrast * field).astype(np.float32)
+    clean_canvas = (brightness + contrast * field).astype(np.float32)
+    clean = Sample(image=_to_uint8(clean_canvas), mask=np.zeros((size, size), bool), ellipse=None,
+                   texture=texture, defect=None)
+    if defect is None:
+        return clean, clean
 
+    canvas = clean_canvas.copy()
     mask = np.zeros((size, size), bool)
-    ellipse = None
-    if defect is not None:
-        defect_rng = np.random.default_rng(defect_seq)
-        alpha = _DEFECT_MAKERS[defect](defect_rng, size)
-        top, left = _place(defect_rng, alpha.shape, size)
-        window = (slice(top, top + alpha.shape[0]), slice(left, left + alpha.shape[1]))
-        canvas[window] = _DEFECT_EFFECTS[defect](defect_rng, canvas[window], alpha, contrast)
-        local_mask = alpha >= 0.5
-        if not local_mask.any():  # cannot happen for size >= MIN_SIZE, kept as a guard
-            local_mask = alpha >= 0.5 * float(alpha.max())
-        mask[window] = local_mask
-        ellipse = fit_ellipse(mask)
-    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-    return Sample(image=image, mask=mask, ellipse=ellipse, texture=texture, defect=defect)
+    defect_rng = np.random.default_rng(defect_seq)
+    alpha = _DEFECT_MAKERS[defect](defect_rng, size)
+    top, left = _place(defect_rng, alpha.shape, size)
+    window = (slice(top, top + alpha.shape[0]), slice(left, left + alpha.shape[1]))
+    canvas[window] = _DEFECT_EFFECTS[defect](defect_rng, canvas[window], alpha, contrast)
+    local_mask = alpha >= 0.5
+    if not local_mask.any():  # cannot happen for size >= MIN_SIZE, kept as a guard
+        local_mask = alpha >= 0.5 * float(alpha.max())
+    mask[window] = local_mask
+    defective = Sample(image=_to_uint8(canvas), mask=mask, ellipse=fit_ellipse(mask), texture=texture, defect=defect)
+    return defective, clean
+
+
+def _to_uint8(canvas: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 
 def generate(

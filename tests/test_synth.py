@@ -369,3 +369,17 @@ def test_structure_is_shared_spans_the_image_and_is_optional() -> None:
             rows, cols = np.nonzero(changed)
             assert max(np.ptp(rows), np.ptp(cols)) >= 0.6 * 128, (seed, texture)
     assert abs(structured / 60 - synth.STRUCTURE_RATE) <= 0.2
+
+
+@pytest.mark.parametrize("defect", [*synth.DEFECTS, None])
+def test_make_pair_is_the_defective_sample_and_its_clean_version(defect):
+    kinds = [*synth.DEFECTS, None]
+    texture = synth.TEXTURES[kinds.index(defect) * 3 % len(synth.TEXTURES)]
+    defective, clean = synth.make_pair(31, texture, defect, 96)
+    expected = synth.make_sample(31, texture, defect, 96)
+    np.testing.assert_array_equal(defective.image, expected.image)
+    np.testing.assert_array_equal(defective.mask, expected.mask)
+    assert defective.ellipse == expected.ellipse and defective.defect == defect
+    np.testing.assert_array_equal(clean.image, synth.make_sample(31, texture, None, 96).image)
+    assert not clean.mask.any() and clean.ellipse is None and clean.defect is None
+    assert (defective.image != clean.image).any() == (defect is not None)
