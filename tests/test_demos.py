@@ -117,3 +117,34 @@ def test_preprocess_accepts_any_size_gray_or_rgb():
 def test_unknown_demo_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown demo model 'nope'"):
         camcore.load_demo("nope")
+
+
+def test_default_demo_decides_on_its_defect_map_so_grad_cam_is_that_maps_logit():
+    # issue 14: the default model's softmax reads only pooled statistics of defect_logit, a 1x1
+    # conv of top_down56, so dy/dA_k(i) = g(i) w_k and Grad-CAM's channel weights are the conv's
+    # weights times mean(g): Grad-CAM at top_down56 = ReLU(sum_k w_k A_k) up to scale. Checked
+    # against that closed form computed here from the layer's activations and the conv's weights.
+    demo = camcore.load_demo()
+    conv = demo.model.get_layer("defect_logit")
+    kernel, _bias = conv.get_weights()
+    assert kernel.shape == (1, 1, 32, 1)
+    # nothing but the defect map reaches the decision: the layers after top_down56 are the
+    # map head, its pooled statistics and the softmax
+    after = [layer.name for layer in demo.model.layers[[l.name for l in demo.model.layers].index("top_down56") + 1:]]
+    assert set(after) == {"defect_logit", "defect_map", "logit_max", "logit_mean", "map_mean", "evidence",
+                          "evidence_bn", "predictions"}, after
+    features = keras.Model(demo.model.input, demo.model.get_layer("top_down56").output)
+    explainer = camcore.Explainer(demo.model)
+    samples = list(synth.generate(4, seed=FRESH_SEED + 2, defect_rate=1.0))
+    seen_map = False
+    for sample in samples:
+        x = demo.preprocess(sample.image)
+        activations = features.predict(x, verbose=0)[0]
+        expected = np.maximum(np.tensordot(activations, kernel[0, 0, :, 0], axes=([-1], [0])), 0.0)
+        # a defect the map misses leaves its logit below the bias everywhere: both maps are zero
+        expected = expected / expected.max() if expected.max() > 0 else expected
+        cam = explainer.compute("grad_cam", x, demo.layer, 1).cam
+        np.testing.assert_allclose(cam, expected, atol=2e-3)
+        explainer.clear_cache()
+        seen_map = seen_map or expected.max() > 0
+    assert seen_map  # not only all-zero maps
