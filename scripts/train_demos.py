@@ -212,14 +212,16 @@ class Pool:
         return Pool(self.x[keep], self.masks[keep], self.y[keep], self.families[keep])
 
 
-def cached_pool(n: int, seed: int, workers: int, cache: Path | None) -> tuple[Pool, float]:
+def cached_pool(n: int, seed: int, workers: int, cache: Path | None) -> tuple[Pool, float | None]:
     """:func:`make_pool`, read from ``cache`` if it holds that pool, else generated (and
     written there). Returns the pool and the seconds its generation took (recorded in the
-    cache, so a cached run reports the generation it reused)."""
+    cache, so a cached run reports the generation it reused; None if the cache does not say).
+    ``scripts/generalization.py`` caches its fold pool in the same format."""
     if cache is not None and cache.is_file():
         data = np.load(cache)
-        if int(data["x"].shape[0]) == n and int(data.get("seed", seed)) == seed:
-            return Pool(data["x"], data["masks"], data["y"], data["families"]), float(data.get("seconds", float("nan")))
+        if int(data["x"].shape[0]) == n and ("seed" not in data.files or int(data["seed"]) == seed):
+            seconds = float(data["seconds"]) if "seconds" in data.files else None
+            return Pool(data["x"], data["masks"], data["y"], data["families"]), seconds
     start = time.perf_counter()
     pool = make_pool(n, seed, workers=workers)
     seconds = time.perf_counter() - start
@@ -485,7 +487,7 @@ def _cpu_seconds() -> float:
 
 
 def train(
-    name: str, seed: int, pool: Pool, epochs: int | None, n_test: int, out: Path, data_seconds: float = 0.0,
+    name: str, seed: int, pool: Pool, epochs: int | None, n_test: int, out: Path, data_seconds: float | None = None,
     machine_load: str = "",
 ) -> dict:
     """Train demo ``name`` on ``pool``, evaluate it on fresh images and write its weights and
@@ -530,7 +532,8 @@ def train(
             "seed": seed,
             "seconds": round(train_seconds, 1),
             "cpu_seconds": round(cpu_seconds, 1),
-            "data_seconds": round(data_seconds, 1),  # generating the pool, shared by every model of the run
+            # generating the pool, shared by every model of the run (None: read from a cache that did not record it)
+            "data_seconds": None if data_seconds is None else round(data_seconds, 1),
             "evaluation_seconds": round(evaluation_seconds, 1),  # the held-out figures below
             "machine_load": machine_load,
             "date": dt.date.today().isoformat(),

@@ -148,3 +148,44 @@ def test_default_demo_decides_on_its_defect_map_so_grad_cam_is_that_maps_logit()
         explainer.clear_cache()
         seen_map = seen_map or expected.max() > 0
     assert seen_map  # not only all-zero maps
+
+
+def _train_demos():
+    """scripts/train_demos.py, imported by path (scripts/ is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "train_demos.py"
+    spec = importlib.util.spec_from_file_location("train_demos_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_defect_map_loss_weights_the_defect_cells():
+    train_demos = _train_demos()
+    coverage = np.array([[0.0, 1.0], [0.25, 0.0]], np.float32)
+    predicted = np.array([[0.1, 0.7], [0.4, 0.2]], np.float32)
+    for weight in (1.0, 5.0):
+        expected = -np.mean(weight * coverage * np.log(predicted) + (1 - coverage) * np.log(1 - predicted))
+        got = float(train_demos.defect_map_loss(coverage, predicted, weight))
+        assert abs(got - expected) < 1e-5, (weight, got, expected)
+    # weight 1 is the plain binary cross-entropy the previous recipe used
+    plain = float(np.mean(keras.losses.binary_crossentropy(coverage[..., None], predicted[..., None])))
+    assert abs(float(train_demos.defect_map_loss(coverage, predicted)) - plain) < 1e-5
+
+
+def test_pool_cache_returns_the_generated_pool_bit_for_bit(tmp_path):
+    train_demos = _train_demos()
+    cache = tmp_path / "pool.npz"
+    generated, seconds = train_demos.cached_pool(3, 11, workers=1, cache=cache)
+    assert cache.is_file() and seconds is not None and seconds > 0
+    cached, cached_seconds = train_demos.cached_pool(3, 11, workers=1, cache=cache)
+    assert cached_seconds == seconds  # the generation it reused, not the read
+    for field in ("x", "masks", "y", "families"):
+        np.testing.assert_array_equal(getattr(cached, field), getattr(generated, field))
+    # a cache of another seed is not taken for this one
+    other, _ = train_demos.cached_pool(3, 12, workers=1, cache=cache)
+    assert not np.array_equal(other.x, generated.x)
