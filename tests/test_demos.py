@@ -8,6 +8,7 @@ import pytest
 
 import camcore
 from camcore import demos, synth
+from camcore.preprocess import preprocess_image
 
 # The shipped models, named rather than discovered: a missing one fails these tests
 # instead of leaving nothing to parametrize over.
@@ -119,37 +120,6 @@ def test_unknown_demo_name_is_a_clear_error():
         camcore.load_demo("nope")
 
 
-def test_default_demo_decides_on_its_defect_map_so_grad_cam_is_that_maps_logit():
-    # issue 14: the default model's softmax reads only pooled statistics of defect_logit, a 1x1
-    # conv of top_down56, so dy/dA_k(i) = g(i) w_k and Grad-CAM's channel weights are the conv's
-    # weights times mean(g): Grad-CAM at top_down56 = ReLU(sum_k w_k A_k) up to scale. Checked
-    # against that closed form computed here from the layer's activations and the conv's weights.
-    demo = camcore.load_demo()
-    conv = demo.model.get_layer("defect_logit")
-    kernel, _bias = conv.get_weights()
-    assert kernel.shape == (1, 1, 32, 1)
-    # nothing but the defect map reaches the decision: the layers after top_down56 are the
-    # map head, its pooled statistics and the softmax
-    after = [layer.name for layer in demo.model.layers[[l.name for l in demo.model.layers].index("top_down56") + 1:]]
-    assert set(after) == {"defect_logit", "defect_map", "logit_max", "logit_mean", "map_mean", "evidence",
-                          "evidence_bn", "predictions"}, after
-    features = keras.Model(demo.model.input, demo.model.get_layer("top_down56").output)
-    explainer = camcore.Explainer(demo.model)
-    samples = list(synth.generate(4, seed=FRESH_SEED + 2, defect_rate=1.0))
-    seen_map = False
-    for sample in samples:
-        x = demo.preprocess(sample.image)
-        activations = features.predict(x, verbose=0)[0]
-        expected = np.maximum(np.tensordot(activations, kernel[0, 0, :, 0], axes=([-1], [0])), 0.0)
-        # a defect the map misses leaves its logit below the bias everywhere: both maps are zero
-        expected = expected / expected.max() if expected.max() > 0 else expected
-        cam = explainer.compute("grad_cam", x, demo.layer, 1).cam
-        np.testing.assert_allclose(cam, expected, atol=2e-3)
-        explainer.clear_cache()
-        seen_map = seen_map or expected.max() > 0
-    assert seen_map  # not only all-zero maps
-
-
 def _train_demos():
     """scripts/train_demos.py, imported by path (scripts/ is not a package)."""
     import importlib.util
@@ -189,3 +159,52 @@ def test_pool_cache_returns_the_generated_pool_bit_for_bit(tmp_path):
     # a cache of another seed is not taken for this one
     other, _ = train_demos.cached_pool(3, 12, workers=1, cache=cache)
     assert not np.array_equal(other.x, generated.x)
+
+
+def test_segdec_design_grad_cam_at_top_down56_is_the_defect_maps_logit():
+    # scripts/train_demos.py, vgg_defect_segdec: the softmax reads only pooled statistics of
+    # defect_logit, a 1x1 conv of top_down56, so dy/dA_k(i) = g(i) w_k and Grad-CAM's channel
+    # weights are mean(g) w_k: Grad-CAM at top_down56 = ReLU(sum_k w_k A_k) up to scale when
+    # mean(g) > 0. Checked against that closed form on a built model whose "defective" logit
+    # rises with every pooled statistic, with a 1x1 kernel of both signs.
+    train_demos = _train_demos()
+    keras.utils.set_random_seed(3)
+    model = train_demos.build_vgg_defect("map")
+    assert model.get_layer("top_down56").output.shape[1:] == (56, 56, 32)
+    after = [layer.name for layer in model.layers[[l.name for l in model.layers].index("top_down56") + 1:]]
+    assert set(after) == {"defect_logit", "defect_map", "logit_max", "logit_mean", "map_mean", "evidence",
+                          "evidence_bn", "predictions"}, after  # nothing else reaches the decision
+    kernel = np.random.default_rng(0).normal(0.0, 1.0, (1, 1, 32, 1)).astype(np.float32)
+    model.get_layer("defect_logit").set_weights([kernel, np.zeros(1, np.float32)])
+    model.get_layer("predictions").set_weights([np.array([[-1.0, 1.0], [-0.5, 0.5], [-2.0, 2.0]], np.float32),
+                                                np.zeros(2, np.float32)])
+    features = keras.Model(model.input, model.get_layer("top_down56").output)
+    explainer = camcore.Explainer(model)
+    seen_map = False
+    for sample in synth.generate(3, seed=FRESH_SEED + 2, defect_rate=1.0):
+        x = preprocess_image(sample.image, (224, 224), 1, "unit")
+        activations = features.predict(x, verbose=0)[0]
+        expected = np.maximum(np.tensordot(activations, kernel[0, 0, :, 0], axes=([-1], [0])), 0.0)
+        expected = expected / expected.max() if expected.max() > 0 else expected
+        seen_map = seen_map or expected.max() > 0
+        cam = explainer.compute("grad_cam", x, "top_down56", 1).cam
+        np.testing.assert_allclose(cam, expected, atol=2e-3)
+        explainer.clear_cache()
+    assert seen_map  # not only all-zero maps
+
+
+def test_center_logits_keeps_probabilities_and_centres_the_logits():
+    train_demos = _train_demos()
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(inputs))
+    model.get_layer("predictions").set_weights([np.array([[1.0, 3.0], [-2.0, 0.5], [0.0, 4.0]], np.float32),
+                                                np.array([0.5, -1.0], np.float32)])
+    x = np.random.default_rng(1).normal(size=(16, 3)).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    train_demos.center_logits(model)
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-6)
+    kernel, bias = model.get_layer("predictions").get_weights()
+    logits = x @ kernel + bias
+    np.testing.assert_allclose(logits.sum(axis=1), 0.0, atol=1e-5)
+    # the "defective" logit is half the log-odds
+    np.testing.assert_allclose(logits[:, 1], 0.5 * np.log(before[:, 1] / before[:, 0]), atol=1e-4)
