@@ -12,7 +12,7 @@ pixel mask, pointing hit within 15 px):
    every texture family): accuracy, false-alarm rate (clean images called defective),
    detection rate (defective images called defective) and the Grad-CAM pointing game on
    its card's layer (:func:`train_demos.score`, the figures of the card's ``heldout``).
-2. **Leave one texture family out** - for the default demo's architecture, one model per
+2. **Leave one texture family out** - for the default demo's architecture (``--demo`` picks another), one model per
    family of :data:`camcore.synth.FAMILIES`, trained from scratch with the recipe of
    ``scripts/train_demos.py`` (same architecture, loss and augmentation) on a smaller
    budget (``--fold-train`` pooled images minus the held-out family's, ``--fold-epochs``
@@ -337,10 +337,13 @@ def check_targets(lofo: dict | None, loc: dict | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/generalization.py", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=None, help="demo models for the fresh-seed figures (default: all)")
+    parser.add_argument("--demo", default=None,
+                        help="the demo (and train_demos architecture) the folds retrain and localization measures "
+                             "(default: the default demo); e.g. vgg_defect_segdec trained into $CAMSTUDIO_ASSETS")
     parser.add_argument("--fresh", type=int, default=600, help="fresh-seed images per model")
     parser.add_argument("--folds", default=",".join(synth.FAMILIES), help="families to hold out, one model each")
     parser.add_argument("--fold-train", type=int, default=8000, help="pooled training images, the shipped models' own (a fold drops its family's)")
-    parser.add_argument("--fold-epochs", type=int, default=3, help="the shipped vgg_defect has 7")
+    parser.add_argument("--fold-epochs", type=int, default=3, help="the shipped vgg_defect has 10")
     parser.add_argument("--fold-test", type=int, default=200, help="test images per held-out family (half defective)")
     parser.add_argument("--localization", type=int, default=300, help="defective images for the method/layer table")
     parser.add_argument("--skip-fresh", action="store_true")
@@ -354,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     names = args.models.split(",") if args.models else demos.list_demos(args.models_dir)
-    default = demos.DEFAULT_DEMO
+    default = args.demo or demos.DEFAULT_DEMO
+    if default not in train_demos.ARCHITECTURES:
+        parser.error(f"unknown demo {default!r}; choose from {list(train_demos.ARCHITECTURES)}")
     folds = args.folds.split(",")
     for family in folds:
         if family not in synth.FAMILIES:
