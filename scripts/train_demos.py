@@ -443,6 +443,8 @@ def defect_map_loss(coverage: tf.Tensor, predicted: tf.Tensor, positive_weight: 
     p, the defect term weighted: -(w c log p + (1 - c) log(1 - p)). A defect covers about
     1 % of the cells, so with w = 1 an all-clean map is an early optimum that the map
     leaves late; w > 1 pays for finding the defect first (class-balanced cross-entropy)."""
+    if positive_weight == 1.0:  # the plain loss vgg_defect was trained with, bit for bit
+        return tf.reduce_mean(keras.losses.binary_crossentropy(coverage, predicted))
     p = tf.clip_by_value(predicted, keras.config.epsilon(), 1.0 - keras.config.epsilon())
     return -tf.reduce_mean(positive_weight * coverage * tf.math.log(p) + (1.0 - coverage) * tf.math.log(1.0 - p))
 
@@ -506,7 +508,7 @@ def center_logits(model: keras.Model) -> None:
 
     A softmax gives the same probabilities when one input-dependent value is added to every
     logit, so the logits a model learns carry an arbitrary common part, and a CAM explains
-    one class's logit, common part included. vgg_defect learns a contrast of its defect map's
+    one class's logit, common part included. vgg_defect_segdec learns a contrast of its map's
     peak against the map's mean; left as trained, the "defective" logit can carry a large
     negative common term in the mean (the "clean" logit the matching one), which makes the
     spatial mean of its gradient negative and turns Grad-CAM at ``top_down56`` into the
