@@ -43,8 +43,8 @@ bench-dashboard: $(VENV)/.dev $(VENV)/.project
 	$(PY) -m scripts.bench_dashboard
 
 # Regenerates assets/models/*.keras and their cards (seeded; 89 min measured on a busy 2-core
-# machine, about 42 min estimated idle: images 4-5, vgg_defect ~28, resnet_defect ~9; README
-# "Demo models"). `--pool-cache FILE` reuses the generated images on a rerun.
+# machine; about 29 min idle from its parts: images ~3, vgg_defect ~16, resnet_defect <= 9;
+# README "Demo models"). `--pool-cache FILE` reuses the generated images on a rerun.
 train-demos: $(VENV)/.project
 	$(PY) scripts/train_demos.py
 
