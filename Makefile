@@ -43,11 +43,13 @@ bench-dashboard: $(VENV)/.dev $(VENV)/.project
 	$(PY) -m scripts.bench_dashboard
 
 # Regenerates assets/models/*.keras and their cards (seeded; 89 min measured on a busy 2-core
-# machine, about 40-45 min estimated idle).
+# machine; about 29 min idle from its parts: images ~3, vgg_defect ~16, resnet_defect <= 9;
+# README "Demo models"). `--pool-cache FILE` reuses the generated images on a rerun.
 train-demos: $(VENV)/.project
 	$(PY) scripts/train_demos.py
 
-# Fresh-seed, leave-one-texture-family-out and localization figures into the cards (hours).
+# Fresh-seed, leave-one-texture-family-out and localization figures into the cards (about 2 h
+# on a shared 2-core machine; journaled, resumes).
 generalization: $(VENV)/.project
 	$(PY) scripts/generalization.py
 

@@ -1,6 +1,6 @@
 """How well the demo models hold up beyond the images they were trained on.
 
-    python scripts/generalization.py                  # everything (about 1 h on 2 cores), then the cards
+    python scripts/generalization.py                  # everything (1.5-2 h on a shared 2-core machine), then the cards
     python scripts/generalization.py --skip-folds     # fresh seed and localization only
     python scripts/generalization.py --folds wood,cast --skip-localization
 
@@ -12,7 +12,7 @@ pixel mask, pointing hit within 15 px):
    every texture family): accuracy, false-alarm rate (clean images called defective),
    detection rate (defective images called defective) and the Grad-CAM pointing game on
    its card's layer (:func:`train_demos.score`, the figures of the card's ``heldout``).
-2. **Leave one texture family out** - for the default demo's architecture, one model per
+2. **Leave one texture family out** - for the default demo's architecture (``--demo`` picks another), one model per
    family of :data:`camcore.synth.FAMILIES`, trained from scratch with the recipe of
    ``scripts/train_demos.py`` (same architecture, loss and augmentation) on a smaller
    budget (``--fold-train`` pooled images minus the held-out family's, ``--fold-epochs``
@@ -72,8 +72,10 @@ FAST_METHODS = ("grad_cam", "grad_cam_plus_plus", "layer_cam", "xgrad_cam", "hir
 # 14x14 encoder end (the old default's kind of layer).
 LOCALIZATION_LAYERS = ("top_down56", "top_down28", "block5_conv3", "defect_map")
 # defect_map is the 56x56x1 sigmoid map that training fits to the defect masks (mixed
-# supervision) and the decision reads: a CAM on it shows the model's own segmentation, not
-# a post-hoc reading of its features. Its rows are listed but kept out of the "best" pick.
+# supervision) and the only thing the decision reads: a CAM on it shows the model's own
+# segmentation, not a post-hoc reading of its features. Its rows are listed but kept out of
+# the "best" pick. (Grad-CAM at top_down56 is ReLU of that map's logit, see
+# train_demos.build_vgg_defect: it is counted, being a CAM of a feature layer.)
 SUPERVISED_LAYERS = ("defect_map",)
 # The evaluator also draws deletion/insertion curves, which this table does not report:
 # two steps keep them cheap (the localization figures do not depend on them).
@@ -134,12 +136,15 @@ def leave_one_family_out(
     """The fold models, the same-budget control and the shipped model on each held-out
     family's test images (see the module docstring); journaled in ``work/folds.json``."""
     journal = work / "folds.json"
-    settings = {"architecture": name, "pool_images": n_train, "epochs": epochs, "test_images_per_family": n_test,
-                "seed": seed, "test_seed": FOLD_TEST_SEED}
+    architecture = train_demos.ARCHITECTURES[name]
+    # the recipe is part of the settings: a journal of another design is not resumed
+    settings = {"architecture": name, "recipe": architecture.description, "mask_positive_weight": architecture.mask_positive_weight,
+                "pool_images": n_train, "epochs": epochs, "test_images_per_family": n_test, "seed": seed,
+                "test_seed": FOLD_TEST_SEED}
     done = json.loads(journal.read_text()) if journal.is_file() else {}
     if done.get("settings") != settings:
         done = {"settings": settings, "folds": {}, "control": {}, "shipped": {}}
-    layer = train_demos.ARCHITECTURES[name].layer
+    layer = architecture.layer
     tests = family_test_sets(folds, n_test)
 
     def save() -> None:
@@ -332,10 +337,13 @@ def check_targets(lofo: dict | None, loc: dict | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/generalization.py", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=None, help="demo models for the fresh-seed figures (default: all)")
+    parser.add_argument("--demo", default=None,
+                        help="the demo (and train_demos architecture) the folds retrain and localization measures "
+                             "(default: the default demo); e.g. vgg_defect_segdec trained into $CAMSTUDIO_ASSETS")
     parser.add_argument("--fresh", type=int, default=600, help="fresh-seed images per model")
     parser.add_argument("--folds", default=",".join(synth.FAMILIES), help="families to hold out, one model each")
     parser.add_argument("--fold-train", type=int, default=8000, help="pooled training images, the shipped models' own (a fold drops its family's)")
-    parser.add_argument("--fold-epochs", type=int, default=3, help="the shipped vgg_defect had 10")
+    parser.add_argument("--fold-epochs", type=int, default=3, help="the shipped vgg_defect has 10")
     parser.add_argument("--fold-test", type=int, default=200, help="test images per held-out family (half defective)")
     parser.add_argument("--localization", type=int, default=300, help="defective images for the method/layer table")
     parser.add_argument("--skip-fresh", action="store_true")
@@ -349,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     names = args.models.split(",") if args.models else demos.list_demos(args.models_dir)
-    default = demos.DEFAULT_DEMO
+    default = args.demo or demos.DEFAULT_DEMO
+    if default not in train_demos.ARCHITECTURES:
+        parser.error(f"unknown demo {default!r}; choose from {list(train_demos.ARCHITECTURES)}")
     folds = args.folds.split(",")
     for family in folds:
         if family not in synth.FAMILIES:

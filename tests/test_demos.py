@@ -8,6 +8,7 @@ import pytest
 
 import camcore
 from camcore import demos, synth
+from camcore.preprocess import preprocess_image
 
 # The shipped models, named rather than discovered: a missing one fails these tests
 # instead of leaving nothing to parametrize over.
@@ -117,3 +118,93 @@ def test_preprocess_accepts_any_size_gray_or_rgb():
 def test_unknown_demo_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown demo model 'nope'"):
         camcore.load_demo("nope")
+
+
+def _train_demos():
+    """scripts/train_demos.py, imported by path (scripts/ is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "train_demos.py"
+    spec = importlib.util.spec_from_file_location("train_demos_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_defect_map_loss_weights_the_defect_cells():
+    train_demos = _train_demos()
+    coverage = np.array([[0.0, 1.0], [0.25, 0.0]], np.float32)
+    predicted = np.array([[0.1, 0.7], [0.4, 0.2]], np.float32)
+    for weight in (1.0, 5.0):
+        expected = -np.mean(weight * coverage * np.log(predicted) + (1 - coverage) * np.log(1 - predicted))
+        got = float(train_demos.defect_map_loss(coverage, predicted, weight))
+        assert abs(got - expected) < 1e-5, (weight, got, expected)
+    # weight 1 is the plain binary cross-entropy the previous recipe used
+    plain = float(np.mean(keras.losses.binary_crossentropy(coverage[..., None], predicted[..., None])))
+    assert abs(float(train_demos.defect_map_loss(coverage, predicted)) - plain) < 1e-5
+
+
+def test_pool_cache_returns_the_generated_pool_bit_for_bit(tmp_path):
+    train_demos = _train_demos()
+    cache = tmp_path / "pool.npz"
+    generated, seconds = train_demos.cached_pool(3, 11, workers=1, cache=cache)
+    assert cache.is_file() and seconds is not None and seconds > 0
+    cached, cached_seconds = train_demos.cached_pool(3, 11, workers=1, cache=cache)
+    assert cached_seconds == seconds  # the generation it reused, not the read
+    for field in ("x", "masks", "y", "families"):
+        np.testing.assert_array_equal(getattr(cached, field), getattr(generated, field))
+    # a cache of another seed is not taken for this one
+    other, _ = train_demos.cached_pool(3, 12, workers=1, cache=cache)
+    assert not np.array_equal(other.x, generated.x)
+
+
+def test_segdec_design_grad_cam_at_top_down56_is_the_defect_maps_logit():
+    # scripts/train_demos.py, vgg_defect_segdec: the softmax reads only pooled statistics of
+    # defect_logit, a 1x1 conv of top_down56, so dy/dA_k(i) = g(i) w_k and Grad-CAM's channel
+    # weights are mean(g) w_k: Grad-CAM at top_down56 = ReLU(sum_k w_k A_k) up to scale when
+    # mean(g) > 0. Checked against that closed form on a built model whose "defective" logit
+    # rises with every pooled statistic, with a 1x1 kernel of both signs.
+    train_demos = _train_demos()
+    keras.utils.set_random_seed(3)
+    model = train_demos.build_vgg_defect("map")
+    assert model.get_layer("top_down56").output.shape[1:] == (56, 56, 32)
+    after = [layer.name for layer in model.layers[[l.name for l in model.layers].index("top_down56") + 1:]]
+    assert set(after) == {"defect_logit", "defect_map", "logit_max", "logit_mean", "map_mean", "evidence",
+                          "evidence_bn", "predictions"}, after  # nothing else reaches the decision
+    kernel = np.random.default_rng(0).normal(0.0, 1.0, (1, 1, 32, 1)).astype(np.float32)
+    model.get_layer("defect_logit").set_weights([kernel, np.zeros(1, np.float32)])
+    model.get_layer("predictions").set_weights([np.array([[-1.0, 1.0], [-0.5, 0.5], [-2.0, 2.0]], np.float32),
+                                                np.zeros(2, np.float32)])
+    features = keras.Model(model.input, model.get_layer("top_down56").output)
+    explainer = camcore.Explainer(model)
+    seen_map = False
+    for sample in synth.generate(3, seed=FRESH_SEED + 2, defect_rate=1.0):
+        x = preprocess_image(sample.image, (224, 224), 1, "unit")
+        activations = features.predict(x, verbose=0)[0]
+        expected = np.maximum(np.tensordot(activations, kernel[0, 0, :, 0], axes=([-1], [0])), 0.0)
+        expected = expected / expected.max() if expected.max() > 0 else expected
+        seen_map = seen_map or expected.max() > 0
+        cam = explainer.compute("grad_cam", x, "top_down56", 1).cam
+        np.testing.assert_allclose(cam, expected, atol=2e-3)
+        explainer.clear_cache()
+    assert seen_map  # not only all-zero maps
+
+
+def test_center_logits_keeps_probabilities_and_centres_the_logits():
+    train_demos = _train_demos()
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(inputs))
+    model.get_layer("predictions").set_weights([np.array([[1.0, 3.0], [-2.0, 0.5], [0.0, 4.0]], np.float32),
+                                                np.array([0.5, -1.0], np.float32)])
+    x = np.random.default_rng(1).normal(size=(16, 3)).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    train_demos.center_logits(model)
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-6)
+    kernel, bias = model.get_layer("predictions").get_weights()
+    logits = x @ kernel + bias
+    np.testing.assert_allclose(logits.sum(axis=1), 0.0, atol=1e-5)
+    # the "defective" logit is half the log-odds
+    np.testing.assert_allclose(logits[:, 1], 0.5 * np.log(before[:, 1] / before[:, 0]), atol=1e-4)
