@@ -6,6 +6,14 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def pages_compiled_once():
+    """AppTest runs compile each page once, as a server does (tests/streamlit_harness.py)."""
+    from streamlit_harness import compile_pages_once
+
+    compile_pages_once()
+
+
 @pytest.fixture
 def no_downloads(monkeypatch):
     """Any attempt to fetch a file fails the test loudly."""

@@ -64,7 +64,9 @@ def _plateau_child(models: int, images: int) -> None:
     """Upload ``models`` model files and ``images`` images through the Compare page; print
     one JSON line per checkpoint: models done, images done, RSS (MB), seconds."""
     from streamlit.testing.v1 import AppTest
+    from streamlit_harness import compile_pages_once
 
+    compile_pages_once()
     files = [model_file(i) for i in range(models)]
     per_model = [images // models + (1 if i < images % models else 0) for i in range(models)]
     at = AppTest.from_file(APP, default_timeout=120)
