@@ -149,8 +149,8 @@ class _Runner:
         self.cam_methods = [m for m in self.methods if m in METHODS]
         # One explainer for every CAM method, its cached tensors dropped before each method
         # (:meth:`_map`): each method's time is its cost alone, and each compiled pass is
-        # traced once. (An explainer per method traced the shared gradient pass five times:
-        # 4-5 s of every run on vgg_defect.)
+        # traced once. (An explainer per method traced the shared gradient pass five times,
+        # ~2 s of every run on vgg_defect.)
         self.explainer = Explainer(spec.model, cache_size=8, precision=precision)
         # the metric passes run at the same precision as the methods' forward passes
         scorer = Explainer(spec.model, cache_size=1, precision=precision)
