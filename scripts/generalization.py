@@ -70,13 +70,14 @@ TARGETS = {  # issue 14, for the default demo
 FAST_METHODS = ("grad_cam", "grad_cam_plus_plus", "layer_cam", "xgrad_cam", "hires_cam", "eigen_cam")
 # Layers of vgg_defect, the card's first: the 56x56 top-down output, the 28x28 one and the
 # 14x14 encoder end (the old default's kind of layer).
-LOCALIZATION_LAYERS = ("top_down56", "top_down28", "block5_conv3", "defect_map")
-# defect_map is the 56x56x1 sigmoid map that training fits to the defect masks (mixed
-# supervision) and the only thing the decision reads: a CAM on it shows the model's own
-# segmentation, not a post-hoc reading of its features. Its rows are listed but kept out of
-# the "best" pick. (Grad-CAM at top_down56 is ReLU of that map's logit, see
-# train_demos.build_vgg_defect: it is counted, being a CAM of a feature layer.)
-SUPERVISED_LAYERS = ("defect_map",)
+LOCALIZATION_LAYERS = ("top_down56", "top_down28", "block5_conv3", "defect_logit")
+# defect_logit is the 56x56x1 map whose sigmoid training fits to the defect masks (mixed
+# supervision): a CAM on it shows the model's own segmentation, not a post-hoc reading of
+# its features. Its rows are listed but kept out of the "best" pick. (Grad-CAM at
+# top_down56 is ReLU of that logit less its bias, see train_demos.build_vgg_defect: it is
+# counted, being a CAM of a feature layer.) The former default's sigmoid head, defect_map,
+# is such a layer too.
+SUPERVISED_LAYERS = ("defect_logit", "defect_map")
 # The evaluator also draws deletion/insertion curves, which this table does not report:
 # two steps keep them cheap (the localization figures do not depend on them).
 CURVE_STEPS = 2
@@ -372,7 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     # each part is computed only when asked for, else read back from an earlier run, so the
     # parts can run as separate (even concurrent) processes sharing --work
     fresh = None if args.skip_fresh else fresh_seed(names, args.fresh, args.models_dir)
-    loc = None if args.skip_localization else localization(default, args.localization, LOCALIZATION_LAYERS, args.work)
+    if args.skip_localization:
+        loc = None
+    else:
+        model, _ = load(default, args.models_dir)
+        present = {layer.name for layer in model.layers}
+        loc = localization(default, args.localization, [layer for layer in LOCALIZATION_LAYERS if layer in present], args.work)
+        del model
     journal = args.work / "folds.json"
     if not args.skip_folds:
         shipped, _ = load(default, args.models_dir)

@@ -161,27 +161,26 @@ def test_pool_cache_returns_the_generated_pool_bit_for_bit(tmp_path):
     assert not np.array_equal(other.x, generated.x)
 
 
-def test_segdec_design_grad_cam_at_top_down56_is_the_defect_maps_logit():
-    # scripts/train_demos.py, vgg_defect_segdec: the softmax reads only pooled statistics of
-    # defect_logit, a 1x1 conv of top_down56, so dy/dA_k(i) = g(i) w_k and Grad-CAM's channel
-    # weights are mean(g) w_k: Grad-CAM at top_down56 = ReLU(sum_k w_k A_k) up to scale when
-    # mean(g) > 0. Checked against that closed form on a built model whose "defective" logit
-    # rises with every pooled statistic, with a 1x1 kernel of both signs.
-    train_demos = _train_demos()
-    keras.utils.set_random_seed(3)
-    model = train_demos.build_vgg_defect("map")
-    assert model.get_layer("top_down56").output.shape[1:] == (56, 56, 32)
-    after = [layer.name for layer in model.layers[[l.name for l in model.layers].index("top_down56") + 1:]]
-    assert set(after) == {"defect_logit", "defect_map", "logit_max", "logit_mean", "map_mean", "evidence",
-                          "evidence_bn", "predictions"}, after  # nothing else reaches the decision
-    kernel = np.random.default_rng(0).normal(0.0, 1.0, (1, 1, 32, 1)).astype(np.float32)
-    model.get_layer("defect_logit").set_weights([kernel, np.zeros(1, np.float32)])
-    model.get_layer("predictions").set_weights([np.array([[-1.0, 1.0], [-0.5, 0.5], [-2.0, 2.0]], np.float32),
-                                                np.zeros(2, np.float32)])
+def _downstream(model: keras.Model, name: str) -> set[str]:
+    """Names of the layers that the output of layer ``name`` reaches."""
+    reached, grown = {name}, True
+    while grown:
+        grown = False
+        for layer in model.layers:
+            inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+            if layer.name not in reached and any(t._keras_history.operation.name in reached for t in inputs):
+                reached.add(layer.name)
+                grown = True
+    return reached - {name}
+
+
+def _assert_grad_cam_is_the_maps_logit(model: keras.Model, kernel: np.ndarray, samples) -> None:
+    """Grad-CAM at top_down56 = ReLU(sum_k w_k A_k) scaled to a maximum of 1, w the 1x1
+    kernel of defect_logit (its bias drops out: Grad-CAM weighs the activations only)."""
     features = keras.Model(model.input, model.get_layer("top_down56").output)
     explainer = camcore.Explainer(model)
     seen_map = False
-    for sample in synth.generate(3, seed=FRESH_SEED + 2, defect_rate=1.0):
+    for sample in samples:
         x = preprocess_image(sample.image, (224, 224), 1, "unit")
         activations = features.predict(x, verbose=0)[0]
         expected = np.maximum(np.tensordot(activations, kernel[0, 0, :, 0], axes=([-1], [0])), 0.0)
@@ -191,6 +190,51 @@ def test_segdec_design_grad_cam_at_top_down56_is_the_defect_maps_logit():
         np.testing.assert_allclose(cam, expected, atol=2e-3)
         explainer.clear_cache()
     assert seen_map  # not only all-zero maps
+
+
+MAP_HEAD = {"defect_logit", "defect_map", "logit_max", "logit_mean", "map_mean", "evidence", "evidence_bn", "predictions"}
+
+
+CONTEXT_HEAD = {"defect_logit", "logit_max", "evidence", "evidence_bn", "dropout", "predictions"}
+
+
+@pytest.mark.parametrize("design, reaches_decision", [("map", MAP_HEAD), ("map_context", CONTEXT_HEAD)])
+def test_map_designs_grad_cam_at_top_down56_is_the_defect_maps_logit(design, reaches_decision):
+    # scripts/train_demos.py, decision "map" (vgg_defect_segdec) and "map_context" (the
+    # shipped vgg_defect): from top_down56 the decision sees only pooled statistics of
+    # defect_logit, a 1x1 conv, so dy/dA_k(i) = g(i) w_k and Grad-CAM's channel weights are
+    # mean(g) w_k: Grad-CAM at top_down56 = ReLU(sum_k w_k A_k) up to scale when mean(g) > 0.
+    # "map_context" also reads the encoder's end, on a path around top_down56, which must not
+    # change that. Checked against the closed form on a built model whose "defective" logit
+    # rises with every map statistic (and, for the context, reads 64 features more), with a
+    # 1x1 kernel of both signs.
+    train_demos = _train_demos()
+    keras.utils.set_random_seed(3)
+    model = train_demos.build_vgg_defect(design)
+    assert model.get_layer("top_down56").output.shape[1:] == (56, 56, 32)
+    assert _downstream(model, "top_down56") == reaches_decision  # nothing else reaches the decision
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0.0, 1.0, (1, 1, 32, 1)).astype(np.float32)
+    model.get_layer("defect_logit").set_weights([kernel, np.zeros(1, np.float32)])
+    head = np.array([[-1.0, 1.0], [-0.5, 0.5], [-2.0, 2.0]], np.float32)
+    if design == "map_context":
+        assert "context_max" not in _downstream(model, "top_down56") and "predictions" in _downstream(model, "block5_bn3")
+        head = np.concatenate([head[:1], rng.normal(0.0, 1.0, (64, 2)).astype(np.float32)])
+    model.get_layer("predictions").set_weights([head, np.zeros(2, np.float32)])
+    _assert_grad_cam_is_the_maps_logit(model, kernel, synth.generate(3, seed=FRESH_SEED + 2, defect_rate=1.0))
+
+
+def test_shipped_default_grad_cam_at_its_layer_is_its_defect_maps_logit():
+    # The closed form above on the shipped weights: the trained head must weigh the map's
+    # peak positively for "defective" (mean(g) > 0), or Grad-CAM at top_down56 is the
+    # background (a head that read the map's mean learned "peak against mean" and pointed
+    # at 0 % of the defects); and nothing but defect_logit may lead from the layer to the
+    # decision.
+    demo = camcore.load_demo()
+    assert demo.layer == "top_down56"
+    assert _downstream(demo.model, "top_down56") == CONTEXT_HEAD
+    kernel, _ = demo.model.get_layer("defect_logit").get_weights()
+    _assert_grad_cam_is_the_maps_logit(demo.model, kernel, synth.generate(4, seed=FRESH_SEED + 3, defect_rate=0.5))
 
 
 def test_center_logits_keeps_probabilities_and_centres_the_logits():
