@@ -42,9 +42,9 @@ bench: $(VENV)/.project
 bench-dashboard: $(VENV)/.dev $(VENV)/.project
 	$(PY) -m scripts.bench_dashboard
 
-# Regenerates assets/models/*.keras and their cards (seeded; 89 min measured on a busy 2-core
-# machine; about 29 min idle from its parts: images ~3, vgg_defect ~16, resnet_defect <= 9;
-# README "Demo models"). `--pool-cache FILE` reuses the generated images on a rerun.
+# Regenerates assets/models/*.keras and their cards (seeded, reproducible; 31 min 51 s end to
+# end on an otherwise idle 2-core machine: images 1.5, vgg_defect 20, resnet_defect 10; README
+# "Demo models"). `--pool-cache FILE` reuses the generated images on a rerun.
 train-demos: $(VENV)/.project
 	$(PY) scripts/train_demos.py
 

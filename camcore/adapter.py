@@ -76,6 +76,7 @@ class _Hooks:
     capture: str | None = None
     on_capture: Callable[[tf.Tensor], tf.Tensor] | None = None
     guided: bool = False
+    batch_merges: bool = False  # repeat a batch of one to the others' batch where branches merge
     captured: list = field(default_factory=list)
 
 
@@ -87,6 +88,22 @@ def _activation_name(layer: keras.layers.Layer) -> str | None:
     if isinstance(layer, keras.layers.ReLU):
         return "relu"
     return name
+
+
+# Layers that join branches: with ``batch_merges`` an input of batch one (a branch computed
+# once for every gated row) is repeated to the batch of the gated rows. Add and Multiply
+# broadcast by themselves; Concatenate and Dot do not.
+_MERGE_LAYERS = (
+    keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
+    keras.layers.Maximum, keras.layers.Minimum, keras.layers.Concatenate, keras.layers.Dot,
+)
+
+
+def _batch_merge_inputs(args: tuple) -> tuple:
+    inputs = args[0]
+    batch = tf.reduce_max(tf.stack([tf.shape(t)[0] for t in inputs]))
+    repeated = [tf.repeat(t, batch // tf.shape(t)[0], axis=0) for t in inputs]
+    return (type(inputs)(repeated), *args[1:])
 
 
 def _is_model(layer: Any) -> bool:
@@ -304,6 +321,8 @@ class ModelAdapter:
         elif self.head.path == path and self.head.kind != "linear":
             out = args[0] if self.head.skip else self._linear_head(*args, **kwargs)
         else:
+            if hooks.batch_merges and isinstance(layer, _MERGE_LAYERS) and isinstance(args[0], (list, tuple)):
+                args = _batch_merge_inputs(args)
             out = layer(*args, **kwargs)
         if hooks.guided and _activation_name(layer) in _RELU_NAMES:
             out = _guided_relu_gate(out)
@@ -367,14 +386,17 @@ class ModelAdapter:
         capture: str | None = None,
         on_capture: Callable[[tf.Tensor], tf.Tensor] | None = None,
         guided: bool = False,
+        batch_merges: bool = False,
     ) -> tuple[tf.Tensor | None, tf.Tensor]:
         """Run the model on ``x``; return (captured activations or None, class scores).
 
         Scores are pre-activation (B, n_classes). ``on_capture`` sees the captured
         layer output as it is produced (e.g. to ``tape.watch`` it). ``guided``
-        gates every ReLU's gradient for guided backpropagation.
+        gates every ReLU's gradient for guided backpropagation. ``batch_merges``
+        repeats a batch of one where branches merge, for an ``on_capture`` that turns
+        one image's activations into a batch (Ablation-CAM's gated copies).
         """
-        hooks = _Hooks(capture=capture, on_capture=on_capture, guided=guided)
+        hooks = _Hooks(capture=capture, on_capture=on_capture, guided=guided, batch_merges=batch_merges)
         raw = self._run_model(self.model, x, hooks, "")
         captured = hooks.captured[-1] if hooks.captured else None
         if capture is not None and captured is None:

@@ -414,10 +414,12 @@ class Explainer:
 
         Every ablation shares the image and so everything before the layer: the fast pass
         runs that part once and only the layers after it on the B gated copies (the batch
-        appears at the gate and broadcasts through the rest). A model whose later layers
-        cannot broadcast a batch of one against a batch of B (a Concatenate with an earlier
-        branch, a layer that mixes rows) gets the plain pass that tiles the image B times.
-        The first call decides, by running both on two rows and comparing them.
+        appears at the gate and broadcasts through the rest; where a branch computed once
+        joins them, the adapter repeats it to B rows, e.g. a Concatenate with an earlier
+        branch). A model whose later layers still cannot take a batch of one beside a batch
+        of B (a layer of its own that joins tensors, a layer that mixes rows) gets the plain
+        pass that tiles the image B times. The first call decides, by running both on two
+        rows and comparing them.
         """
         key = ("ablation", layer, self.precision)
         chosen = self._compiled.get(key)
@@ -455,7 +457,7 @@ class Explainer:
             if not share_head:
                 x = tf.tile(x, [tf.shape(keep)[0], 1, 1, 1])
             gate = lambda activations: activations * keep[:, None, None, :]  # noqa: E731
-            return adapter.forward(x, capture=layer, on_capture=gate)[1]
+            return adapter.forward(x, capture=layer, on_capture=gate, batch_merges=share_head)[1]
 
         return ablated_scores
 

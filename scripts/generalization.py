@@ -331,7 +331,7 @@ def check_targets(lofo: dict | None, loc: dict | None) -> dict:
         if "best_on_supervised_map" in loc:
             row = next(r for r in loc["rows"] if r["key"] == loc["best_on_supervised_map"])
             result["supervised_map"] = {"key": row["key"], "pointing": row["pointing"], "iou": row["iou"],
-                                        "note": "CAM on the mask-supervised defect_map head; not counted as a CAM method/layer"}
+                                        "note": "CAM on the mask-supervised map head (defect_logit, or defect_map of the former default); not counted as a CAM method/layer"}
     return result
 
 

@@ -1,6 +1,7 @@
 """Ablation-CAM runs the part of the model before the explained layer once per image and
-only the layers after it per ablated channel; a model whose later layers join an earlier
-branch in a way that cannot broadcast (Concatenate) falls back to whole-model passes.
+only the layers after it per ablated channel, also where a later layer joins an earlier branch
+(Add broadcasts, a Concatenate gets the branch repeated); a model that joins branches in a way
+of its own that cannot take a batch of one (a custom layer) falls back to whole-model passes.
 Both must give the plain reference: y_c^k from a copy of the model whose layer output is
 multiplied by an explicit keep vector (shared weights), w_k = (y_c - y_c^k) / |y_c|."""
 
@@ -14,6 +15,13 @@ from toy_models import PassCounter
 CHANNELS = 8
 
 
+class JoinChannels(keras.layers.Layer):
+    """A user's own concatenation: not a Keras merge layer, so nothing repeats its inputs."""
+
+    def call(self, inputs):
+        return keras.ops.concatenate(inputs, axis=-1)
+
+
 def branchy_models(merge: str, seed: int = 3):
     """(model, reference, counter): ``early`` conv -> ``feat`` conv -> merge with ``early``
     -> conv -> GAP -> logits -> softmax. ``reference`` takes (image, keep) and returns the
@@ -22,7 +30,7 @@ def branchy_models(merge: str, seed: int = 3):
     counter = PassCounter(name="pass_counter")
     early = keras.layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="early")
     feat = keras.layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="feat")
-    joined = keras.layers.Add(name="join") if merge == "add" else keras.layers.Concatenate(name="join")
+    joined = {"add": keras.layers.Add, "concatenate": keras.layers.Concatenate, "custom": JoinChannels}[merge](name="join")
     post = keras.layers.Conv2D(5, 3, padding="same", activation="tanh", name="post")
     gap = keras.layers.GlobalAveragePooling2D(name="gap")
     logits = keras.layers.Dense(3, name="logits")
@@ -54,7 +62,7 @@ def plain_ablation_cam(model, reference, x, class_index):
     return cam / cam.max()
 
 
-@pytest.mark.parametrize("merge", ["add", "concatenate"])
+@pytest.mark.parametrize("merge", ["add", "concatenate", "custom"])
 def test_ablation_cam_matches_the_plain_reference_whatever_joins_after_the_layer(merge):
     model, reference, _ = branchy_models(merge)
     x = np.random.default_rng(1).uniform(0, 1, (1, 10, 10, 3)).astype(np.float32)
@@ -66,16 +74,18 @@ def test_ablation_cam_matches_the_plain_reference_whatever_joins_after_the_layer
 def test_the_layers_before_the_explained_one_run_once_per_batch_not_once_per_channel():
     x = np.random.default_rng(2).uniform(0, 1, (1, 10, 10, 3)).astype(np.float32)
     counts = {}
-    for merge in ("add", "concatenate"):
+    for merge in ("add", "concatenate", "custom"):
         model, _, counter = branchy_models(merge)
         explainer = camcore.Explainer(model, batch_size=CHANNELS)
         explainer.compute("grad_cam", x, "feat", 0)  # activations cached: what follows is the ablation
         before = counter.images()
         explainer.compute("ablation_cam", x, "feat", 0)
         counts[merge] = counter.images() - before
-    # add: the image enters the first layers for the two-row check (2 tiled + 1 shared) and
-    # once for all 8 ablations; concatenate cannot broadcast, so each ablation is a full pass
-    assert counts["add"] <= 4 < CHANNELS <= counts["concatenate"]
+    # add and concatenate: the image enters the first layers for the two-row check (2 tiled
+    # + 1 shared) and once for all 8 ablations; the custom join cannot take a batch of one
+    # beside 8 rows, so each ablation is a full pass
+    assert counts["add"] <= 4 and counts["concatenate"] <= 4, counts
+    assert CHANNELS <= counts["custom"], counts
 
 
 def test_a_fast_pass_that_runs_but_disagrees_is_not_trusted(monkeypatch):
