@@ -92,7 +92,8 @@ def _activation_name(layer: keras.layers.Layer) -> str | None:
 
 # Layers that join branches: with ``batch_merges`` an input of batch one (a branch computed
 # once for every gated row) is repeated to the batch of the gated rows. Add and Multiply
-# broadcast by themselves; Concatenate and Dot do not.
+# would broadcast by themselves, Concatenate and Dot would not; repeating for all keeps the
+# rule one.
 _MERGE_LAYERS = (
     keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
     keras.layers.Maximum, keras.layers.Minimum, keras.layers.Concatenate, keras.layers.Dot,
