@@ -143,6 +143,19 @@ def _finite_scores(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
+def _one_row_per_copy(scores: np.ndarray, copies: int, method: str) -> np.ndarray:
+    """``scores`` of a batch of ``copies`` images, checked to hold one row per image: a model
+    that mixes images across the batch (a Concatenate on the batch axis) has no per-channel
+    scores to read, and would otherwise fail with a bare NumPy shape error."""
+    if scores.shape[0] != copies:
+        raise ValueError(
+            f"{method}: the model returned {scores.shape[0]} rows of scores for a batch of {copies} images; "
+            "it mixes images across the batch (e.g. a Concatenate on the batch axis), so per-channel "
+            "passes cannot be scored. Gradient methods still work on it."
+        )
+    return scores
+
+
 def _top1_if_negative(scores: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
     top1 = tf.argmax(scores[0], output_type=tf.int32)
     return tf.where(class_index < 0, top1, class_index)
@@ -620,7 +633,7 @@ class Explainer:
                 progress(done, total)
         for begin in range(0, todo.size, self.batch_size):
             channels = todo[begin : begin + self.batch_size]
-            state.scores[channels] = fn(source_t, tf.constant(maps[channels])).numpy()
+            state.scores[channels] = _one_row_per_copy(fn(source_t, tf.constant(maps[channels])).numpy(), channels.size, "Score-CAM")
             state.done[channels] = True
             done += channels.size
             if progress is not None:
@@ -688,7 +701,7 @@ class Explainer:
                 channels = todo[begin : begin + self.batch_size]
                 keep = np.ones((channels.size, k), np.float32)
                 keep[np.arange(channels.size), channels] = 0.0
-                state.scores[channels] = fn(x, tf.constant(keep)).numpy()
+                state.scores[channels] = _one_row_per_copy(fn(x, tf.constant(keep)).numpy(), channels.size, "Ablation-CAM")
                 state.done[channels] = True
                 if progress is not None:
                     progress(begin + channels.size, int(todo.size))

@@ -103,3 +103,18 @@ def test_a_fast_pass_that_runs_but_disagrees_is_not_trusted(monkeypatch):
     monkeypatch.setattr(explainer, "_ablation_pass", pass_with_a_wrong_fast_path)
     cam = explainer.compute("ablation_cam", x, "feat", 1).cam
     np.testing.assert_allclose(cam, plain_ablation_cam(model, reference, x, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["ablation_cam", "score_cam"])
+def test_a_model_that_mixes_the_batch_gets_a_clear_error_for_per_channel_methods(method):
+    # A Concatenate on the batch axis returns 2B rows for B images: there is no score per
+    # ablated or masked copy. The user gets a message naming that, not a NumPy shape error.
+    keras.utils.set_random_seed(0)
+    image = keras.Input((12, 12, 3))
+    early = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="early")(image)
+    feat = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="feat")(early)
+    joined = keras.layers.Concatenate(axis=0)([feat, early])
+    model = keras.Model(image, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(joined)))
+    x = np.random.default_rng(1).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="mixes images across the batch"):
+        camcore.Explainer(model).compute(method, x, "feat", 1)
