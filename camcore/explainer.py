@@ -23,6 +23,7 @@ Explainer per call; keep an Explainer to benefit from the caches.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -38,6 +39,9 @@ from camcore.maps import map_correlation, normalize_cam
 from camcore.methods import get as get_method
 from camcore.methods.base import MethodSpec
 from camcore.methods.score_cam import ChannelPlan, clamp_max_n, plan_channels, score_cam_weights
+from camcore import autoprecision
+from camcore.autoprecision import Verdict, VerdictStore
+from camcore import precision as precisions
 from camcore.precision import bf16_copy, resolve_precision
 from camcore.prepared import Prepared, image_key
 from camcore.preprocess import apply_preprocessing
@@ -97,6 +101,10 @@ class _LRU:
         return len(self._data)
 
 
+class _NoBf16Copy(Exception):
+    """The probe reached the bf16 passes of a model whose bf16 copy cannot be built."""
+
+
 class _NeedsModelPass(Exception):
     """Raised inside :meth:`Explainer.peek` when a result is not cached."""
 
@@ -111,6 +119,7 @@ class _ScoreState:
     done: np.ndarray  # (K,) bool
     zero_scores: np.ndarray | None = None  # scores of the all-zero mask, shared by constant channels
     seconds_per_pass: float = 0.0
+    precision: str = "fp32"  # of the masked passes
 
     def covered_prefix(self) -> int:
         """How many leading channels (in std order) need no further model pass."""
@@ -246,11 +255,15 @@ class Explainer:
             masked-pass states, saliency maps).
         precision: of the forward-only passes (Score-CAM's masked passes, Ablation-CAM's
             ablated passes, metric passes): "fp32" (exact, the default), "bf16" (a
-            bfloat16 copy of the model - fast only on CPUs with native bf16, e.g. AMX) or
-            "auto" (bf16 where the CPU has native bf16, else fp32; see
-            :func:`camcore.precision.detect_bf16`). Gradients, activations, the class
-            scores and guided backprop always run in fp32. A model whose bf16 copy cannot
-            be built falls back to fp32; ``precision_note`` says why.
+            bfloat16 copy of the model - fast only on some CPUs, e.g. with AMX) or "auto":
+            fp32 where the CPU's flags rule bf16 out, else bf16 only where a probe on this
+            model, layer and input shape measured it clearly faster and faithful
+            (:mod:`camcore.autoprecision`; :meth:`verdict` says what it chose and why).
+            Gradients, activations, the class scores and guided backprop always run in
+            fp32. A model whose bf16 copy cannot be built falls back to fp32;
+            ``precision_note`` says why.
+        verdicts: where auto's measured verdicts are kept (default: the process's store,
+            backed by a file, :func:`camcore.autoprecision.default_store`).
     """
 
     def __init__(
@@ -260,18 +273,23 @@ class Explainer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         cache_size: int = 64,
         precision: str = "fp32",
+        verdicts: VerdictStore | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.adapter = ModelAdapter(model, target=target)
         self.batch_size = int(batch_size)
         self.requested_precision = precision
-        self.precision = resolve_precision(precision)
-        self.precision_note = "" if self.precision == "fp32" or precision == "bf16" else "auto: native bf16"
-        if precision == "auto" and self.precision == "fp32":
-            from camcore.precision import detect_bf16
-
-            self.precision_note = f"auto: fp32 ({detect_bf16().reason})"
+        static = resolve_precision(precision)
+        self._verdict_store = verdicts
+        self._fixed: Verdict | None = None  # the verdict of every layer, when known without measuring
+        if precision != "auto":
+            self._fixed = Verdict(static, "as requested", source="requested")
+        elif static != "auto":
+            forced = autoprecision.forced_verdict()
+            self._fixed = forced or Verdict("fp32", f"no bf16 ({precisions.detect_bf16().reason})", source="flags")
+        self._layer_verdicts: dict[str, Verdict] = {}
+        self._model_hash: str | None = None
         self._pass_adapter_bf16: ModelAdapter | None = None
         self._cache = _LRU(cache_size)
         self._compiled: dict[Any, Callable] = {}
@@ -298,20 +316,113 @@ class Explainer:
     def input_shape(self) -> tuple[int, int, int]:
         return self.adapter.input_shape
 
-    def _pass_adapter(self) -> ModelAdapter:
-        """The adapter forward-only passes run through: the model itself (fp32) or its bf16
-        copy, built on first use (it costs about a second and a copy of the weights)."""
-        if self.precision == "fp32":
-            return self.adapter
+    # ------------------------------------------------------------ precision
+    @property
+    def precision(self) -> str:
+        """"fp32" or "bf16": the forward-only passes' precision (under auto, that of the layer
+        measured last; "fp32" before any)."""
+        verdict = self._fixed or next(reversed(self._layer_verdicts.values()), None)
+        return "fp32" if verdict is None else verdict.precision
+
+    @property
+    def precision_note(self) -> str:
+        """Why the passes run at :attr:`precision` ("" for an fp32 request)."""
+        verdict = self._fixed or next(reversed(self._layer_verdicts.values()), None)
+        if verdict is None or verdict.source == "requested" and verdict.precision == self.requested_precision == "fp32":
+            return ""
+        return verdict.summary()
+
+    def known_verdict(self, layer: str) -> Verdict | None:
+        """The precision verdict for ``layer`` if known without running anything."""
+        if self._fixed is not None:
+            return self._fixed
+        found = self._layer_verdicts.get(layer)
+        if found is None:
+            found = self._store().lookup(self._verdict_key(layer))
+            if found is not None:
+                self._layer_verdicts[layer] = found
+        return found
+
+    def verdict(self, x: Any, layer: str) -> Verdict:
+        """The precision of ``layer``'s forward-only passes and why; under "auto" the first
+        call per (model, layer, input shape) on a CPU whose flags allow bf16 runs the probe
+        of :func:`camcore.autoprecision.probe` on ``x`` (unless a verdict is on disk)."""
+        with self._lock:
+            self.adapter.layer_info(layer)
+            return self._verdict(self.prepare(x), layer)
+
+    def _verdict(self, prepared: Prepared, layer: str) -> Verdict:
+        known = self.known_verdict(layer)
+        if known is not None:
+            return known
+        verdict = self._store().get_or_measure(self._verdict_key(layer), lambda: self._probe(prepared, layer))
+        self._layer_verdicts[layer] = verdict
+        return verdict
+
+    def _precision_for(self, prepared: Prepared, layer: str) -> str:
+        precision = self._verdict(prepared, layer).precision
+        if precision == "bf16" and self._bf16_adapter() is None:
+            return "fp32"  # the copy could not be built: every verdict is fp32 from now on
+        return precision
+
+    def _store(self) -> VerdictStore:
+        if self._verdict_store is None:
+            self._verdict_store = autoprecision.default_store()
+        return self._verdict_store
+
+    def _verdict_key(self, layer: str) -> str:
+        if self._model_hash is None:
+            self._model_hash = autoprecision.model_fingerprint(self.model)
+        return autoprecision.verdict_key(self._model_hash, layer, self.input_shape)
+
+    def _probe(self, prepared: Prepared, layer: str) -> Verdict:
+        """auto's measurement: Score-CAM's masked passes of this image's channels of largest
+        std, at fp32 and through the bf16 copy (see :func:`camcore.autoprecision.probe`)."""
+        start = time.perf_counter()
+        activations = self._activations(prepared, layer, _Call(offline=False))
+        plan = plan_channels(activations)
+        channels = plan.order[~plan.constant[plan.order]]
+        channels = channels if channels.size else plan.order
+        maps = np.moveaxis(activations, -1, 0)
+        x = tf.constant(prepared.x)
+
+        def runner(precision: str) -> autoprecision.Run:
+            compiled: list[Callable] = []
+
+            def run(i: int, batch: int) -> np.ndarray:
+                if not compiled:  # the bf16 copy is built only if the probe gets that far
+                    if precision == "bf16" and self._bf16_adapter() is None:
+                        raise _NoBf16Copy
+                    compiled.append(self._masked_fn(layer, None, precision))
+                picked = channels[np.arange(i * batch, (i + 1) * batch) % channels.size]
+                return compiled[0](x, tf.constant(maps[picked])).numpy()
+
+            return run
+
+        try:
+            verdict = autoprecision.probe(runner("fp32"), runner("bf16"), full_passes=int(channels.size),
+                                          max_batch=self.batch_size)
+        except _NoBf16Copy:
+            return self._fixed or Verdict("fp32", "no bf16 copy", source="fallback")
+        return dataclasses.replace(verdict, probe_seconds=time.perf_counter() - start)
+
+    def _bf16_adapter(self) -> ModelAdapter | None:
+        """The bf16 copy's adapter, built on first use (about a second and a copy of the
+        weights); None, with every layer's verdict set to fp32, where no copy can be built."""
         if self._pass_adapter_bf16 is None:
             copy, note = bf16_copy(self.model)
             if copy is None:
                 # an exotic layer: exact fp32 instead, never an error
-                self.precision, self.precision_note = "fp32", f"fp32: {note}"
-                return self.adapter
+                self._fixed = Verdict("fp32", f"no bf16 copy of this model: {note}", source="fallback")
+                return None
             self._pass_adapter_bf16 = ModelAdapter(copy, target=self.adapter.target)
-            self.precision_note = self.precision_note or note
         return self._pass_adapter_bf16
+
+    def _pass_adapter(self, precision: str) -> ModelAdapter:
+        """The adapter forward-only passes at ``precision`` run through: the model itself or its bf16 copy."""
+        if precision == "fp32":
+            return self.adapter
+        return self._bf16_adapter() or self.adapter
 
     def prepare(self, x: Any, image: np.ndarray | None = None) -> Prepared:
         """``x`` checked against this model's input and hashed once (see :class:`Prepared`)."""
@@ -388,13 +499,13 @@ class Explainer:
 
         return self._compiled_fn(("activations", layer), build)
 
-    def _masked_fn(self, layer: str, preprocessing: str | None) -> Callable:
+    def _masked_fn(self, layer: str, preprocessing: str | None, precision: str) -> Callable:
         """Compiled Score-CAM pass: (input, maps (B, h, w)) -> scores (B, n_classes).
 
         Upsampling, min-max normalization and masking happen inside the graph, so
         memory grows with the batch, not with the channel count.
         """
-        adapter = self._pass_adapter()
+        adapter = self._pass_adapter(precision)
         info = adapter.layer_info(layer)
         height, width, _ = self.input_shape
 
@@ -419,9 +530,9 @@ class Explainer:
 
             return masked_scores
 
-        return self._compiled_fn(("masked", layer, preprocessing, self.precision), build)
+        return self._compiled_fn(("masked", layer, preprocessing, precision), build)
 
-    def _ablation_fn(self, layer: str) -> Callable:
+    def _ablation_fn(self, layer: str, precision: str) -> Callable:
         """Compiled Ablation-CAM pass: (input (1, H, W, C), keep (B, K)) -> scores (B, n_classes),
         the layer's output multiplied by ``keep`` per row (0 = channel ablated).
 
@@ -434,12 +545,12 @@ class Explainer:
         pass that tiles the image B times. The first call decides, by running both on two
         rows and comparing them.
         """
-        key = ("ablation", layer, self.precision)
+        key = ("ablation", layer, precision)
         chosen = self._compiled.get(key)
         if chosen is not None:
             return chosen
-        shared_head = self._ablation_pass(layer, share_head=True)
-        tiled = self._ablation_pass(layer, share_head=False)
+        shared_head = self._ablation_pass(layer, share_head=True, precision=precision)
+        tiled = self._ablation_pass(layer, share_head=False, precision=precision)
 
         def decide(x: tf.Tensor, keep: tf.Tensor) -> Callable:
             probe = keep[:2]
@@ -449,7 +560,7 @@ class Explainer:
             except (tf.errors.OpError, ValueError):
                 return tiled
             scale = 1.0 + float(np.abs(expected).max())
-            tolerance = (1e-4 if self.precision == "fp32" else 2e-2) * scale
+            tolerance = (1e-4 if precision == "fp32" else 2e-2) * scale
             agrees = fast.shape == expected.shape and bool(np.all(np.abs(fast - expected) <= tolerance))
             return shared_head if agrees else tiled
 
@@ -461,8 +572,8 @@ class Explainer:
 
         return first_call
 
-    def _ablation_pass(self, layer: str, share_head: bool) -> Callable:
-        adapter = self._pass_adapter()
+    def _ablation_pass(self, layer: str, share_head: bool, precision: str) -> Callable:
+        adapter = self._pass_adapter(precision)
         channels = adapter.layer_info(layer).channels
 
         @tf.function(autograph=False, input_signature=[self._signature_x(), tf.TensorSpec((None, channels), tf.float32)])
@@ -474,10 +585,15 @@ class Explainer:
 
         return ablated_scores
 
-    def probabilities_fn(self) -> Callable[[np.ndarray], np.ndarray]:
+    def probabilities_fn(self, precision: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """``f(batch (B, H, W, C)) -> probabilities (B, n_classes)``: the compiled forward the
-        faithfulness metrics perturb, at the explainer's pass precision."""
-        adapter = self._pass_adapter()
+        faithfulness metrics perturb, at ``precision`` (default: :attr:`precision`)."""
+        precision = self.precision if precision is None else resolve_precision(precision)
+        if precision == "auto":
+            raise ValueError("probabilities_fn needs a measured precision: pass explainer.verdict(x, layer).precision")
+        if precision == "bf16" and self._bf16_adapter() is None:
+            precision = "fp32"
+        adapter = self._pass_adapter(precision)
 
         def build():
             @tf.function(autograph=False, input_signature=[self._signature_x(None)])
@@ -486,7 +602,7 @@ class Explainer:
 
             return probabilities
 
-        fn = self._compiled_fn(("probabilities", self.precision), build)
+        fn = self._compiled_fn(("probabilities", precision), build)
         return lambda batch: fn(tf.constant(np.asarray(batch, np.float32))).numpy()
 
     def _guided_fn(self) -> Callable:
@@ -591,7 +707,8 @@ class Explainer:
     def _score_state(self, prepared: Prepared, layer: str, raw: Prepared | None,
                      preprocessing: str | None, call: _Call) -> _ScoreState:
         masking = "input" if raw is None else ("raw", preprocessing, raw.key)
-        state_key = ("score", layer, prepared.key, masking, self.precision)
+        precision = self._precision_for(prepared, layer)
+        state_key = ("score", layer, prepared.key, masking, precision)
         state = self._cache.get(state_key)
         if state is None:
             activations = self._activations(prepared, layer, call)
@@ -601,6 +718,7 @@ class Explainer:
                 plan=plan_channels(activations),
                 scores=np.full((k, self.n_classes), np.nan, np.float32),
                 done=np.zeros(k, bool),
+                precision=precision,
             )
             self._cache.put(state_key, state)
         return state
@@ -618,7 +736,7 @@ class Explainer:
         if total == 0:
             return
         call.need_pass()
-        fn = self._masked_fn(layer, preprocessing)
+        fn = self._masked_fn(layer, preprocessing, state.precision)
         source_t = tf.constant(source)
         maps = np.moveaxis(state.activations, -1, 0)  # (K, h, w)
         done = 0
@@ -670,16 +788,17 @@ class Explainer:
     def _ablation_scores(self, prepared: Prepared, layer: str, progress: Progress | None,
                          call: _Call) -> tuple[np.ndarray, np.ndarray]:
         activations = self._activations(prepared, layer, call)
-        key = ("ablation", layer, prepared.key, self.precision)
+        precision = self._precision_for(prepared, layer)
+        key = ("ablation", layer, prepared.key, precision)
         state = self._cache.get(key)
         if state is None:
             k = activations.shape[-1]
-            if self.precision == "fp32":
+            if precision == "fp32":
                 base = self._scores(prepared, call)
             else:
                 # y_c at the passes' own precision, so (y_c - y_c^k) compares like with like
                 call.need_pass()
-                base = self._ablation_fn(layer)(tf.constant(prepared.x), tf.ones((1, k))).numpy()[0]
+                base = self._ablation_fn(layer, precision)(tf.constant(prepared.x), tf.ones((1, k))).numpy()[0]
                 call.spent("ablation passes", 0.0, 1)
             zero = ~np.any(activations.reshape(-1, k) != 0.0, axis=0)
             state = _AblationState(zero=zero, base=base, scores=np.full((k, self.n_classes), np.nan, np.float32),
@@ -691,7 +810,7 @@ class Explainer:
             call.reused.append(f"{int((~state.zero).sum()) - todo.size} ablation passes reused")
         if todo.size:
             call.need_pass()
-            fn = self._ablation_fn(layer)
+            fn = self._ablation_fn(layer, precision)
             x = tf.constant(prepared.x)
             k = activations.shape[-1]
             if progress is not None:
@@ -817,14 +936,18 @@ class Explainer:
         """How many leading channels (in std order) are covered by cached masked passes:
         any ``max_n`` up to this number costs no model pass."""
         with self._lock:
-            state = self._cache.get(("score", layer, self.prepare(x).key, "input", self.precision))
+            state = self._cached_score_state(self.prepare(x), layer)
             return 0 if state is None else state.covered_prefix()
+
+    def _cached_score_state(self, prepared: Prepared, layer: str) -> _ScoreState | None:
+        verdict = self.known_verdict(layer)  # None: no masked pass ran for this layer yet
+        return None if verdict is None else self._cache.get(("score", layer, prepared.key, "input", verdict.precision))
 
     def score_state(self, x: Any, layer: str) -> _ScoreState | None:
         """The cached Score-CAM state of (x, layer) - channel plan, masked-pass scores, what
         ran - for inspection by tests and benchmarks; None before any masked pass."""
         with self._lock:
-            return self._cache.get(("score", layer, self.prepare(x).key, "input", self.precision))
+            return self._cached_score_state(self.prepare(x), layer)
 
     def faster_score_cam_tradeoff(
         self, x: Any, layer: str, class_index: int | None = None, ns: Sequence[int] | None = None
@@ -838,7 +961,7 @@ class Explainer:
         with self._lock:
             prepared = self.prepare(x)
             full = self.compute("score_cam", prepared, layer, class_index)
-            state = self._cache.get(("score", layer, prepared.key, "input", self.precision))
+            state = self._cached_score_state(prepared, layer)
             total = state.plan.n_channels
             if ns is None:
                 ns = sorted({int(round(v)) for v in np.geomspace(1, total, num=min(total, 24))})

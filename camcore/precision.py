@@ -1,12 +1,12 @@
-"""Numeric precision of the model passes: is bf16 native here, and a bf16 copy of a model.
+"""Numeric precision of the model passes: may bf16 be used here, and a bf16 copy of a model.
 
 bfloat16 (8-bit exponent like float32, 8-bit mantissa) halves the bytes a forward pass
-moves and, on CPUs with AVX512-BF16 or AMX-BF16, runs convolutions and matmuls on
-dedicated units: oneDNN dispatches those kernels only when CPUID reports the
-instructions. Without them TensorFlow still runs bf16, emulated on the fp32 units
-(oneDNN's ``jit_bf16:avx512_core`` kernels), 5-6x *slower* than plain fp32 on VGG16 and
-ResNet50 (scripts/bench_precision.py). So bf16 is a choice made per machine, from
-what the machine reports ("detect, never assume").
+moves and, on CPUs with AMX-BF16, runs convolutions and matmuls on dedicated units
+(VGG16's forward 6.3x faster than fp32, measured here). But the instructions' presence
+does not make them fast: with AVX512-BF16 and no AMX the same copy was 1.8x *slower*,
+and without any bf16 instruction oneDNN emulates it, 3.8-8x slower. So the CPU's flags
+only rule bf16 out (:func:`detect_bf16`); ``auto`` measures the model before choosing it
+(:mod:`camcore.autoprecision`).
 
 The copy follows Keras's mixed-precision recipe (Micikevicius et al. 2018, "Mixed
 Precision Training", sec. 3; Kalamkar et al. 2019 for bfloat16): every layer computes
@@ -21,7 +21,6 @@ import functools
 import os
 import platform
 import re
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
@@ -33,15 +32,14 @@ BF16_POLICY = "mixed_bfloat16"
 
 # CPU flags (Linux /proc/cpuinfo names) under which oneDNN runs bf16 natively.
 _NATIVE_FLAGS = ("amx_bf16", "avx512_bf16")
-# Micro-benchmark verdict, used only where no x86 flag list exists.
-_MIN_SPEEDUP = 1.5
 
 __all__ = ["BF16_POLICY", "PRECISIONS", "Bf16Support", "bf16_copy", "detect_bf16", "resolve_precision"]
 
 
 @dataclass(frozen=True)
 class Bf16Support:
-    """Whether bf16 math is native on this machine, and what showed it."""
+    """Whether this machine has bf16 instructions TensorFlow can reach (``native``; False rules
+    bf16 out, True leaves the choice to a measurement), and what showed it."""
 
     native: bool
     reason: str
@@ -86,31 +84,15 @@ def support_from_cpuinfo(cpuinfo: str, environ: Mapping[str, str] | None = None)
     return Bf16Support(True, f"cpu flags {', '.join(found)}")
 
 
-def _matmul_speedup(size: int = 512, repeats: int = 5) -> float:
-    """fp32 time / bf16 time of one compiled square matmul, best of ``repeats``."""
-    import tensorflow as tf
-
-    seconds = {}
-    for dtype in (tf.float32, tf.bfloat16):
-        a = tf.cast(tf.random.stateless_normal((size, size), seed=(0, 1)), dtype)
-        matmul = tf.function(lambda m: tf.reduce_sum(tf.cast(tf.matmul(m, m), tf.float32)))
-        matmul(a).numpy()  # trace and warm the kernel
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            matmul(a).numpy()
-            best = min(best, time.perf_counter() - start)
-        seconds[dtype] = best
-    return seconds[tf.float32] / seconds[tf.bfloat16]
-
-
 @functools.cache
 def detect_bf16() -> Bf16Support:
-    """Whether this machine runs bf16 natively; computed once per process (a fact of the machine).
+    """Whether this machine's flags leave bf16 possible; computed once per process.
 
-    Linux x86: the CPU flags ``avx512_bf16`` / ``amx_bf16`` decide (they are what oneDNN
-    dispatches on). Elsewhere: a one-off micro-benchmark, native only if a bf16 matmul
-    is at least 1.5x faster than fp32.
+    Linux x86: the CPU flags ``avx512_bf16`` / ``amx_bf16`` (what oneDNN dispatches on).
+    ``native`` False rules bf16 out: ``auto`` is fp32 at once. ``native`` True says only
+    that the instructions exist: whether they are *fast* is measured on the model
+    (:mod:`camcore.autoprecision`; on a Xeon with AVX512-BF16 but no AMX, bf16 was 1.8x
+    slower than fp32). Where no flag list exists (ARM), bf16 is left to the measurement too.
     """
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
@@ -122,24 +104,24 @@ def detect_bf16() -> Bf16Support:
     veto = _runtime_veto(os.environ)
     if veto is not None:
         return Bf16Support(False, veto)
-    try:
-        speedup = _matmul_speedup()
-    except Exception as exc:  # a failed probe means "not shown to be native"
-        return Bf16Support(False, f"bf16 micro-benchmark failed on {platform.machine()}: {_first_line(exc)}")
-    verdict = "native" if speedup >= _MIN_SPEEDUP else f"below {_MIN_SPEEDUP}x"
-    return Bf16Support(
-        speedup >= _MIN_SPEEDUP,
-        f"bf16 matmul {speedup:.2f}x fp32 in a micro-benchmark on {platform.machine()} ({verdict})",
-    )
+    return Bf16Support(True, f"no CPU flag list on {platform.machine()}: measured on the model")
 
 
 def resolve_precision(precision: str) -> str:
-    """"fp32" or "bf16" for a requested "fp32" | "bf16" | "auto" ("auto": bf16 only if native)."""
+    """What ``precision`` is without measuring a model: "fp32" and "bf16" as asked; "auto" is
+    "fp32" where the CPU's flags rule bf16 out, the value of ``CAMSTUDIO_AUTO_PRECISION``
+    where set, and stays "auto" (measured per model, layer and input shape by the
+    :class:`~camcore.Explainer`, see :mod:`camcore.autoprecision`) otherwise."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == "auto":
-        return "bf16" if detect_bf16().native else "fp32"
-    return precision
+    if precision != "auto":
+        return precision
+    from camcore.autoprecision import forced_verdict
+
+    forced = forced_verdict()
+    if forced is not None:
+        return forced.precision
+    return "auto" if detect_bf16().native else "fp32"
 
 
 # --------------------------------------------------------------------- bf16 copy

@@ -150,12 +150,13 @@ def get_model(model_key: str) -> LoadedModel:
     return models.load_model(model_key, uploads=uploads())
 
 
-DEFAULT_PRECISION = "auto"  # bf16 forward passes where the CPU has native bf16, else exact fp32
+DEFAULT_PRECISION = "auto"  # bf16 forward passes only where measured faster and faithful, else exact fp32
 
 
 def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION):
-    """One ``camcore.Explainer`` per (model key, resolved precision), shared by all sessions
-    (it is thread-safe). "auto" and "fp32" share one explainer on a CPU without native bf16."""
+    """One ``camcore.Explainer`` per (model key, precision as far as it is known without
+    measuring), shared by all sessions (it is thread-safe): "auto" and "fp32" share one
+    explainer where the CPU's flags rule bf16 out."""
     from camcore.precision import resolve_precision
 
     return _explainer(model_key, resolve_precision(precision), precision)
@@ -165,7 +166,7 @@ def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION):
 def _explainer(model_key: str, resolved: str, _requested: str):
     from camcore.explainer import Explainer
 
-    return Explainer(get_model(model_key).model, precision=_requested if resolved == "fp32" else resolved)
+    return Explainer(get_model(model_key).model, precision=_requested)
 
 
 def model_label(model_key: str) -> str:

@@ -1,9 +1,15 @@
 import os
+import tempfile
 
 import pytest
 
 # camcore and dashboard are imported from the installed project (`pip install -e .`, done by `make test`).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# auto precision's measured verdicts go to a folder of this run (servers started by the tests
+# inherit it), never to the user's ~/.cache: a test must not read what another machine measured.
+os.environ["CAMSTUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="camstudio-test-cache-")
+# a developer's forced verdict must not change what the tests see
+os.environ.pop("CAMSTUDIO_AUTO_PRECISION", None)
 
 
 @pytest.fixture(autouse=True, scope="session")

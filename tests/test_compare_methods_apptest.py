@@ -76,17 +76,21 @@ def test_fusing_layers_gives_input_resolution_maps_and_says_so() -> None:
     assert "LayerCAM · overlay" in _captions(at) and "Score-CAM · overlay" in _captions(at)
 
 
-def test_the_precision_is_stated_and_exact_can_be_forced() -> None:
-    at = _run({"methods": ["grad_cam"]})
-    from camcore.precision import detect_bf16
+def test_the_precision_is_stated_with_autos_reason_and_exact_can_be_forced(monkeypatch) -> None:
+    from dashboard import state
 
-    expected = "bf16" if detect_bf16().native else "fp32"
-    assert f"**{expected}**" in _headline(at)
+    # auto as this machine decides it: the header gives the page explainer's verdict and its reason
+    at = _run({"methods": ["grad_cam"]})
+    verdict = state.get_explainer("demo:vgg_defect", "auto").known_verdict("top_down56")
+    assert verdict is not None and f"**{verdict.precision}** — {verdict.reason}" in _headline(at)
+    # the dashboard's bf16 path, on any CPU: auto forced to bf16
+    monkeypatch.setenv("CAMSTUDIO_AUTO_PRECISION", "bf16")
+    at = _run({"methods": ["grad_cam", "faster_score_cam"]})
+    assert "masked/ablation passes in **bf16** — set by CAMSTUDIO_AUTO_PRECISION" in _headline(at)
+    assert any("Precision: masked/ablation passes in **bf16**" in c.value for c in at.main.caption)
     at.toggle(key="exact_fp32").set_value(True).run()
     assert not at.exception
-    # exact fp32 whatever the CPU (on a CPU without native bf16, "auto" already was fp32 and
-    # the page keeps the one explainer both choices resolve to)
-    assert "**fp32** (exact" in _headline(at) and "bf16**" not in _headline(at)
+    assert "**fp32** (exact)" in _headline(at) and "bf16" not in _headline(at)
 
 
 def test_sanity_check_runs_on_demand() -> None:

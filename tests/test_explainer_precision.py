@@ -42,8 +42,8 @@ def test_bf16_forward_passes_stay_close_to_fp32_and_gradients_are_exact(convnet)
                 exact.compute(method, x, "conv2", 1).cam, fast.compute(method, x, "conv2", 1).cam
             )
     # the masked passes really ran through the bf16 copy
-    assert fast._pass_adapter() is not fast.adapter
-    assert fast._pass_adapter().model.layers[1].dtype_policy.compute_dtype == "bfloat16"
+    assert fast._pass_adapter("bf16") is not fast.adapter
+    assert fast._pass_adapter("bf16").model.layers[1].dtype_policy.compute_dtype == "bfloat16"
 
 
 def test_fp32_path_is_the_plain_score_cam_reference(convnet):
@@ -69,13 +69,11 @@ def test_fp32_path_is_the_plain_score_cam_reference(convnet):
     np.testing.assert_allclose(cam, expected, atol=1e-5)
 
 
-def test_auto_follows_the_detected_cpu(monkeypatch, convnet):
+def test_auto_is_fp32_where_the_cpu_flags_rule_bf16_out(monkeypatch, convnet):
+    monkeypatch.delenv("CAMSTUDIO_AUTO_PRECISION", raising=False)
     monkeypatch.setattr(precision, "detect_bf16", lambda: precision.Bf16Support(False, "no bf16 here"))
     lacking = camcore.Explainer(convnet, precision="auto")
     assert lacking.precision == "fp32" and "no bf16 here" in lacking.precision_note
-    monkeypatch.setattr(precision, "detect_bf16", lambda: precision.Bf16Support(True, "amx_bf16"))
-    native = camcore.Explainer(convnet, precision="auto")
-    assert native.precision == "bf16"
     with pytest.raises(ValueError, match="fp32, bf16, auto"):
         camcore.Explainer(convnet, precision="fp16")
 
@@ -95,6 +93,7 @@ def test_a_model_without_a_bf16_copy_falls_back_to_fp32():
     explainer = camcore.Explainer(model, precision="bf16")
     cam = explainer.compute("score_cam", x, "conv", 1).cam
     assert explainer.precision == "fp32" and "offset" in explainer.precision_note
+    assert explainer.verdict(x, "conv").source == "fallback"
     np.testing.assert_array_equal(cam, camcore.Explainer(model).compute("score_cam", x, "conv", 1).cam)
 
 

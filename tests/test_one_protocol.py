@@ -15,16 +15,24 @@ APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 METHODS = ["grad_cam", "layer_cam", "faster_score_cam"]
 
 
-def test_compare_page_and_evaluation_agree_on_the_default_sample() -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compare_page_and_evaluation_agree_on_the_default_sample(precision, monkeypatch) -> None:
+    """Like with like: both paths at one pinned precision. fp32: the page's "exact (fp32)"
+    toggle. bf16: the page's auto forced to bf16 (CAMSTUDIO_AUTO_PRECISION), so the
+    dashboard's bf16 path runs on every CPU, not only where a probe would choose it."""
     from streamlit.testing.v1 import AppTest
 
+    if precision == "bf16":
+        monkeypatch.setenv("CAMSTUDIO_AUTO_PRECISION", "bf16")
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["methods"] = METHODS
+    at.session_state["exact_fp32"] = precision == "fp32"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     page = at.dataframe[0].value.set_index("Method")
     headline = next(m.value for m in at.main.markdown if " · layer " in m.value)
     assert "explaining **defective**" in headline  # the evaluation explains "defective" too
+    assert (f"**{precision}**" in headline) if precision == "bf16" else ("**fp32** (exact)" in headline), headline
 
     info = load_sample_index()[0]  # the page's default sample
     image, mask = load_sample(info)
@@ -34,7 +42,7 @@ def test_compare_page_and_evaluation_agree_on_the_default_sample() -> None:
         load=lambda: ev.LoadedImage(image=image, mask=mask, defective=True, class_name=info.texture),
     )
     spec = ev.load_model_spec("vgg_defect")
-    table = ev.evaluate(spec, [item], methods=METHODS, max_n=10, curve_steps=2, workers=1)
+    table = ev.evaluate(spec, [item], methods=METHODS, max_n=10, curve_steps=2, workers=1, precision=precision)
     rows = table.set_index("method")
     labels = {"grad_cam": "Grad-CAM", "layer_cam": "LayerCAM", "faster_score_cam": "Faster-Score-CAM"}
     for method, label in labels.items():

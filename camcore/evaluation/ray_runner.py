@@ -55,6 +55,7 @@ from camcore.evaluation.runner import (
     _results_table,
     _Settings,
     _settings,
+    measured_precision,
 )
 from camcore.evaluation.sources import EvalItem, LoadedImage, synthetic_image
 from camcore.evaluation.spec import ModelSpec
@@ -305,6 +306,8 @@ def evaluate_ray(
     if actors is not None and actors < 1:
         raise ValueError(f"actors must be >= 1, got {actors}")
     settings = _settings(methods, max_n, road, curve_steps, thresholds, seed, sanity, precision)
+    # auto is measured here, on the driver's CPU; the workers run what it chose
+    settings = dataclasses.replace(settings, precision=measured_precision(settings.precision, model))
     journal, out_path = _open_journal(model, items, settings, out, overwrite)
     try:
         todo = [item for item in items if not journal.done(item.id)]

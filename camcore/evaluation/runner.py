@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -297,8 +298,23 @@ def _settings(
     grid = tuple(float(t) for t in np.asarray(thresholds, dtype=np.float64))
     from camcore.precision import resolve_precision
 
-    resolved = resolve_precision(precision)  # "auto" is recorded as what it chose here
+    resolved = resolve_precision(precision)  # "auto" stays only where the model must be measured
     return _Settings(tuple(checked), int(max_n), bool(road), int(curve_steps), grid, int(seed), bool(sanity), resolved)
+
+
+def measured_precision(precision: str, spec: ModelSpec) -> str:
+    """``precision`` with "auto" replaced by what auto chooses for ``spec``'s model and layer
+    (recorded in the journal as such): the explainer's measured verdict, on a noise image."""
+    from camcore.precision import resolve_precision
+
+    resolved = resolve_precision(precision)
+    if resolved != "auto":
+        return resolved
+    from camcore.explainer import Explainer
+
+    height, width = spec.input_size
+    noise = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
+    return Explainer(spec.model, cache_size=2, precision="auto").verdict(spec.preprocess(noise), spec.layer).precision
 
 
 def _open_journal(
@@ -365,6 +381,7 @@ def evaluate(
     See :func:`camcore.evaluation.ray_runner.evaluate_ray` for the same run on Ray.
     """
     settings = _settings(methods, max_n, road, curve_steps, thresholds, seed, sanity, precision)
+    settings = dataclasses.replace(settings, precision=measured_precision(settings.precision, model))
     journal, out_path = _open_journal(model, items, settings, out, overwrite)
     try:
         todo = [item for item in items if not journal.done(item.id)]

@@ -98,7 +98,8 @@ def render(view: View, max_n: int) -> None:
 
 def _timing_section(view: View, results: dict[str, Any], max_n: int) -> None:
     st.subheader("Compute time", anchor=False)
-    st.caption(f"Precision: {grid.precision_text(view.explainer)}")
+    precision = grid.precision_text(view)
+    st.caption(f"Precision: {precision}")
     if not results:
         st.info("Compute times appear when the maps are ready.")
         return
@@ -106,7 +107,8 @@ def _timing_section(view: View, results: dict[str, Any], max_n: int) -> None:
     labels = {m: label(m) + (f" (max_N={max_n})" if METHODS[m].uses_max_n else "") for m in results}
     totals = {m: _total_text(m, rows) for m in results}
     st.plotly_chart(
-        charts.timing_figure(rows, labels, totals), key="timing_chart", config={"displayModeBar": False}
+        charts.timing_figure(rows, labels, totals, note=f"forward-only passes: {precision.replace('**', '')}"),
+        key="timing_chart", config={"displayModeBar": False}
     )
     st.caption(
         "Time of the calls that computed each map for this image, by stage, and the model passes they "

@@ -48,11 +48,13 @@ def _layout(fig: go.Figure, height: int) -> go.Figure:
     return fig
 
 
-def timing_figure(rows: Sequence[dict], method_labels: dict[str, str], totals: dict[str, str]) -> go.Figure:
+def timing_figure(rows: Sequence[dict], method_labels: dict[str, str], totals: dict[str, str],
+                  note: str = "") -> go.Figure:
     """Stacked horizontal bars: one per method, one segment per stage.
 
     ``rows``: dicts with method, stage, seconds, shared (bool: work done once for two
-    methods, hatched). ``totals[method]`` is the text written after the bar.
+    methods, hatched). ``totals[method]`` is the text written after the bar; ``note`` is
+    written under the axis (the passes' precision and why).
     """
     fig = go.Figure()
     methods = list(dict.fromkeys(row["method"] for row in rows))
@@ -97,7 +99,7 @@ def timing_figure(rows: Sequence[dict], method_labels: dict[str, str], totals: d
     )
     fig.update_layout(barmode="stack")
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=[y_labels[m] for m in methods])
-    fig.update_xaxes(title_text="seconds", range=[0, peak * 2.1])
+    fig.update_xaxes(title_text="seconds" + (f"<br><sup>{note}</sup>" if note else ""), range=[0, peak * 2.1])
     return _layout(fig, 300)
 
 

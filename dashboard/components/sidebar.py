@@ -263,9 +263,12 @@ def precision_toggle() -> str:
     exact = st.toggle(
         "exact (fp32)", key="exact_fp32", persist_state=PERSIST,
         help="Score-CAM, Faster-Score-CAM and Ablation-CAM run many forward passes. By default "
-        "(auto) they use a bfloat16 copy of the model where this CPU has native bf16 (AMX / "
-        f"AVX512-BF16) - this server: {'native bf16' if support.native else 'no native bf16, so fp32'} "
-        f"({support.reason}). Gradient methods are always fp32. Switch on for exact fp32 everywhere.",
+        "(auto) they use a bfloat16 copy of the model only where a short probe on this model and "
+        "layer measured bf16 clearly faster than fp32 and faithful to it (the header says what it "
+        "measured). This server: "
+        + ("its CPU has bf16 instructions, so auto measures each model once"
+           if support.native else f"fp32, nothing to measure ({support.reason})")
+        + ". Gradient methods are always fp32. Switch on for exact fp32 everywhere.",
     )
     return "fp32" if exact else state.DEFAULT_PRECISION
 

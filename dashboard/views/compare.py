@@ -252,7 +252,7 @@ def build_view() -> tuple[View, object] | tuple[None, None]:
     view = attempt(
         "Could not prepare the maps", make_view, model_key, bundle, explainer, layer, choice.name,
         choice.detail, choice.image, choice.mask, prepared, class_index, dict(top)[class_index], display,
-        fused,
+        fused, precision,
     )
     if failed(view):
         return None, None
@@ -265,7 +265,7 @@ def _headline(view: View) -> None:
     st.markdown(
         f"**{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
         f"image **{view.image_name}** · explaining **{view.class_name}** (p = {view.probability:.1%}) · "
-        f"{precision_text(view.explainer)}"
+        f"{precision_text(view)}"
     )
 
 
