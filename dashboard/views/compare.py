@@ -1,23 +1,34 @@
-"""Compare: Grad-CAM, Grad-CAM++, Score-CAM and Faster-Score-CAM side by side.
+"""Compare: CAM methods side by side on one image, one column per method.
+
+The columns are the methods chosen in the sidebar, any of ``camcore.methods.METHODS``
+(nine today: the gradient, activation and masked-pass families); the default is
+``camcore.methods.ORIGINAL_STUDY``, the four methods of the 2019 Faster-Score-CAM study
+(Grad-CAM, Grad-CAM++, Score-CAM, Faster-Score-CAM). More than ``MAX_METHOD_COLUMNS``
+methods wrap into further rows of columns, each led by the input column. The rows of
+each column are ``dashboard.components.grid.ROWS``.
 
 How a page run unfolds
 ----------------------
 1. Sidebar: model → layer → image → class → display settings (cached resources from
    ``dashboard.state``; every choice has a stable widget key).
-2. The grid, progressively: the input column; Grad-CAM and Grad-CAM++ (one shared
-   forward+backward pass); then the *live fragment*: the Faster-Score-CAM column runs
-   only the masked passes of its max_N channels (progress bar) and shows its map; then
-   Score-CAM continues from those passes to every channel (progress bar in its column).
+2. The grid, progressively: the input column; the one-pass methods (gradient and
+   activation families: one shared forward+backward pass, or one forward pass); then the
+   *live fragment*: a max_N method (Faster-Score-CAM) runs only the masked passes of its
+   max_N channels (progress bar) and shows its map; then the per-channel methods
+   (Score-CAM, Ablation-CAM), queued in their columns until then, run with a progress bar
+   each; Score-CAM continues from the masked passes Faster-Score-CAM already ran.
 3. Below the grid, still drawn by the live fragment: compute times, the max_N
-   trade-off, threshold tuning, downloads.
+   trade-off, threshold tuning, the sanity check, downloads.
 
 Live max_N: the live fragment (``@st.fragment``) draws the max_N slider into the
-sidebar, the Faster-Score-CAM column, the Score-CAM column and the analysis. Moving the
+sidebar, the max_N columns, the per-channel columns and the analysis. Moving the
 slider reruns that fragment only, not the page; the explainer's Score-CAM prefix cache
 makes any max_N up to the computed channels cost no model pass.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -39,6 +50,10 @@ from dashboard.components.grid import (
     show_panels,
     show_placeholders,
 )
+
+if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
+    from camcore.explainer import Explainer
+    from camcore.models import LoadedModel
 
 # ------------------------------------------------------------------ computing
 def compute(view: View, method: str, max_n: int | None = None, progress=None):
@@ -214,26 +229,36 @@ def render_grid(view: View, slider_box, analysis_box) -> None:
 
 
 # ----------------------------------------------------------------------- page
+def _model_and_layer() -> tuple[str, LoadedModel, Explainer, str, str] | None:
+    """Sidebar, first part: the model, its precision, its explainer and the layer
+    (model key, bundle, explainer, layer, requested precision); None after a message."""
+    model_key = sidebar.model_picker()
+    if model_key is None:
+        return None
+    bundle = sidebar.load_model(model_key)
+    if failed(bundle):
+        return None
+    if bundle.note:
+        st.caption(bundle.note)
+    precision = sidebar.precision_toggle()
+    explainer = attempt("Could not prepare the model", state.get_explainer, model_key, precision)
+    if failed(explainer):
+        return None
+    default_layer = getattr(bundle, "default_layer", None) or explainer.default_layer
+    layer = sidebar.layer_picker(explainer, default_layer, model_key)
+    if layer is None:
+        return None
+    return model_key, bundle, explainer, layer, precision
+
+
 def build_view() -> tuple[View, object] | tuple[None, None]:
     """Run the sidebar and gather what the grid needs; None (after a message) if not ready."""
     sidebar.apply_open_in_compare()
     with st.sidebar:
-        model_key = sidebar.model_picker()
-        if model_key is None:
+        chosen = _model_and_layer()
+        if chosen is None:
             return None, None
-        bundle = sidebar.load_model(model_key)
-        if failed(bundle):
-            return None, None
-        if bundle.note:
-            st.caption(bundle.note)
-        precision = sidebar.precision_toggle()
-        explainer = attempt("Could not prepare the model", state.get_explainer, model_key, precision)
-        if failed(explainer):
-            return None, None
-        default_layer = getattr(bundle, "default_layer", None) or explainer.default_layer
-        layer = sidebar.layer_picker(explainer, default_layer, model_key)
-        if layer is None:
-            return None, None
+        model_key, bundle, explainer, layer, precision = chosen
         choice = sidebar.image_picker()
         if choice is None:
             return None, None
@@ -247,12 +272,12 @@ def build_view() -> tuple[View, object] | tuple[None, None]:
             return None, None
         class_index = sidebar.class_picker(top, bundle.class_names, (model_key, prepared.key))
         controls = sidebar.display_controls()
-        display = controls.display
 
     view = attempt(
-        "Could not prepare the maps", make_view, model_key, bundle, explainer, layer, choice.name,
-        choice.detail, choice.image, choice.mask, prepared, class_index, dict(top)[class_index], display,
-        fused, precision,
+        "Could not prepare the maps", make_view, model_key=model_key, bundle=bundle, explainer=explainer,
+        layer=layer, image_name=choice.name, detail=choice.detail, image=choice.image, mask=choice.mask,
+        prepared=prepared, class_index=class_index, probability=dict(top)[class_index],
+        display=controls.display, fused_layers=fused, requested_precision=precision,
     )
     if failed(view):
         return None, None
