@@ -28,7 +28,7 @@ makes any max_N up to the computed channels cost no model pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import streamlit as st
 
@@ -52,11 +52,16 @@ from dashboard.components.grid import (
 )
 
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
-    from camcore.explainer import Explainer
+    from streamlit.delta_generator import DeltaGenerator
+
+    from camcore.explainer import CamResult, Explainer
     from camcore.models import LoadedModel
 
+Progress = Callable[[int, int], None]  # (passes done, passes in all)
+Slots = tuple["DeltaGenerator", "DeltaGenerator", "DeltaGenerator"]  # a column's header, progress bar, panels
+
 # ------------------------------------------------------------------ computing
-def compute(view: View, method: str, max_n: int | None = None, progress=None):
+def compute(view: View, method: str, max_n: int | None = None, progress: Progress | None = None) -> CamResult:
     """One CAM through the shared explainer; its timings are logged when computed."""
     result = view.explainer.compute(
         method, view.x, view.layers_for(method), view.class_index, max_n=max_n, progress=progress
@@ -65,7 +70,7 @@ def compute(view: View, method: str, max_n: int | None = None, progress=None):
     return result
 
 
-def _passes_progress(bar, before: int = 0):
+def _passes_progress(bar: DeltaGenerator, before: int = 0) -> Progress:
     def progress(done: int, total: int) -> None:
         if total > 0:
             value = min(max((before + done) / (before + total), 0.0), 1.0)
@@ -79,9 +84,9 @@ class _Sharing:
     reused its passes can show whose they were in the timing chart."""
 
     def __init__(self) -> None:
-        self.first: dict[str, tuple[str, object]] = {}
+        self.first: dict[str, tuple[str, CamResult]] = {}
 
-    def note(self, view: View, method: str, result, max_n: int | None = None) -> None:
+    def note(self, view: View, method: str, result: CamResult, max_n: int | None = None) -> None:
         family = METHODS[method].family
         earlier = self.first.get(family)
         if earlier is None:
@@ -131,7 +136,7 @@ def _max_n_column(view: View, method: str, n: int, sharing: _Sharing) -> None:
         show_panels(method_panels(view, method, result.cam))
 
 
-def _queued_slots(view: View, method: str, box) -> tuple:
+def _queued_slots(view: View, method: str, box: DeltaGenerator) -> Slots:
     """Header, progress and panel slots of a per-channel method ("queued" until it runs)."""
     with box:
         head, bar, panels = st.empty(), st.empty(), st.empty()
@@ -143,7 +148,7 @@ def _queued_slots(view: View, method: str, box) -> tuple:
     return head, bar, panels
 
 
-def _per_channel_column(view: View, method: str, slots: tuple, sharing: _Sharing) -> None:
+def _per_channel_column(view: View, method: str, slots: Slots, sharing: _Sharing) -> None:
     """Score-CAM, Ablation-CAM: one pass per channel, with progress; Score-CAM continues
     from whatever masked passes a max_N method already ran."""
     head, bar, panels = slots
@@ -167,7 +172,8 @@ def _per_channel_column(view: View, method: str, slots: tuple, sharing: _Sharing
 
 
 @st.fragment
-def live(view: View, slider_box, max_n_boxes: dict, per_channel: dict, analysis_box) -> None:
+def live(view: View, slider_box: DeltaGenerator, max_n_boxes: dict[str, DeltaGenerator],
+         per_channel: dict[str, DeltaGenerator], analysis_box: DeltaGenerator) -> None:
     """Everything that depends on max_N. Its widget (the slider) lives here, so a slider
     move reruns only this fragment: it redraws the max_N columns (the first one is its own
     body), the per-channel columns queued behind them (their passes are cached after the
@@ -195,16 +201,16 @@ def _rows_of_methods(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [methods[i : i + size] for i in range(0, len(methods), size)] or [()]
 
 
-def render_grid(view: View, slider_box, analysis_box) -> None:
+def render_grid(view: View, slider_box: DeltaGenerator, analysis_box: DeltaGenerator) -> None:
     """One column per method, in rows of at most MAX_METHOD_COLUMNS, each row led by the
     input column. One-pass methods draw at once; the live fragment then draws the max_N
     methods and the per-channel methods queued in their columns."""
     sharing = _Sharing()
-    max_n_boxes: dict = {}
-    per_channel: dict = {}
+    max_n_boxes: dict[str, DeltaGenerator] = {}
+    per_channel: dict[str, DeltaGenerator] = {}
     fragment_column = None
     rows = _rows_of_methods(view.methods)
-    for number, row in enumerate(rows):
+    for row in rows:
         columns = st.columns(1 + (MAX_METHOD_COLUMNS if len(rows) > 1 else len(row)), gap="small")
         with columns[0]:
             _input_column(view)
@@ -251,25 +257,26 @@ def _model_and_layer() -> tuple[str, LoadedModel, Explainer, str, str] | None:
     return model_key, bundle, explainer, layer, precision
 
 
-def build_view() -> tuple[View, object] | tuple[None, None]:
-    """Run the sidebar and gather what the grid needs; None (after a message) if not ready."""
+def build_view() -> tuple[View, DeltaGenerator] | None:
+    """Run the sidebar and gather what the grid needs (the View and the sidebar's slot for the
+    max_N slider); None (after a message) if not ready."""
     sidebar.apply_open_in_compare()
     with st.sidebar:
         chosen = _model_and_layer()
         if chosen is None:
-            return None, None
+            return None
         model_key, bundle, explainer, layer, precision = chosen
         choice = sidebar.image_picker()
         if choice is None:
-            return None, None
+            return None
         fused = sidebar.fuse_layers_picker(explainer, layer, model_key)
         prepared = attempt("Could not prepare the image for this model", state.prepare_input,
                            model_key, bundle, explainer, choice)
         if failed(prepared):
-            return None, None
+            return None
         top = attempt("Could not run the model", explainer.top_classes, prepared, explainer.n_classes)
         if failed(top):
-            return None, None
+            return None
         class_index = sidebar.class_picker(top, bundle.class_names, (model_key, prepared.key))
         controls = sidebar.display_controls()
 
@@ -280,7 +287,7 @@ def build_view() -> tuple[View, object] | tuple[None, None]:
         display=controls.display, fused_layers=fused, requested_precision=precision,
     )
     if failed(view):
-        return None, None
+        return None
     return view, controls.max_n_slot
 
 
@@ -297,14 +304,15 @@ def _headline(view: View) -> None:
 def main() -> None:
     st.title("CAM Studio", anchor=False)
     st.caption("Why did the classifier decide what it decided? Class-activation-map methods, side by side.")
-    view, slider_box = build_view()
-    if view is None:
+    built = build_view()
+    if built is None:
         st.info(
             "Choose a model and an image in the sidebar to see the comparison; any problem with your "
             "choices is explained there.",
             icon=":material/arrow_back:",
         )
         return
+    view, slider_box = built
     _headline(view)
     if not view.methods:
         st.info("Select at least one method in the sidebar.")
