@@ -78,7 +78,8 @@ def test_a_row_added_to_the_row_list_is_drawn_in_every_column_and_exported(inver
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-    images = {image.captions[0]: image.value[0] for image in at.main.image if image.captions and image.captions[0].strip()}
+    images = {image.captions[0]: image.value[0]
+              for image in at.main.image if image.captions and image.captions[0].strip()}
     assert len(images) == len(grid.ROWS) * (1 + len(methods)) == 5 * (1 + len(methods))
     view, cams = _page_view(methods)
     np.testing.assert_array_equal(_decode(images["Input inverted"]), 255 - view.rgb)
