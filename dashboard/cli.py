@@ -6,7 +6,8 @@
 
 ``run`` is ``streamlit run`` on the installed ``dashboard/app.py``, in this process,
 on 127.0.0.1:8501 unless told otherwise (any other streamlit option passes through),
-with the default page warmed in the background while the server starts. ``evaluate`` and ``bench`` run those modules exactly as ``python -m`` does.
+with the default page warmed in the background while the server starts. ``evaluate`` and
+``bench`` run those modules exactly as ``python -m`` does.
 """
 
 from __future__ import annotations
