@@ -137,7 +137,7 @@ def make_view(
         model_name=bundle.label,
         layer=layer,
         fused_layers=tuple(fused_layers),
-        channels=explainer.adapter.layer_info(layer).channels,
+        channels=explainer.layer_info(layer).channels,
         class_index=int(class_index),
         class_name=names[class_index] if class_index < len(names) else f"class {class_index}",
         probability=float(probability),

@@ -17,6 +17,8 @@ import streamlit as st
 from dashboard import state
 from dashboard.components.common import FAILED, attempt, failed, show_error
 
+from camcore.defaults import DEFAULT_MAX_N
+
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
     from camcore.explainer import Explainer
     from streamlit.delta_generator import DeltaGenerator
@@ -28,7 +30,6 @@ IMAGE_SOURCES = {"sample": "Bundled samples", "upload": "Upload an image", "data
 MODEL_TYPES = ["keras", "h5"]
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
 AUTO = "auto"
-DEFAULT_MAX_N = 10
 TOP_K = 5
 THUMBNAIL = 96
 DEFAULT_INPUT_SIZE = 224  # suggested (placeholder) input height and width for variable-size uploads

@@ -292,7 +292,7 @@ def build_view() -> tuple[View, DeltaGenerator] | None:
 
 
 def _headline(view: View) -> None:
-    info = view.explainer.adapter.layer_info(view.layer)
+    info = view.explainer.layer_info(view.layer)
     fused = f" (one-pass methods fuse {len(view.fused_layers)} layers)" if view.fused_layers else ""
     st.markdown(
         f"**{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
