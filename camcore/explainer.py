@@ -445,7 +445,10 @@ class Explainer:
 
     def peek(self, method: str, x: Any, layer: str | Sequence[str], class_index: int | None = None,
              max_n: int | None = None, **options: Any) -> CamResult | None:
-        """The result of :meth:`compute` if it needs no model pass, else None."""
+        """The result of :meth:`compute` if it needs no model pass, else None (also for a
+        method this model cannot serve)."""
+        if self.unavailable_reason(method) is not None:
+            return None
         try:
             return self._run(method, x, layer, class_index, max_n, None, options, offline=True)
         except NeedsModelPass:

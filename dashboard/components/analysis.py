@@ -264,6 +264,9 @@ def _sanity_section(view: View, results: Results, max_n: int) -> None:
     methods = tuple(results)
     if not methods:
         return
+    if view.explainer.backend.kind != "keras":
+        st.info("The model-randomization check re-draws a Keras model's weights: it needs a Keras model.")
+        return
     store = st.session_state.setdefault(SANITY, {})
     key = _sanity_key(view, methods, max_n)
     if st.button("Run the model-randomization check", key="sanity_button", icon=":material/science:",
@@ -296,7 +299,9 @@ def _sanity_section(view: View, results: Results, max_n: int) -> None:
 def maps_npz(view: View, results: Results) -> bytes:
     buffer = io.BytesIO()
     arrays = {method: result.cam for method, result in results.items()}
-    arrays |= {"guided_backprop": view.saliency, "sobel_gradient": view.sobel, "input_rgb": view.rgb}
+    arrays |= {"sobel_gradient": view.sobel, "input_rgb": view.rgb}
+    if view.saliency is not None:  # a model without gradients has no guided backprop
+        arrays["guided_backprop"] = view.saliency
     if view.mask is not None:
         arrays["ground_truth"] = np.asarray(view.mask, bool)
     np.savez_compressed(buffer, **arrays)

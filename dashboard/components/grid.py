@@ -59,7 +59,7 @@ class View:
     rgb: np.ndarray  # the input at the model's size, uint8 RGB: what panels are drawn on
     mask: np.ndarray | None  # bool ground truth (any size)
     mask_id: str  # content hash of the mask ("none" without one)
-    saliency: np.ndarray  # guided backprop (H, W, C)
+    saliency: np.ndarray | None  # guided backprop (H, W, C); None for a model without gradients
     sobel: np.ndarray  # image gradient (H, W) in [0, 1]
     methods: tuple[str, ...]
     threshold: float
@@ -146,7 +146,7 @@ def make_view(
         rgb=rgb,
         mask=mask,
         mask_id="none" if mask is None else image_key(np.asarray(mask, bool)),
-        saliency=explainer.guided_backprop(prepared, class_index),
+        saliency=_guided_backprop_of(explainer, prepared, class_index),
         sobel=sobel_gradient(rgb),
         methods=tuple(display.methods),
         threshold=float(display.threshold),
@@ -156,6 +156,12 @@ def make_view(
         precision=explainer.verdict(prepared, layer).precision,
         requested_precision=requested_precision,
     )
+
+
+def _guided_backprop_of(explainer: Explainer, prepared: Prepared, class_index: int) -> np.ndarray | None:
+    if explainer.unavailable_reason("grad_cam") is not None:  # no gradients: no guided backprop
+        return None
+    return explainer.guided_backprop(prepared, class_index)
 
 
 def label(method: str) -> str:
@@ -201,10 +207,14 @@ def _thresholded(view: View, method: str, cam: np.ndarray) -> Tile:
 
 
 def _guided_backprop(view: View) -> Tile:
+    if view.saliency is None:
+        return "Guided backprop · needs gradients", blank_tile(view.rgb)
     return "Guided backprop", visualize.saliency_to_rgb(view.saliency)
 
 
 def _guided(view: View, method: str, cam: np.ndarray) -> Tile:
+    if view.saliency is None:
+        return f"Guided {label(method)} · needs gradients", blank_tile(view.rgb)
     return f"Guided {label(method)}", visualize.saliency_to_rgb(guided_variant(cam, view.saliency))
 
 

@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
 
 MODEL_SOURCES = {"demo": "Demo models", "app": "Keras Applications", "upload": "Upload a model"}
 IMAGE_SOURCES = {"sample": "Bundled samples", "upload": "Upload an image", "dataset": "From Dataset page"}
-MODEL_TYPES = ["keras", "h5"]
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
 AUTO = "auto"
 TOP_K = 5
@@ -174,6 +173,13 @@ class UploadChoice:
     input_size: tuple[int, int] | None
 
 
+def model_types() -> tuple[str, ...]:
+    """The model file extensions camcore reads (its format registry: .keras, .h5, .hdf5, ...)."""
+    from camcore.models import model_extensions
+
+    return model_extensions()
+
+
 def upload_model_inputs(prefix: str = "") -> UploadChoice:
     """The model upload widgets (file, preprocessing, input height and width), shared by the
     Compare sidebar (no prefix: keys "model_file", "upload_preprocessing", "upload_height",
@@ -181,8 +187,9 @@ def upload_model_inputs(prefix: str = "") -> UploadChoice:
     from camcore.preprocess import PREPROCESSING_MODES
 
     file = st.file_uploader(
-        "Keras model file (.keras or .h5)", type=MODEL_TYPES, key=f"{prefix}model_file",
-        help="Loaded in Keras safe mode (no custom code runs).",
+        f"Model file ({', '.join(model_types())})", type=[t.lstrip(".") for t in model_types()],
+        key=f"{prefix}model_file",
+        help="Keras files load in Keras safe mode (no custom code runs); every format camcore reads is accepted.",
     )
     modes = [AUTO, *PREPROCESSING_MODES]
     labels = {AUTO: "auto: infer from the model", **{k: f"{k}: {v}" for k, v in PREPROCESSING_MODES.items()}}

@@ -117,6 +117,13 @@ def _one_pass_column(view: View, method: str, sharing: _Sharing) -> None:
     show_panels(method_panels(view, method, result.cam))
 
 
+def _unavailable_column(view: View, method: str, reason: str) -> None:
+    """A method this model cannot serve (e.g. a gradient method on an ONNX model): its
+    column says why, with gray tiles keeping the rows aligned."""
+    _header(view, method, reason)
+    show_placeholders(view, method, "not available")
+
+
 def _max_n_column(view: View, method: str, n: int, sharing: _Sharing) -> None:
     """A max_N method (Faster-Score-CAM) at max_N = n (runs only the passes not cached)."""
     with st.container(key=f"{method}_header"):
@@ -217,7 +224,10 @@ def render_grid(view: View, slider_box: DeltaGenerator, analysis_box: DeltaGener
         for column, method in zip(columns[1:], row):
             spec = METHODS[method]
             with column:
-                if spec.uses_max_n:
+                missing = view.explainer.unavailable_reason(method)
+                if missing is not None:
+                    _unavailable_column(view, method, missing)
+                elif spec.uses_max_n:
                     if fragment_column is None:
                         fragment_column = column
                     else:
