@@ -635,26 +635,7 @@ def from_keras(
 
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    if input_size is not None:
-        input_size = _check_input_size(input_size)
-    shape = _image_input_shape(model)
-    if input_size_is_variable(model):
-        if input_size is None:
-            raise NeedsInputSize(name, shape)
-        if shape[3] is None:
-            raise ValueError(f"the number of input channels of {name} is not fixed (input {shape})")
-        try:
-            model = with_fixed_input(model, (*input_size, int(shape[3])))
-        except Exception as exc:  # noqa: BLE001 - a Keras failure becomes a user message
-            raise ValueError(
-                f"could not fix the input size of {name} to {input_size[0]}×{input_size[1]}: "
-                f"{_first_line(str(exc))}"
-            ) from exc
-    elif shape is not None and input_size is not None and tuple(shape[1:3]) != input_size:
-        raise ValueError(
-            f"{name} fixes its input size at {shape[1]}×{shape[2]}, not "
-            f"{input_size[0]}×{input_size[1]}"
-        )
+    model = _with_input_size(model, name, None if input_size is None else _check_input_size(input_size))
     adapter = ModelAdapter(model)
     # a model that cannot be explained fails before the user is asked anything
     if layer is None:
@@ -665,24 +646,49 @@ def from_keras(
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
     preprocessing = _checked_preprocessing(name, preprocessing or guess_preprocessing(model), channels)
-    n = adapter.n_classes
-    if class_names is None:
-        class_names = [f"class {i}" for i in range(n)]
-    elif len(class_names) != n:
-        raise ValueError(f"{name} has {n} classes but {len(class_names)} class names were given")
     return LoadedModel(
         name=name,
         model=model,
         preprocessing=preprocessing,
         input_size=(height, width),
         channels=channels,
-        class_names=tuple(str(c) for c in class_names),
+        class_names=_class_names(name, adapter.n_classes, class_names),
         layer=layer,
         source=source,
         key=key or f"memory:{name}",
         note=note,
         card=dict(card or {}),
     )
+
+
+def _with_input_size(model: keras.Model, name: str, input_size: tuple[int, int] | None) -> keras.Model:
+    """``model``, or a copy with its input fixed at ``input_size`` when it accepts any size."""
+    shape = _image_input_shape(model)
+    if input_size_is_variable(model):
+        if input_size is None:
+            raise NeedsInputSize(name, shape)
+        if shape[3] is None:
+            raise ValueError(f"the number of input channels of {name} is not fixed (input {shape})")
+        try:
+            return with_fixed_input(model, (*input_size, int(shape[3])))
+        except Exception as exc:  # noqa: BLE001 - a Keras failure becomes a user message
+            raise ValueError(
+                f"could not fix the input size of {name} to {input_size[0]}×{input_size[1]}: "
+                f"{_first_line(str(exc))}"
+            ) from exc
+    if shape is not None and input_size is not None and tuple(shape[1:3]) != input_size:
+        raise ValueError(
+            f"{name} fixes its input size at {shape[1]}×{shape[2]}, not {input_size[0]}×{input_size[1]}"
+        )
+    return model
+
+
+def _class_names(name: str, n: int, class_names: Sequence[str] | None) -> tuple[str, ...]:
+    if class_names is None:
+        return tuple(f"class {i}" for i in range(n))
+    if len(class_names) != n:
+        raise ValueError(f"{name} has {n} classes but {len(class_names)} class names were given")
+    return tuple(str(c) for c in class_names)
 
 
 
@@ -714,14 +720,9 @@ def from_backend(
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
     preprocessing = _checked_preprocessing(name, preprocessing or getattr(backend, "preprocessing", None), channels)
-    n = backend.n_classes
-    if class_names is None:
-        class_names = [f"class {i}" for i in range(n)]
-    elif len(class_names) != n:
-        raise ValueError(f"{name} has {n} classes but {len(class_names)} class names were given")
     return LoadedModel(name=name, model=backend, preprocessing=preprocessing, input_size=(height, width),
-                       channels=channels, class_names=tuple(str(c) for c in class_names), layer=layer,
-                       source=source, key=key or f"memory:{name}", note=note)
+                       channels=channels, class_names=_class_names(name, backend.n_classes, class_names),
+                       layer=layer, source=source, key=key or f"memory:{name}", note=note)
 
 
 def _checked_preprocessing(name: str, preprocessing: str | None, channels: int) -> str:
