@@ -59,6 +59,9 @@ _EXPORTS: dict[str, str] = {
     "list_demos": "camcore.demos",
     "load_demo": "camcore.demos",
     "load_application": "camcore.zoo",
+    # two maps (e.g. two models' maps of one image) against each other
+    "compare_maps": "camcore.metrics.agreement",
+    "MapAgreement": "camcore.metrics.agreement",
 }
 
 __all__ = sorted(_EXPORTS)
