@@ -62,6 +62,8 @@ _EXPORTS: dict[str, str] = {
     # two maps (e.g. two models' maps of one image) against each other
     "compare_maps": "camcore.metrics.agreement",
     "MapAgreement": "camcore.metrics.agreement",
+    "pair_classes": "camcore.pairing",
+    "ClassPairing": "camcore.pairing",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -70,8 +72,8 @@ __all__ = sorted(_EXPORTS)
 _RENAMED = {"register_method": "register"}
 _SUBMODULES = frozenset({
     "adapter", "autoprecision", "backends", "bench", "dagm", "defaults", "demos", "evaluate", "evaluation",
-    "explainer", "functions", "loading", "maps", "methods", "metrics", "models", "passes", "precision",
-    "prepared", "preprocess", "samples", "synth", "visualize", "zoo",
+    "explainer", "functions", "loading", "maps", "methods", "metrics", "models", "pairing", "passes",
+    "precision", "prepared", "preprocess", "samples", "synth", "visualize", "zoo",
 })
 
 

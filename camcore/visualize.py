@@ -1,5 +1,6 @@
 """Turning maps into pictures: heat overlays, the thresholded "emphasized" view,
-guided-backprop saliency, and the side-by-side grid the dashboard downloads.
+guided-backprop saliency, the difference of two maps on a diverging scale, and the
+side-by-side grid the dashboard downloads.
 
 Every function returns uint8 RGB (H, W, 3). Maps are floats in [0, 1] at any
 resolution; they are bilinearly upsampled to the image they are drawn on.
@@ -86,6 +87,53 @@ def colorize(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
     levels = np.round(_clean_map(cam) * 255.0).astype(np.uint8)
     # OpenCV colormaps produce BGR
     return cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)
+
+
+# A diverging scale for signed maps (e.g. one model's map minus another's): blue for
+# negative, white at zero, red for positive, equally saturated at -1 and +1 so neither sign
+# looks stronger. Anchors at -1, -0.5, 0, 0.5, 1 (RGB), linearly interpolated between;
+# already saturated at ±0.5, where differences of two normalized maps mostly lie.
+DIVERGING_ANCHORS = np.array(
+    [[16, 60, 140], [40, 110, 210], [255, 255, 255], [225, 60, 45], [135, 10, 25]], np.float32
+)
+# |difference| at which difference_overlay reaches its full opacity
+_FULL_DIFFERENCE = 0.5
+
+
+def colorize_signed(values: np.ndarray) -> np.ndarray:
+    """A signed map in [-1, 1] → RGB on the diverging scale :data:`DIVERGING_ANCHORS`
+    (-1 blue, 0 white, +1 red); values outside are clipped, NaN counts as 0."""
+    signed = np.asarray(values, dtype=np.float32)
+    if signed.ndim == 3 and signed.shape[-1] == 1:
+        signed = signed[..., 0]
+    if signed.ndim != 2 or signed.size == 0:
+        raise ValueError(f"a signed map must be 2-D (h, w), got shape {signed.shape}")
+    signed = np.clip(np.nan_to_num(signed, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    position = (signed + 1.0) * 0.5 * (len(DIVERGING_ANCHORS) - 1)
+    low = np.minimum(np.floor(position).astype(np.int64), len(DIVERGING_ANCHORS) - 2)
+    weight = (position - low)[..., None]
+    colors = DIVERGING_ANCHORS[low] * (1.0 - weight) + DIVERGING_ANCHORS[low + 1] * weight
+    return np.clip(np.round(colors), 0, 255).astype(np.uint8)
+
+
+def difference_overlay(image: np.ndarray, difference: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A signed map (e.g. map A - map B, in [-1, 1]) on the diverging scale over ``image``,
+    at the image's resolution. Each pixel's opacity grows with |difference|: 0 where the
+    maps agree (the image shows unchanged), ``min(1, 2·alpha)`` from |difference| = 0.5 up
+    (so the default alpha 0.5 paints a strong difference fully; alpha 0 gives the image)."""
+    alpha = _check_unit(alpha, "alpha")
+    rgb = to_rgb(image)
+    signed = np.asarray(difference, dtype=np.float32)
+    if signed.ndim == 3 and signed.shape[-1] == 1:
+        signed = signed[..., 0]
+    if signed.ndim == 2 and signed.shape != rgb.shape[:2]:
+        # bilinear, like the maps; a signed map is resized directly, not clipped to [0, 1]
+        signed = cv2.resize(signed, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colors = colorize_signed(signed).astype(np.float32)
+    magnitude = np.abs(np.nan_to_num(np.clip(signed, -1.0, 1.0), nan=0.0))
+    weight = (np.minimum(magnitude / _FULL_DIFFERENCE, 1.0) * min(1.0, 2.0 * alpha))[..., None]
+    mixed = (1.0 - weight) * rgb.astype(np.float32) + weight * colors
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
 def _blend(rgb: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:

@@ -31,10 +31,13 @@ keep_compiled_passes_across_reruns()
 
 # Less empty space above the title, so the whole grid fits a 1000-pixel-high screen.
 # Panel captions stay on one line (ellipsis when a narrow column cuts them), so the rows of
-# the grid stay aligned however many method columns there are.
+# the grid stay aligned however many method columns there are; so do the column headers of
+# the comparison with a second model (containers keyed "pair_<method>").
 st.html(
     "<style>[data-testid=stMainBlockContainer]{padding-top:2.2rem;padding-bottom:2rem}"
-    "[data-testid=stImageCaption]{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}</style>"
+    "[data-testid=stImageCaption]{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}"
+    "[class*=st-key-pair_] [data-testid=stCaptionContainer]{white-space:nowrap;overflow:hidden;"
+    "text-overflow:ellipsis}</style>"
 )
 
 navigation = st.navigation(

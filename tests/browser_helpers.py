@@ -188,3 +188,40 @@ def select_all_methods(page) -> None:
             pills.get_by_role("button", name=spec.label, exact=True).click()
             wait_idle(page)
     wait_full_grid(page)
+
+
+def switch_on_second_model(page) -> None:
+    """Click the sidebar's "Compare with a second model" toggle (its label: the switch
+    itself is covered by Streamlit's styling)."""
+    page.locator(".st-key-compare_b").get_by_text("Compare with a second model").click()
+
+
+def wait_pair_grid(page, methods, timeout_ms: float = 240_000) -> None:
+    """Wait until every comparison column (``pair_<method>``) shows its three tiles and its
+    table, the downloads are drawn and no progress bar is left."""
+    page.wait_for_function(
+        """(methods) => methods.every(m => {
+                const box = document.querySelector('.st-key-pair_' + m);
+                return box && box.querySelectorAll('[data-testid=stImage] img').length >= 3
+                    && box.querySelector('[data-testid=stTable]');
+            })
+            && document.querySelectorAll('[data-testid=stDownloadButton]').length >= 4
+            && !document.querySelector('.st-key-grid [data-testid=stProgress]')""",
+        arg=list(methods),
+        timeout=timeout_ms,
+        polling=50,
+    )
+    wait_idle(page, timeout_ms)
+
+
+def pair_state(page, method: str) -> tuple[list[str], str]:
+    """(the srcs of a comparison column's tiles, its header caption)."""
+    return page.evaluate(
+        """(m) => {
+            const box = document.querySelector('.st-key-pair_' + m);
+            const images = box ? [...box.querySelectorAll('[data-testid=stImage] img')] : [];
+            const cap = box ? box.querySelector('[data-testid=stCaptionContainer]') : null;
+            return [images.map(i => i.getAttribute('src')), cap ? cap.innerText : ''];
+        }""",
+        method,
+    )

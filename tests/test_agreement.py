@@ -73,3 +73,16 @@ def test_different_resolutions_meet_at_the_larger_one_or_the_masks():
 def test_bad_maps_are_refused(bad):
     with pytest.raises(ValueError, match="map_b"):
         compare_maps(np.zeros((4, 4)), bad)
+
+
+def test_an_explicit_size_is_where_the_maps_meet():
+    a, b = _blob((8, 8), (3, 3), 3), _blob((14, 14), (5, 5), 5)
+    mask = np.zeros((64, 64), bool)
+    mask[:30, :30] = True
+    agreement = compare_maps(a, b, threshold=0.3, mask=mask, size=(40, 24))  # the size wins over the mask's
+    assert agreement.difference.shape == (40, 24)
+    np.testing.assert_allclose(agreement.difference,
+                               camcore.maps.upsample(a, (40, 24)) - camcore.maps.upsample(b, (40, 24)), atol=1e-6)
+    assert agreement.both_peaks_in_defect is True  # the pointing game still reads the mask
+    with pytest.raises(ValueError, match="size"):
+        compare_maps(a, b, size=(0, 10))

@@ -6,7 +6,10 @@ import pytest
 
 from camcore.visualize import (
     COLORMAPS,
+    DIVERGING_ANCHORS,
     colorize,
+    colorize_signed,
+    difference_overlay,
     compose_grid,
     draw_outline,
     emphasize,
@@ -190,3 +193,42 @@ def test_grid_titles_spell_ui_symbols_in_ascii():
     from camcore.visualize import _fit_title
 
     assert _fit_title("Sobel × Grad-CAM · overlay", 1000, 0.45) == "Sobel x Grad-CAM - overlay"
+
+
+def test_the_diverging_scale_is_white_at_zero_and_its_anchors_at_the_ends():
+    values = np.array([[-1.0, -0.5, 0.0, 0.5, 1.0, -7.0, 7.0, np.nan]], np.float32)
+    colored = colorize_signed(values).astype(int)
+    np.testing.assert_array_equal(colored[0, :5], DIVERGING_ANCHORS.astype(int))
+    np.testing.assert_array_equal(colored[0, 2], [255, 255, 255])
+    np.testing.assert_array_equal(colored[0, 5], colored[0, 0])  # clipped to -1
+    np.testing.assert_array_equal(colored[0, 6], colored[0, 4])  # clipped to +1
+    np.testing.assert_array_equal(colored[0, 7], [255, 255, 255])  # NaN counts as no difference
+    # between anchors: linear, e.g. halfway from white to the +0.5 anchor
+    halfway = (np.array([255.0, 255, 255]) + DIVERGING_ANCHORS[3]) / 2
+    np.testing.assert_allclose(colorize_signed(np.array([[0.25]]))[0, 0], halfway, atol=0.51)
+
+
+def test_the_diverging_scale_is_red_for_positive_and_blue_for_negative_growing_with_size():
+    ramp = np.linspace(0.0, 1.0, 21, dtype=np.float32)[None, :]
+    up, down = colorize_signed(ramp).astype(int)[0], colorize_signed(-ramp).astype(int)[0]
+    redness, blueness = up[:, 0] - up[:, 2], down[:, 2] - down[:, 0]
+    assert redness[0] == 0 and blueness[0] == 0
+    assert (np.diff(redness[:11]) > 0).all() and (np.diff(blueness[:11]) > 0).all()  # up to ±0.5: more colour
+    assert (redness[1:] > 0).all() and (blueness[1:] > 0).all()
+
+
+def test_difference_overlay_shows_the_image_where_the_maps_agree():
+    image = gray_image(32)
+    difference = np.zeros((8, 8), np.float32)
+    difference[:4, :4] = 0.8  # A higher in the top-left quarter
+    difference[4:, 4:] = -0.8  # B higher in the bottom-right one
+    drawn = difference_overlay(image, difference, alpha=0.5)
+    assert drawn.shape == (32, 32, 3) and drawn.dtype == np.uint8
+    np.testing.assert_array_equal(drawn[20:24, 0:4], to_rgb(image)[20:24, 0:4])  # no difference: the image
+    np.testing.assert_array_equal(drawn[2, 2], colorize_signed(np.array([[0.8]]))[0, 0])  # full opacity from 0.5
+    np.testing.assert_array_equal(drawn[30, 30], colorize_signed(np.array([[-0.8]]))[0, 0])
+    np.testing.assert_array_equal(difference_overlay(image, difference, alpha=0.0), to_rgb(image))
+    # half the full-opacity difference at the default alpha: halfway between image and colour
+    half = difference_overlay(image, np.full((32, 32), 0.25, np.float32), alpha=0.5)
+    expected = 0.5 * to_rgb(image).astype(float) + 0.5 * colorize_signed(np.array([[0.25]]))[0, 0]
+    np.testing.assert_allclose(half, expected, atol=0.51)

@@ -2,9 +2,9 @@
 method on two models (a retrained model against the one on the line, an exported model
 against its training checkpoint).
 
-:func:`compare_maps` brings both maps to one resolution (the mask's when a mask is given,
-else the larger of the two; bilinear, :func:`camcore.maps.upsample`, as the localization
-protocol does) and reports:
+:func:`compare_maps` brings both maps to one resolution (an explicit ``size``, e.g. the input
+image's; else the mask's when a mask is given; else the larger of the two; bilinear,
+:func:`camcore.maps.upsample`, as the localization protocol does) and reports:
 
 * ``correlation`` - Pearson's r of the two maps (:func:`camcore.maps.map_correlation`:
   two constant maps give 1.0 when equal and 0.0 otherwise, never NaN);
@@ -59,19 +59,30 @@ def _as_unit_map(values: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+def _common_size(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None,
+                 size: tuple[int, int] | None) -> tuple[int, int]:
+    if size is not None:
+        height, width = (int(v) for v in size)
+        if height < 1 or width < 1:
+            raise ValueError(f"size must be a positive (height, width), got {size}")
+        return height, width
+    if mask is not None:
+        return tuple(np.asarray(mask).shape[:2])  # type: ignore[return-value]
+    return max(a.shape, b.shape, key=lambda shape: shape[0] * shape[1])
+
+
 def compare_maps(map_a: np.ndarray, map_b: np.ndarray, threshold: float = 0.5,
-                 mask: np.ndarray | None = None) -> MapAgreement:
+                 mask: np.ndarray | None = None, size: tuple[int, int] | None = None) -> MapAgreement:
     """The agreement of two maps in [0, 1] of any resolutions; ``mask`` (any resolution,
-    binary) adds whether each map's peak lies in the defect."""
+    binary) adds whether each map's peak lies in the defect. The maps meet at ``size``
+    (height, width) when given (e.g. the input image's), else at the mask's resolution,
+    else at the larger map's."""
     a, b = _as_unit_map(map_a, "map_a"), _as_unit_map(map_b, "map_b")
     threshold = float(threshold)
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold}")
-    if mask is not None:
-        size = np.asarray(mask).shape[:2]
-    else:
-        size = max(a.shape, b.shape, key=lambda shape: shape[0] * shape[1])
-    a, b = upsample(a, size), upsample(b, size)
+    common = _common_size(a, b, mask, size)
+    a, b = upsample(a, common), upsample(b, common)
     on_a, on_b = a >= threshold, b >= threshold
     union = int(np.count_nonzero(on_a | on_b))
     iou = 1.0 if union == 0 else float(np.count_nonzero(on_a & on_b)) / union

@@ -18,7 +18,7 @@ new row is one more entry there, e.g. each map inverted::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import streamlit as st
@@ -57,6 +57,7 @@ class View:
     image_name: str
     prepared: Prepared  # the model input, hashed once
     rgb: np.ndarray  # the input at the model's size, uint8 RGB: what panels are drawn on
+    image_size: tuple[int, int]  # the input image's own (height, width), before resizing for the model
     mask: np.ndarray | None  # bool ground truth (any size)
     mask_id: str  # content hash of the mask ("none" without one)
     saliency: np.ndarray | None  # guided backprop (H, W, C); None for a model without gradients
@@ -121,10 +122,12 @@ def make_view(
     detail: str = "",
     fused_layers: tuple[str, ...] = (),
     requested_precision: str = "auto",
+    guided: bool = True,
 ) -> View:
     """A View for one (model, layer, image, class) and display settings: the image at the
     model's size, its guided-backprop saliency and Sobel gradient (camcore computes them).
-    ``detail`` (e.g. "scratch") is shown after the image's name."""
+    ``detail`` (e.g. "scratch") is shown after the image's name; ``guided=False`` skips
+    guided backprop (a grid without the guided row: one backward pass less)."""
     from camcore.methods.sobel import sobel_gradient
     from camcore.prepared import image_key
     from camcore.preprocess import resize_for_model
@@ -144,9 +147,10 @@ def make_view(
         image_name=image_name + (f" ({detail})" if detail else ""),
         prepared=prepared,
         rgb=rgb,
+        image_size=(int(np.shape(image)[0]), int(np.shape(image)[1])),
         mask=mask,
         mask_id="none" if mask is None else image_key(np.asarray(mask, bool)),
-        saliency=_guided_backprop_of(explainer, prepared, class_index),
+        saliency=_guided_backprop_of(explainer, prepared, class_index) if guided else None,
         sobel=sobel_gradient(rgb),
         methods=tuple(display.methods),
         threshold=float(display.threshold),
@@ -248,20 +252,25 @@ def method_panels(view: View, method: str, cam: np.ndarray) -> list[Tile]:
 
 def show_placeholders(view: View, method: str, note: str) -> None:
     """Gray tiles for a column whose maps are not ready ("queued", "computing"), one per
-    row, drawn as HTML rather than images: Streamlit deletes an image the moment the run
-    that replaced it ends, and a browser that had not fetched it yet logged a 404 (seen
-    with 8 concurrent sessions)."""
+    row of :data:`ROWS`."""
+    show_placeholder_tiles([view.rgb.shape[:2]] * len(ROWS), f"{label(method)} · {note}")
+
+
+def show_placeholder_tiles(sizes: Sequence[tuple[int, int]], title: str) -> None:
+    """Gray tiles of the given (height, width) aspect ratios, the first captioned ``title``,
+    drawn as HTML rather than images: Streamlit deletes an image the moment the run that
+    replaced it ends, and a browser that had not fetched it yet logged a 404 (seen with 8
+    concurrent sessions)."""
     import html
 
-    height, width = view.rgb.shape[:2]
     shade = f"rgb({EMPTY_SHADE},{EMPTY_SHADE},{EMPTY_SHADE})"
     # the tile and its caption spaced as st.image draws them, so the rows stay aligned
     caption = ("margin-top:6px;padding:2px 0;text-align:center;font-size:14px;line-height:22.4px;"
                "color:rgba(49,51,63,0.6);white-space:nowrap;overflow:hidden;text-overflow:ellipsis")
-    for number, _row in enumerate(ROWS):
-        title = f"{label(method)} · {note}" if number == 0 else "\u00a0"
+    for number, (height, width) in enumerate(sizes):
+        text = title if number == 0 else "\u00a0"
         st.html(f'<div style="width:100%;aspect-ratio:{width}/{height};background:{shade}"></div>'
-                f'<div style="{caption}">{html.escape(title)}</div>')
+                f'<div style="{caption}">{html.escape(text)}</div>')
 
 
 def method_help(method: str) -> str:

@@ -103,43 +103,45 @@ def apply_open_in_compare() -> None:
 
 
 # --------------------------------------------------------------------- model
-def model_picker() -> str | None:
-    """The chosen model key, or None (with a message) when none is usable yet."""
-    st.subheader("Model")
+def model_picker(prefix: str = "", title: str = "Model", default_demo: str | None = None) -> str | None:
+    """The chosen model key, or None (with a message) when none is usable yet. ``prefix``
+    keys a second picker's widgets apart (model B: "b_"); ``default_demo`` is its first
+    demo choice (default: the first demo)."""
+    st.subheader(title)
     source = st.radio(
-        "Model source", list(MODEL_SOURCES), format_func=MODEL_SOURCES.get, key="model_source",
+        "Model source", list(MODEL_SOURCES), format_func=MODEL_SOURCES.get, key=f"{prefix}model_source",
         label_visibility="collapsed", persist_state=PERSIST,
     )
-    if error := st.session_state.pop("_open_error", None):
+    if not prefix and (error := st.session_state.pop("_open_error", None)):
         st.error(f"The Dataset page asked for an unknown model: {error}")
     if source == "demo":
-        return _demo_picker()
+        return _demo_picker(prefix, default_demo)
     if source == "app":
-        return _application_picker()
-    return _upload_model_picker()
+        return _application_picker(prefix)
+    return _upload_model_picker(prefix)
 
 
-def _demo_picker() -> str | None:
+def _demo_picker(prefix: str = "", default: str | None = None) -> str | None:
     demos = state.list_demos()
     if not demos:
         st.warning("No demo model is installed (assets/models is empty): run `make train-demos`, "
                    "or choose a Keras Application.")
         return None
-    _reset_if("demo_name", demos, demos[0])
-    name = st.selectbox("Demo model", demos, key="demo_name", persist_state=PERSIST)
+    _reset_if(f"{prefix}demo_name", demos, default if default in demos else demos[0])
+    name = st.selectbox("Demo model", demos, key=f"{prefix}demo_name", persist_state=PERSIST)
     return state.demo_key(name)
 
 
-def _application_picker() -> str | None:
+def _application_picker(prefix: str = "") -> str | None:
     from camcore import zoo
 
     names = list(zoo.APPLICATIONS)
-    _reset_if("app_name", names, names[0])
-    name = st.selectbox("Architecture", names, key="app_name", persist_state=PERSIST)
+    _reset_if(f"{prefix}app_name", names, names[0])
+    name = st.selectbox("Architecture", names, key=f"{prefix}app_name", persist_state=PERSIST)
     cached = zoo.imagenet_weights_cached(name)
     if cached:
         st.caption("ImageNet weights found in the local Keras cache.")
-        random = st.checkbox("Use random weights instead", key="app_random", persist_state=PERSIST)
+        random = st.checkbox("Use random weights instead", key=f"{prefix}app_random", persist_state=PERSIST)
         return state.app_key(name, random)
     st.warning(
         f"ImageNet weights for {name} are not in the local Keras cache (~/.keras/models) "
@@ -147,7 +149,7 @@ def _application_picker() -> str | None:
         icon=":material/info:",
     )
     random = st.checkbox(
-        "Use random weights (architecture only: for layers and timing)", key="app_random",
+        "Use random weights (architecture only: for layers and timing)", key=f"{prefix}app_random",
         persist_state=PERSIST,
     )
     if not random:
@@ -203,18 +205,18 @@ def upload_model_inputs(prefix: str = "") -> UploadChoice:
     return UploadChoice(key, mode, size)
 
 
-def _upload_model_picker() -> str | None:
-    choice = upload_model_inputs()
+def _upload_model_picker(prefix: str = "") -> str | None:
+    choice = upload_model_inputs(prefix)
     if choice.key is not None:
         return choice.key
-    remembered = st.session_state.get("_uploaded_model")
+    remembered = None if prefix else st.session_state.get("_uploaded_model")  # from the Dataset page
     if remembered:
         key = state.parse_model_key(remembered)
         filename = state.upload_filename(key.name)
         if filename is not None:
             st.caption(f"Using {filename}, uploaded on the Dataset page.")
             return state.upload_key(key.name, choice.preprocessing or key.option, choice.input_size or key.input_size)
-    st.info("Upload a .keras or .h5 image classifier.")
+    st.info("Upload an image classifier (" + ", ".join(model_types()) + ").")
     return None
 
 
@@ -269,6 +271,21 @@ def load_model(model_key: str):
         return FAILED
 
 
+# ----------------------------------------------------------- second model
+COMPARE_B = "compare_b"  # the toggle's key
+B_PREFIX = "b_"  # model B's widgets: "b_model_source", "b_demo_name", "b_model_file", "b_layer", ...
+
+
+def second_model_toggle() -> bool:
+    """Whether to compare the model with a second one (off by default)."""
+    return bool(st.toggle(
+        "Compare with a second model", key=COMPARE_B, persist_state=PERSIST,
+        help="Model B explains the same image: per method, A's map, B's map, their difference and how far "
+        "they agree (correlation, IoU of the thresholded regions, peaks in the defect). For a retrained, "
+        "exported or candidate model against the one you know.",
+    ))
+
+
 def precision_toggle() -> str:
     """"fp32" when the user asks for exact passes, else the dashboard's default ("auto")."""
     from camcore.precision import detect_bf16
@@ -288,8 +305,10 @@ def precision_toggle() -> str:
 
 
 # --------------------------------------------------------------------- layer
-def layer_picker(explainer: Explainer, default: str, model_key: str) -> str | None:
-    """A layer with a spatial map (nested layers by path), camcore's default first chosen."""
+def layer_picker(explainer: Explainer, default: str, model_key: str, key: str = "layer") -> str | None:
+    """A layer with a spatial map (nested layers by path), camcore's default first chosen.
+    ``key``: the widget's (model B's picker: "b_layer"); the Dataset page's request goes to
+    the main picker only."""
     infos = [info for info in explainer.layers if info.spatial]
     if not infos:
         st.error("This model has no layer with a spatial map: CAMs cannot be computed.")
@@ -297,14 +316,14 @@ def layer_picker(explainer: Explainer, default: str, model_key: str) -> str | No
     options = [info.path for info in infos]
     labels = {info.path: f"{info.path} · {info.height}×{info.width}×{info.channels}" for info in infos}
     by_path = {info.path: info for info in infos}
-    pending = st.session_state.pop(PENDING_LAYER, None)
+    pending = st.session_state.pop(PENDING_LAYER, None) if key == "layer" else None
     if default not in options:
         default = options[-1]
-    _reset_if("layer", options, default, context=model_key)
+    _reset_if(key, options, default, context=model_key)
     if pending in options:
-        st.session_state["layer"] = pending
+        st.session_state[key] = pending
     layer = st.selectbox(
-        "Layer", options, format_func=labels.get, key="layer", persist_state=PERSIST,
+        "Layer", options, format_func=labels.get, key=key, persist_state=PERSIST,
         help="Every layer with an H×W×channels map; nested models' layers appear by path. "
         "The default is camcore's proposal: the last layer with a spatial map.",
     )
@@ -474,7 +493,10 @@ def max_n_slider(channels: int, enabled: bool) -> int:
     moving it reruns only that fragment."""
     value = st.session_state.get("max_n")
     if not isinstance(value, int) or not 1 <= value <= channels:
-        st.session_state["max_n"] = min(DEFAULT_MAX_N, channels)
+        value = min(DEFAULT_MAX_N, channels)
+    # Set on every run: a slider whose range changed (another model or layer, a second model)
+    # is a new widget to the browser, which then sent its minimum: max_N fell to 1.
+    st.session_state["max_n"] = value
     if channels < 2:
         st.caption("max_N: this layer has a single channel.")
         return 1

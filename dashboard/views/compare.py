@@ -20,6 +20,15 @@ How a page run unfolds
 3. Below the grid, still drawn by the live fragment: compute times, the max_N
    trade-off, threshold tuning, the sanity check, downloads.
 
+Compare with a second model (the sidebar's toggle, off by default): model B, from any
+source the sidebar offers and with its own layer, explains the same image
+(``dashboard.components.pair``). Each method's column then shows A's overlay, B's overlay
+and their signed difference (``pair.PAIR_ROWS``) over a small agreement table; the
+one-pass methods run A then B at once, the max_N and per-channel methods (B's after A's)
+in the live fragment :func:`live_pair`, and below the grid come the agreement of every
+method and the comparison's downloads. The guided and Sobel rows, the timing, trade-off,
+threshold and sanity sections are the single-model page's.
+
 Live max_N: the live fragment (``@st.fragment``) draws the max_N slider into the
 sidebar, the max_N columns, the per-channel columns and the analysis. Moving the
 slider reruns that fragment only, not the page; the explainer's Score-CAM prefix cache
@@ -28,14 +37,15 @@ makes any max_N up to the computed channels cost no model pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from camcore.methods import METHODS
 from dashboard import state
-from dashboard.components import analysis, sidebar
+from dashboard.components import analysis, pair, sidebar
 from dashboard.components.common import attempt, failed
+from dashboard.components.computing import compute, passes_progress
 from dashboard.components.grid import (
     MAX_METHOD_COLUMNS,
     View,
@@ -54,31 +64,15 @@ from dashboard.components.grid import (
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
     from streamlit.delta_generator import DeltaGenerator
 
+    from dashboard.components.pair import Pair, SecondModel
+
     from camcore.explainer import CamResult, Explainer
     from camcore.models import LoadedModel
 
-Progress = Callable[[int, int], None]  # (passes done, passes in all)
 Slots = tuple["DeltaGenerator", "DeltaGenerator", "DeltaGenerator"]  # a column's header, progress bar, panels
 
+
 # ------------------------------------------------------------------ computing
-def compute(view: View, method: str, max_n: int | None = None, progress: Progress | None = None) -> CamResult:
-    """One CAM through the shared explainer; its timings are logged when computed."""
-    result = view.explainer.compute(
-        method, view.x, view.layers_for(method), view.class_index, max_n=max_n, progress=progress
-    )
-    state.timing_log().record(view.record_key(method, max_n), result)
-    return result
-
-
-def _passes_progress(bar: DeltaGenerator, before: int = 0) -> Progress:
-    def progress(done: int, total: int) -> None:
-        if total > 0:
-            value = min(max((before + done) / (before + total), 0.0), 1.0)
-            bar.progress(value, text=f"model passes {before + done}/{before + total}")
-
-    return progress
-
-
 class _Sharing:
     """Remembers, within one run, the first result of each family, so that a method that
     reused its passes can show whose they were in the timing chart."""
@@ -131,7 +125,7 @@ def _max_n_column(view: View, method: str, n: int, sharing: _Sharing) -> None:
     with head.container():
         _header(view, method, f"max_N = {n} · computing…")
     bar = st.empty()
-    result = attempt(f"{label(method)} failed", compute, view, method, n, _passes_progress(bar))
+    result = attempt(f"{label(method)} failed", compute, view, method, n, passes_progress(bar))
     bar.empty()
     if failed(result):
         head.empty()
@@ -165,7 +159,7 @@ def _per_channel_column(view: View, method: str, slots: Slots, sharing: _Sharing
         with panels.container():
             show_placeholders(view, method, "computing")
     before = view.explainer.score_cam_channels_done(view.x, view.layer) if method == "score_cam" else 0
-    result = attempt(f"{label(method)} failed", compute, view, method, None, _passes_progress(bar, before))
+    result = attempt(f"{label(method)} failed", compute, view, method, None, passes_progress(bar, before))
     bar.empty()
     if failed(result):
         head.empty()
@@ -244,6 +238,45 @@ def render_grid(view: View, slider_box: DeltaGenerator, analysis_box: DeltaGener
             live(view, slider_box, max_n_boxes, per_channel, analysis_box)
 
 
+# ------------------------------------------------------- with a second model
+@st.fragment
+def live_pair(two: Pair, slider_box: DeltaGenerator, boxes: dict[str, DeltaGenerator],
+              analysis_box: DeltaGenerator) -> None:
+    """The comparison's max_N and per-channel columns (A's map, then B's) and the analysis,
+    like :func:`live`: a max_N move reruns only this fragment."""
+    with slider_box:
+        n = sidebar.max_n_slider(two.channels, any(METHODS[m].uses_max_n for m in two.a.methods))
+    slots = {method: pair.queued_slots(two, method, box, n) for method, box in boxes.items()}
+    ordered = sorted(boxes, key=lambda method: not METHODS[method].uses_max_n)  # max_N columns first
+    for method in ordered:
+        with boxes[method]:
+            pair.pair_column(two, method, slots[method], n)
+    with analysis_box:
+        attempt("Could not draw the comparison", pair.render_analysis, two, n)
+
+
+def render_pair_grid(two: Pair, slider_box: DeltaGenerator, analysis_box: DeltaGenerator) -> None:
+    """One column per method with A's map, B's map and their difference (``pair.PAIR_ROWS``)
+    and the agreement table; one-pass methods at once, the others in the live fragment."""
+    boxes: dict[str, DeltaGenerator] = {}
+    rows = _rows_of_methods(two.a.methods)
+    for row in rows:
+        columns = st.columns(1 + (MAX_METHOD_COLUMNS if len(rows) > 1 else len(row)), gap="small")
+        with columns[0]:
+            pair.input_column(two)
+        for column, method in zip(columns[1:], row):
+            with column:
+                box = st.container(key=f"pair_{method}")
+            spec = METHODS[method]
+            if spec.uses_max_n or spec.per_channel_passes:
+                boxes[method] = box
+            else:
+                with box:
+                    pair.pair_column(two, method, pair.new_slots())
+    with analysis_box:
+        live_pair(two, slider_box, boxes, analysis_box)
+
+
 # ----------------------------------------------------------------------- page
 def _model_and_layer() -> tuple[str, LoadedModel, Explainer, str, str] | None:
     """Sidebar, first part: the model, its precision, its explainer and the layer
@@ -267,15 +300,43 @@ def _model_and_layer() -> tuple[str, LoadedModel, Explainer, str, str] | None:
     return model_key, bundle, explainer, layer, precision
 
 
-def build_view() -> tuple[View, DeltaGenerator] | None:
-    """Run the sidebar and gather what the grid needs (the View and the sidebar's slot for the
-    max_N slider); None (after a message) if not ready."""
+def _second_model(precision: str, model_a: str) -> SecondModel | None:
+    """Sidebar: the "Compare with a second model" toggle and, when it is on, model B (any
+    source, its widgets keyed "b_…") and its layer; None when off or not ready."""
+    if not sidebar.second_model_toggle():
+        return None
+    others = [name for name in state.list_demos() if state.demo_key(name) != model_a]
+    key = sidebar.model_picker(prefix=sidebar.B_PREFIX, title="Model B", default_demo=next(iter(others), None))
+    if key is None:
+        return None
+    bundle = sidebar.load_model(key)
+    if failed(bundle):
+        return None
+    if bundle.note:
+        st.caption(bundle.note)
+    explainer = attempt("Could not prepare model B", state.get_explainer, key, precision)
+    if failed(explainer):
+        return None
+    default_layer = getattr(bundle, "default_layer", None) or explainer.default_layer
+    layer = sidebar.layer_picker(explainer, default_layer, key, key=f"{sidebar.B_PREFIX}layer")
+    if layer is None:
+        return None
+    return pair.SecondModel(key, bundle, explainer, layer)
+
+
+def build_view() -> tuple[View, DeltaGenerator, Pair | None] | None:
+    """Run the sidebar and gather what the grid needs (the View, the sidebar's slot for the
+    max_N slider, and the Pair when a second model is compared); None (after a message) if
+    not ready."""
     sidebar.apply_open_in_compare()
     with st.sidebar:
         chosen = _model_and_layer()
         if chosen is None:
             return None
         model_key, bundle, explainer, layer, precision = chosen
+        second_box = st.container()
+        with second_box:
+            second = _second_model(precision, model_key)
         choice = sidebar.image_picker()
         if choice is None:
             return None
@@ -294,20 +355,24 @@ def build_view() -> tuple[View, DeltaGenerator] | None:
         "Could not prepare the maps", make_view, model_key=model_key, bundle=bundle, explainer=explainer,
         layer=layer, image_name=choice.name, detail=choice.detail, image=choice.image, mask=choice.mask,
         prepared=prepared, class_index=class_index, probability=dict(top)[class_index],
-        display=controls.display, fused_layers=fused, requested_precision=precision,
+        display=controls.display, fused_layers=fused, requested_precision=precision, guided=second is None,
     )
     if failed(view):
         return None
-    return view, controls.max_n_slot
+    two = None
+    if second is not None:
+        with second_box:
+            two = pair.make_pair(view, top, bundle.class_names, second, choice)
+    return view, controls.max_n_slot, two
 
 
-def _headline(view: View) -> None:
+def _headline(view: View, side: str = "", image: bool = True) -> None:
     info = view.explainer.layer_info(view.layer)
     fused = f" (one-pass methods fuse {len(view.fused_layers)} layers)" if view.fused_layers else ""
+    shown_image = f"image **{view.image_name}** · " if image else ""
     st.markdown(
-        f"**{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
-        f"image **{view.image_name}** · explaining **{view.class_name}** (p = {view.probability:.1%}) · "
-        f"{precision_text(view)}"
+        f"**{side}{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
+        f"{shown_image}explaining **{view.class_name}** (p = {view.probability:.1%}) · {precision_text(view)}"
     )
 
 
@@ -322,8 +387,16 @@ def main() -> None:
             icon=":material/arrow_back:",
         )
         return
-    view, slider_box = built
-    _headline(view)
+    view, slider_box, two = built
+    if two is None:
+        _headline(view)
+        if st.session_state.get(sidebar.COMPARE_B):
+            st.info("Model B is not ready: choose it under **Compare with a second model** in the sidebar. "
+                    "Model A alone meanwhile.", icon=":material/compare_arrows:")
+    else:
+        _headline(view, "A: ")
+        _headline(two.b, "B: ", image=False)
+        st.caption(two.class_note())
     if not view.methods:
         st.info("Select at least one method in the sidebar.")
         return
@@ -331,7 +404,10 @@ def main() -> None:
     st.divider()
     analysis_box = st.container(key="analysis")
     with grid_box:
-        render_grid(view, slider_box, analysis_box)
+        if two is None:
+            render_grid(view, slider_box, analysis_box)
+        else:
+            render_pair_grid(two, slider_box, analysis_box)
 
 
 main()
