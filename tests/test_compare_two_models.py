@@ -287,3 +287,13 @@ def test_model_b_without_gradients_and_with_other_classes_says_so() -> None:
         assert any(h.endswith(" · B: needs gradients — not available for toy models") for h in headers(at))
     finally:
         models.unregister_model_format(".toy")
+
+
+def test_the_class_chosen_for_a_is_bs_too_when_both_have_the_same_classes() -> None:
+    at = run_pair({"methods": ["grad_cam"]})
+    at.selectbox(key="class").set_value(0).run()  # "clean": not the top-1 of either model here
+    assert_clean(at)
+    headlines = [m.value for m in at.main.markdown if " · layer " in m.value]
+    assert "explaining **clean**" in headlines[0] and "explaining **clean**" in headlines[1]
+    assert "Both models explain class 0 (clean)" in " ".join(headers(at))
+    assert tables(at)[0].loc["B: p · top-1"].iloc[0].endswith("· defective")  # B's top-1 is still shown
