@@ -16,6 +16,7 @@ its kernels per shape. Only a few batch sizes occur (the batch, the last remaind
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import keras
@@ -56,6 +57,8 @@ class KerasBackend(Backend):
         self._concrete: dict[Any, Callable] = {}
         self._bf16: ModelAdapter | None = None
         self._bf16_failure: str | None = None
+        self._bf16_lock = threading.Lock()  # one copy, however many threads ask at once
+        self._trace_lock = threading.RLock()  # one trace per pass, however many threads ask at once
 
     # ------------------------------------------------------------ facts
     @property
@@ -74,12 +77,13 @@ class KerasBackend(Backend):
         of the weights) and returns why not where a layer cannot be rebuilt in bf16."""
         if precision == "fp32":
             return None
-        if self._bf16 is None and self._bf16_failure is None:
-            copy, note = bf16_copy(self.model)
-            if copy is None:
-                self._bf16_failure = note
-            else:
-                self._bf16 = ModelAdapter(copy, target=self.adapter.target)
+        with self._bf16_lock:
+            if self._bf16 is None and self._bf16_failure is None:
+                copy, note = bf16_copy(self.model)
+                if copy is None:
+                    self._bf16_failure = note
+                else:
+                    self._bf16 = ModelAdapter(copy, target=self.adapter.target)
         return self._bf16_failure
 
     @property
@@ -103,7 +107,10 @@ class KerasBackend(Backend):
     def _compiled_fn(self, key: Any, build: Callable[[], Callable]) -> Callable:
         fn = self._compiled.get(key)
         if fn is None:
-            fn = self._compiled[key] = build()
+            with self._trace_lock:
+                fn = self._compiled.get(key)
+                if fn is None:
+                    fn = self._compiled[key] = build()
         return fn
 
     def _static(self, key: Any, build: Callable[[], Callable], *arrays: Any) -> Callable:
@@ -113,9 +120,12 @@ class KerasBackend(Backend):
         signature = tuple((tuple(int(d) for d in a.shape), tf.as_dtype(a.dtype).name) for a in arrays)
         concrete = self._concrete.get((key, signature))
         if concrete is None:
-            fn = self._compiled_fn(key, build)
-            specs = [tf.TensorSpec(shape, tf.as_dtype(dtype)) for shape, dtype in signature]
-            concrete = self._concrete[(key, signature)] = fn.get_concrete_function(*specs)
+            with self._trace_lock:
+                concrete = self._concrete.get((key, signature))
+                if concrete is None:
+                    fn = self._compiled_fn(key, build)
+                    specs = [tf.TensorSpec(shape, tf.as_dtype(dtype)) for shape, dtype in signature]
+                    concrete = self._concrete[(key, signature)] = fn.get_concrete_function(*specs)
         return concrete
 
     def forward(self, batch: np.ndarray, precision: str = "fp32") -> np.ndarray:
