@@ -230,6 +230,9 @@ def load_sample(name: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 # --------------------------------------------------------------- timing records
+_NO_MAP = np.zeros((0, 0), np.float32)
+
+
 class TimingLog:
     """How each map was first computed: CamResults by (context, method, max_n).
 
@@ -239,21 +242,30 @@ class TimingLog:
     Grad-CAM's forward+backward pass, Score-CAM continues Faster-Score-CAM's passes.
     """
 
-    def __init__(self, maxsize: int = 512) -> None:
+    def __init__(self, maxsize: int = 512, per_key: int = 4) -> None:
         self._data: OrderedDict[Any, list[tuple[CamResult, str | None]]] = OrderedDict()
         self._lock = threading.Lock()
         self.maxsize = maxsize
+        self.per_key = per_key
 
     def record(self, key: Any, result: CamResult, shared_from: str | None = None) -> None:
-        """Remember ``result`` (a CamResult) under ``key``: every computed result, and a
-        cached one only if nothing is recorded for ``key`` yet."""
+        """Remember ``result`` (a CamResult, its map dropped: the chart needs its timings)
+        under ``key``: every computed result, and a cached one only if nothing is recorded
+        for ``key`` yet. At most ``maxsize`` keys and the last ``per_key`` results of each."""
+        import dataclasses
+
         with self._lock:
             if result.cached and key in self._data:
                 return
-            self._data.setdefault(key, []).append((result, shared_from))
+            entries = self._data.setdefault(key, [])
+            entries.append((dataclasses.replace(result, cam=_NO_MAP), shared_from))
+            del entries[: -self.per_key]
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
     def get(self, key: Any) -> list[tuple[CamResult, str | None]]:
         """[(CamResult, shared_from or None), ...] recorded under ``key``."""
