@@ -15,6 +15,8 @@ Sharing
 one ``camcore.Explainer`` per key for the whole server. The Explainer is thread-safe
 and caches activations, gradients and Score-CAM's masked passes by image content, so
 two sessions looking at the same image share work and never see each other's state.
+Per-channel passes run on the server's one :func:`pass_scheduler`: sessions take turns
+batch by batch, and a cached map is read without waiting for anyone's Score-CAM.
 
 The open-in-compare contract (Dataset page → Compare page)::
 
@@ -52,6 +54,7 @@ from camcore.models import (  # noqa: F401 - RANDOM and the key builders are for
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
     from camcore.explainer import CamResult, Explainer
     from camcore.prepared import Prepared
+    from camcore.scheduler import PassScheduler
 
 OPEN_IN_COMPARE = "open_in_compare"
 MODEL_KINDS = ("demo", "app", "upload")  # never "file": a browser must not name server paths
@@ -172,7 +175,25 @@ def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION) -> Explain
 def _explainer(model_key: str, resolved: str, _requested: str) -> Explainer:
     from camcore.explainer import Explainer
 
-    return Explainer(get_model(model_key).model, precision=_requested)
+    return Explainer(get_model(model_key).model, precision=_requested, scheduler=pass_scheduler())
+
+
+@st.cache_resource(show_spinner=False)
+def pass_scheduler() -> PassScheduler:
+    """The server's one scheduler of per-channel passes (camcore.scheduler): sessions take
+    turns batch by batch, a cached map is read without waiting, and a request the user
+    replaced stops after its current batch."""
+    from camcore.scheduler import PassScheduler
+
+    return PassScheduler()
+
+
+def session_owner() -> str:
+    """This browser session's id: whose turn a batch of passes is, for the scheduler."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    return context.session_id if context is not None else "script"
 
 
 def model_label(model_key: str) -> str:
@@ -209,6 +230,9 @@ def load_sample(name: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 # --------------------------------------------------------------- timing records
+_NO_MAP = np.zeros((0, 0), np.float32)
+
+
 class TimingLog:
     """How each map was first computed: CamResults by (context, method, max_n).
 
@@ -218,21 +242,30 @@ class TimingLog:
     Grad-CAM's forward+backward pass, Score-CAM continues Faster-Score-CAM's passes.
     """
 
-    def __init__(self, maxsize: int = 512) -> None:
+    def __init__(self, maxsize: int = 512, per_key: int = 4) -> None:
         self._data: OrderedDict[Any, list[tuple[CamResult, str | None]]] = OrderedDict()
         self._lock = threading.Lock()
         self.maxsize = maxsize
+        self.per_key = per_key
 
     def record(self, key: Any, result: CamResult, shared_from: str | None = None) -> None:
-        """Remember ``result`` (a CamResult) under ``key``: every computed result, and a
-        cached one only if nothing is recorded for ``key`` yet."""
+        """Remember ``result`` (a CamResult, its map dropped: the chart needs its timings)
+        under ``key``: every computed result, and a cached one only if nothing is recorded
+        for ``key`` yet. At most ``maxsize`` keys and the last ``per_key`` results of each."""
+        import dataclasses
+
         with self._lock:
             if result.cached and key in self._data:
                 return
-            self._data.setdefault(key, []).append((result, shared_from))
+            entries = self._data.setdefault(key, [])
+            entries.append((dataclasses.replace(result, cam=_NO_MAP), shared_from))
+            del entries[: -self.per_key]
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
     def get(self, key: Any) -> list[tuple[CamResult, str | None]]:
         """[(CamResult, shared_from or None), ...] recorded under ``key``."""

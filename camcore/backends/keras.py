@@ -16,6 +16,8 @@ its kernels per shape. Only a few batch sizes occur (the batch, the last remaind
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Callable
 
 import keras
@@ -44,6 +46,10 @@ class KerasBackend(Backend):
     kind = "keras"
     capabilities = frozenset({"gradients", "guided_backprop", "layer_tail"})
     precisions = ("fp32", "bf16")
+    max_traced = 48
+    """Compiled passes kept (least recently used go first, with their traces): each holds
+    its graphs, ~1 MB each on the demo models, and a session that visits every layer of a
+    model makes ~8 per layer, so without a bound a long-lived server only grew."""
 
     def __init__(self, model: keras.Model, target: str = "logit") -> None:
         self.adapter = ModelAdapter(model, target=target)
@@ -52,10 +58,12 @@ class KerasBackend(Backend):
         self.n_classes = self.adapter.n_classes
         self.probability_kind = self.adapter.probability_kind
         self.layers = self.adapter.layers
-        self._compiled: dict[Any, Callable] = {}
-        self._concrete: dict[Any, Callable] = {}
+        self._compiled: OrderedDict[Any, Callable] = OrderedDict()
+        self._concrete: dict[Any, dict[Any, Callable]] = {}  # key -> {signature: traced graph}
         self._bf16: ModelAdapter | None = None
         self._bf16_failure: str | None = None
+        self._bf16_lock = threading.Lock()  # one copy, however many threads ask at once
+        self._trace_lock = threading.RLock()  # one trace per pass, however many threads ask at once
 
     # ------------------------------------------------------------ facts
     @property
@@ -74,12 +82,13 @@ class KerasBackend(Backend):
         of the weights) and returns why not where a layer cannot be rebuilt in bf16."""
         if precision == "fp32":
             return None
-        if self._bf16 is None and self._bf16_failure is None:
-            copy, note = bf16_copy(self.model)
-            if copy is None:
-                self._bf16_failure = note
-            else:
-                self._bf16 = ModelAdapter(copy, target=self.adapter.target)
+        with self._bf16_lock:
+            if self._bf16 is None and self._bf16_failure is None:
+                copy, note = bf16_copy(self.model)
+                if copy is None:
+                    self._bf16_failure = note
+                else:
+                    self._bf16 = ModelAdapter(copy, target=self.adapter.target)
         return self._bf16_failure
 
     @property
@@ -101,22 +110,30 @@ class KerasBackend(Backend):
 
     # ------------------------------------------------------------ compiled passes
     def _compiled_fn(self, key: Any, build: Callable[[], Callable]) -> Callable:
-        fn = self._compiled.get(key)
-        if fn is None:
-            fn = self._compiled[key] = build()
-        return fn
+        with self._trace_lock:
+            fn = self._compiled.get(key)
+            if fn is None:
+                fn = self._compiled[key] = build()
+                while len(self._compiled) > self.max_traced:
+                    oldest, _ = self._compiled.popitem(last=False)
+                    self._concrete.pop(oldest, None)
+            else:
+                self._compiled.move_to_end(key)
+            return fn
 
     def _static(self, key: Any, build: Callable[[], Callable], *arrays: Any) -> Callable:
         """The tf.function ``build()`` makes (one per ``key``), traced for exactly the shapes
         and dtypes of ``arrays``: one graph per batch size, every shape static. Calling the
         traced graph directly also skips tf.function's argument binding on every call."""
         signature = tuple((tuple(int(d) for d in a.shape), tf.as_dtype(a.dtype).name) for a in arrays)
-        concrete = self._concrete.get((key, signature))
-        if concrete is None:
-            fn = self._compiled_fn(key, build)
-            specs = [tf.TensorSpec(shape, tf.as_dtype(dtype)) for shape, dtype in signature]
-            concrete = self._concrete[(key, signature)] = fn.get_concrete_function(*specs)
-        return concrete
+        with self._trace_lock:
+            fn = self._compiled_fn(key, build)  # marks the key recently used
+            traces = self._concrete.setdefault(key, {})
+            concrete = traces.get(signature)
+            if concrete is None:
+                specs = [tf.TensorSpec(shape, tf.as_dtype(dtype)) for shape, dtype in signature]
+                concrete = traces[signature] = fn.get_concrete_function(*specs)
+            return concrete
 
     def forward(self, batch: np.ndarray, precision: str = "fp32") -> np.ndarray:
         adapter = self._adapter(precision)
@@ -264,10 +281,7 @@ class KerasBackend(Backend):
             return shared_head if agrees else tiled
 
         def first_call(x: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
-            fn = self._compiled.get(key)
-            if fn is None:
-                fn = self._compiled[key] = decide(x, keep)
-            return fn(x, keep)
+            return self._compiled_fn(key, lambda: decide(x, keep))(x, keep)
 
         return first_call
 

@@ -240,6 +240,7 @@ def _threshold_section(view: View, results: Results, max_n: int) -> None:
 
 # -------------------------------------------------------------- sanity check
 SANITY = "_sanity_results"  # session key: {record key: [SanityResult]}
+SANITY_KEPT = 8
 
 
 def _sanity_key(view: View, methods: tuple[str, ...], max_n: int) -> tuple:
@@ -278,6 +279,8 @@ def _sanity_section(view: View, results: Results, max_n: int) -> None:
         with st.spinner("Randomizing a copy of the model and recomputing the maps…"):
             store[key] = parameter_randomization(model, view.x.x, view.layer, view.class_index, list(methods),
                                                  max_n=max_n, seed=0)
+            for stale in list(store)[:-SANITY_KEPT]:  # a session keeps its last few checks, not all
+                del store[stale]
     found = store.get(key)
     if found is None:
         st.caption("A method whose map barely changes when the model's top layers are random explains the "

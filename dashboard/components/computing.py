@@ -19,7 +19,8 @@ Progress = Callable[[int, int], None]  # (passes done, passes in all)
 def compute(view: View, method: str, max_n: int | None = None, progress: Progress | None = None) -> CamResult:
     """One CAM through the shared explainer; its timings are logged when computed."""
     result = view.explainer.compute(
-        method, view.x, view.layers_for(method), view.class_index, max_n=max_n, progress=progress
+        method, view.x, view.layers_for(method), view.class_index, max_n=max_n, progress=progress,
+        owner=state.session_owner(),
     )
     state.timing_log().record(view.record_key(method, max_n), result)
     return result
