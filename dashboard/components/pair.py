@@ -230,7 +230,7 @@ def method_table(pair: Pair, found: MethodPair) -> pd.DataFrame:
         rows[f"{side}: p · top-1"] = f"{view.probability:.1%} · {top1[2]}"
         if found.result(side) is None:
             rows[f"{side}: no map"] = found.missing(side)
-    return pd.DataFrame({"": list(rows.values())}, index=list(rows))
+    return pd.DataFrame({"A vs B": list(rows.values())}, index=list(rows))
 
 
 def agreement_records(pair: Pair, found: dict[str, MethodPair]) -> pd.DataFrame:
