@@ -486,17 +486,21 @@ def display_controls() -> Controls:
 
 
 MAX_N_LABEL = "max_N (Faster-Score-CAM channels)"
+MAX_N_RANGE = "_max_n_range"  # the slider's last maximum
 
 
 def max_n_slider(channels: int, enabled: bool) -> int:
     """The max_N slider (1 … the layer's channel count). Drawn by the live fragment, so
     moving it reruns only that fragment."""
     value = st.session_state.get("max_n")
-    if not isinstance(value, int) or not 1 <= value <= channels:
-        value = min(DEFAULT_MAX_N, channels)
-    # Set on every run: a slider whose range changed (another model or layer, a second model)
-    # is a new widget to the browser, which then sent its minimum: max_N fell to 1.
-    st.session_state["max_n"] = value
+    valid = isinstance(value, int) and 1 <= value <= channels
+    # A slider whose range changed (another model or layer, a second model) is a new widget
+    # to the browser, which then sent its minimum: max_N fell to 1. So the value is set again
+    # when the range changes; not on every run, where it would undo keys the user pressed
+    # while the fragment ran.
+    if not valid or st.session_state.get(MAX_N_RANGE) != channels:
+        st.session_state["max_n"] = value if valid else min(DEFAULT_MAX_N, channels)
+    st.session_state[MAX_N_RANGE] = channels
     if channels < 2:
         st.caption("max_N: this layer has a single channel.")
         return 1
