@@ -48,8 +48,8 @@ def load_model(
 
     ``source`` is a model key (module docstring), a demo name, a Keras Application name
     (``weights``: see :func:`camcore.zoo.load_application`), the bytes of a ``.keras`` /
-    ``.h5`` file (``filename`` names it in messages), a file path, or a ``keras.Model``.
-    ``"upload:<sha>"`` keys are read from ``uploads``.
+    ``.h5`` / ``.onnx`` file (``filename`` names it, its extension the format), a file path,
+    or a ``keras.Model``; ``"upload:<sha>"`` keys are read from ``uploads``.
 
     ``preprocessing``: demos and applications know theirs (a different one is an error);
     for other models None infers it when the model starts with its own Rescaling or
@@ -93,7 +93,7 @@ def load_model(
         return from_file(path, preprocessing, input_size, class_names)
     raise ValueError(
         f"unknown model {source!r}: give a demo name ({', '.join(list_demos()) or 'none installed'}), "
-        f"a Keras Application ({', '.join(APPLICATIONS)}) or a .keras/.h5 file"
+        f"a Keras Application ({', '.join(APPLICATIONS)}) or a model file ({', '.join(model_extensions())})"
     )
 
 
