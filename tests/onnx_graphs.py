@@ -75,18 +75,27 @@ def _init(name: str, value: np.ndarray) -> TensorProto:
 
 def convnet(p: Weights, *, layout: str = "NCHW", batch: int | str = "N", size: int | str = SIZE,
             head: str = "softmax", batch_in_reshape: bool = False, opset: int = 17,
-            weights_as_inputs: bool = False, nhwc_tensor: bool = False) -> onnx.ModelProto:
+            weights_as_inputs: bool = False, nhwc_tensor: bool = False, reshape_first: bool = False,
+            reduce_pool: bool = False) -> onnx.ModelProto:
     """The network as an ONNX model (see the module docstring for the options).
 
     ``head``: "softmax", "sigmoid", "none" (logits out), "softmax4d" (Softmax over the pooled
     (B, OUT, 1, 1): conv2's channels are the classes, no Gemm). ``nhwc_tensor``: the ReLU's
     output goes through NHWC ("relu_nhwc", then "scaled_nhwc" = 1·that) and back.
+    ``reshape_first``: the image passes a Reshape (to its own shape) before the first Conv, so
+    only its shape tells its layout. ``reduce_pool``: conv2 → ReLU ("conv2_relu") → ReduceMean
+    over H, W keeping them, instead of GlobalAveragePool: nothing layout-bound touches
+    "conv2_relu", only layout-keeping operators tell its layout.
     """
     dims = [batch, IN_CHANNELS, size, size] if layout == "NCHW" else [batch, size, size, IN_CHANNELS]
     nodes, inits = [], [_init("w1", p.w1), _init("b1", p.b1), _init("w2", p.w2), _init("b2", p.b2)]
     source = "image"
+    if reshape_first:
+        inits.append(_init("own_shape", np.array([-1, *dims[1:]], np.int64)))
+        nodes.append(helper.make_node("Reshape", ["image", "own_shape"], ["image_again"]))
+        source = "image_again"
     if layout == "NHWC":
-        nodes.append(helper.make_node("Transpose", ["image"], ["image_nchw"], perm=[0, 3, 1, 2]))
+        nodes.append(helper.make_node("Transpose", [source], ["image_nchw"], perm=[0, 3, 1, 2]))
         source = "image_nchw"
     nodes += [helper.make_node("Conv", [source, "w1", "b1"], ["conv1"], pads=[1, 1, 1, 1]),
               helper.make_node("Relu", ["conv1"], ["relu"])]
@@ -97,8 +106,12 @@ def convnet(p: Weights, *, layout: str = "NCHW", batch: int | str = "N", size: i
                   helper.make_node("Mul", ["relu_nhwc", "one"], ["scaled_nhwc"]),
                   helper.make_node("Transpose", ["scaled_nhwc"], ["back_nchw"], perm=[0, 3, 1, 2])]
         into_conv2 = "back_nchw"
-    nodes += [helper.make_node("Conv", [into_conv2, "w2", "b2"], ["conv2"], pads=[1, 1, 1, 1]),
-              helper.make_node("GlobalAveragePool", ["conv2"], ["pooled"])]
+    nodes.append(helper.make_node("Conv", [into_conv2, "w2", "b2"], ["conv2"], pads=[1, 1, 1, 1]))
+    if reduce_pool:
+        nodes += [helper.make_node("Relu", ["conv2"], ["conv2_relu"]),
+                  helper.make_node("ReduceMean", ["conv2_relu"], ["pooled"], axes=[2, 3], keepdims=1)]
+    else:
+        nodes.append(helper.make_node("GlobalAveragePool", ["conv2"], ["pooled"]))
     output = _head(nodes, inits, p, head, batch_in_reshape, opset)
     out_dims = [batch, OUT, 1, 1] if head == "softmax4d" else [batch, p.b3.size]
     graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)],

@@ -116,6 +116,25 @@ def test_nhwc_input_and_nhwc_tensors_are_seen_channels_last(weights):
                                    reference_ablation_cam(x, weights, "relu", c), atol=1e-4)
 
 
+def test_the_layout_comes_from_the_graph_and_else_from_the_shape(weights):
+    # a 4×4×3 input: its shape cannot tell; the Transpose into the first Conv does
+    small = _backend(g.convnet(weights, layout="NHWC", size=4))
+    assert small.layout == "NHWC" and small.input_shape == (4, 4, 3)
+    # a Reshape before the first Conv hides the graph's word: the 3-value axis is the channels'
+    reshaped = _backend(g.convnet(weights, reshape_first=True))
+    assert reshaped.layout == "NCHW"
+    x = _x(9)
+    np.testing.assert_allclose(reshaped.scores(x), g.logits(x, weights)[0], rtol=1e-5, atol=1e-5)
+    # a tensor only layout-keeping operators reach (ReLU, then a ReduceMean keeping H, W)
+    reduced = _backend(g.convnet(weights, reduce_pool=True))
+    assert reduced.default_layer == "conv2_relu"
+    conv2 = g.conv_same(g.relu_map(x.transpose(0, 3, 1, 2), weights), weights.w2, weights.b2)
+    activations, scores = reduced.activations(x, "conv2_relu")
+    np.testing.assert_allclose(activations, np.maximum(conv2, 0)[0].transpose(1, 2, 0), atol=1e-5)
+    np.testing.assert_allclose(scores, np.maximum(conv2, 0).mean(axis=(2, 3))[0] @ weights.w3 + weights.b3,
+                               rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("batch_in_reshape", [False, True], ids=["flatten", "reshape-with-batch-1"])
 def test_a_graph_with_a_fixed_batch_of_one(weights, batch_in_reshape):
     """Fixed batch 1: freed where batches give each image's rows (Flatten); one image per pass

@@ -44,6 +44,7 @@ def test_a_truncated_file(good, cut):
     (b"", "is empty"),
     (b"this is not an onnx file at all", "is not a readable ONNX model"),
     (b"PK\x03\x04 a zip archive", "is not a readable ONNX model"),
+    (b"\x08\x07", "holds no graph"),  # a valid message: an IR version and nothing else
 ])
 def test_bytes_that_are_no_onnx_model(data, message):
     with pytest.raises(ValueError, match=message):
