@@ -1,6 +1,6 @@
 """Benchmark: each method's time against a floor measured in the same run.
 
-    python -m camcore.bench [--models vgg16,vgg_defect,resnet_defect] [--repeats 3] [--quick]
+    python -m camcore.bench [--models vgg16,vgg_defect,resnet_defect] [--repeats 3] [--quick] [--onnx]
 
 For every model it prints, as a Markdown table:
 
@@ -13,7 +13,12 @@ For every model it prints, as a Markdown table:
   batch sizes 8, 16, 32, 64; the share of channels skipped; the correlation with
   plain Score-CAM; the cost of a max_n change after a run; peak extra memory;
 * the speed-up over the 2019 article's reference algorithm (per-channel cv2
-  loops + model.predict), re-implemented below as the baseline.
+  loops + model.predict), re-implemented below as the baseline;
+* with ``--onnx``, for the demo models named in ``--models`` (all demos if none is; ``--models
+  none --onnx`` for these rows alone): each exported to ONNX (Keras 3's exporter, tf2onnx) and
+  run by ONNX Runtime: its best batched forward per image against TF's (which runtime is
+  faster on this CPU), Score-CAM and Ablation-CAM against ONNX Runtime's own floor, and the
+  Keras model's Score-CAM on the same images beside it.
 
 Times are the minimum over repeats after a warm-up, because these machines are
 shared and noisy; ratios compare work timed side by side in one run.
@@ -315,6 +320,84 @@ def demo_cases(names: list[str]):
         yield name, demo.model, demo.layer, (lambda i, d=demo, imgs=images: d.preprocess(imgs[i % len(imgs)]) + 1e-6 * (i // len(imgs)))
 
 
+def onnx_forward_per_image(backend, shape: tuple[int, ...], repeats: int,
+                           sizes: tuple[int, ...] = BATCH_SIZES) -> tuple[int, float, dict]:
+    """(best batch size, seconds per image at it, {batch: s/img}) of ONNX Runtime's batched forwards."""
+    per_image = {}
+    for batch in sizes:
+        x = np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32)
+        backend.forward(x)  # warm-up: ONNX Runtime sizes its buffers on the first run of a shape
+        per_image[batch] = min_time(lambda: backend.forward(x), repeats) / batch
+    best = min(per_image, key=per_image.get)
+    return best, per_image[best], per_image
+
+
+def export_onnx(model: keras.Model, path: str) -> bytes:
+    """``model`` through Keras 3's ``model.export(path, format="onnx")`` (tf2onnx), as bytes."""
+    model(np.zeros((1, *model.inputs[0].shape[1:]), np.float32))  # the exporter wants a called model
+    model.export(path, format="onnx", verbose=False)
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def onnx_tensor(backend, layer: str) -> str:
+    """The export's tensor of Keras layer ``layer`` (tf2onnx names its ops "<model>_1/<layer>_1/..."),
+    else the backend's default layer."""
+    found = [info.path for info in backend.layers if f"/{layer}_1/" in info.path]
+    return found[-1] if found else backend.default_layer
+
+
+def _timed_score_cam(explainer: Explainer, x: np.ndarray, layer: str) -> tuple[float, int]:
+    """(masked passes + weights seconds, masked passes) of a full Score-CAM run on ``x``."""
+    result = explainer.compute("score_cam", x, layer)
+    return result.timings["masked passes"] + result.timings["weights"], result.model_passes - 1
+
+
+def onnx_rows(name: str, model: keras.Model, layer: str, make_input: Callable[[int], np.ndarray], args,
+              folder: str) -> list[Row]:
+    """The ONNX export of ``model`` on ONNX Runtime: its batched-forward floor against TF's, Score-CAM
+    and Ablation-CAM against that floor, and the Keras model's Score-CAM on the same images."""
+    from camcore.backends.onnx import OnnxBackend
+
+    label = f"{name} (ONNX)"
+    backend = OnnxBackend(export_onnx(model, os.path.join(folder, f"{name}.onnx")), name=f"{name}.onnx")
+    tensor = onnx_tensor(backend, layer)
+    shape = tuple(model.inputs[0].shape[1:])
+    ort_batch, ort_image, table = onnx_forward_per_image(backend, shape, args.repeats)
+    tf_batch, tf_image, _ = best_throughput(model, shape, args.repeats)
+    print(f"[{label}] forward s/img by batch: " + ", ".join(f"{b}: {t * 1000:.1f} ms" for b, t in table.items()),
+          flush=True)
+    faster = "ONNX Runtime" if ort_image < tf_image else "TF"
+    rows = [Row(label, "forward per image, ONNX Runtime", ort_image, tf_image,
+                f"batch {ort_batch}; floor: TF's compiled forward of the Keras model, batch {tf_batch}; "
+                f"{faster} is faster here")]
+    onnx_explainer = Explainer(backend, batch_size=ort_batch)
+    keras_explainer = Explainer(model, batch_size=tf_batch)
+    onnx_explainer.compute("faster_score_cam", make_input(50_000), tensor, max_n=2)  # warm-up
+    keras_explainer.compute("faster_score_cam", make_input(50_000), layer, max_n=2)
+    runs = {"onnx": [], "keras": []}
+    for repeat in range(2 if not args.quick else 1):
+        x = make_input(50_001 + repeat)
+        runs["onnx"].append(_timed_score_cam(onnx_explainer, x, tensor))
+        runs["keras"].append(_timed_score_cam(keras_explainer, x, layer))
+    (ours, passes), (theirs, keras_passes) = min(runs["onnx"]), min(runs["keras"])
+    rows.append(Row(label, f"Score-CAM ({tensor})", ours, passes * ort_image,
+                    f"{passes} masked passes at ONNX Runtime's floor; {theirs / ours:.2f}× the Keras model's speed"))
+    rows.append(Row(name, "Score-CAM, Keras model (beside the ONNX row)", theirs, keras_passes * tf_image,
+                    f"{keras_passes} masked passes at TF's floor"))
+    onnx_explainer.compute("ablation_cam", make_input(50_010), tensor)  # warm-up: builds the tail session
+    ablations = []
+    for repeat in range(max(2, args.repeats)):
+        result = onnx_explainer.compute("ablation_cam", make_input(50_011 + repeat), tensor)
+        ablations.append((result.timings.get("ablation passes", 0.0) + result.timings["weights"],
+                          result.model_passes - 1))
+    seconds, ablated = min(ablations)
+    rows.append(Row(label, "Ablation-CAM", seconds, ablated * ort_image,
+                    f"{ablated} ablations; floor: as many whole-graph passes; the graph's part before "
+                    f"{tensor} runs once per image"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="vgg16,demos", help="comma list: vgg16, demos, demo names, or none")
@@ -322,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="skip the reference algorithm")
     parser.add_argument("--precision", action="store_true",
                         help="also fp32 vs bf16 on VGG16 and ResNet50 (weights=None)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also the demo models exported to ONNX, on ONNX Runtime (needs tf2onnx)")
     parser.add_argument("--emulated-channels", type=int, default=32,
                         help="channels of the bf16 Score-CAM timing where bf16 is emulated (default 32)")
     args = parser.parse_args(argv)
@@ -340,6 +425,15 @@ def main(argv: list[str] | None = None) -> None:
         demo_names = list_demos()
     for name, model, layer, make_input in demo_cases(demo_names):
         rows += bench_model(name, model, layer, make_input, args)
+
+    if args.onnx:
+        import tempfile
+
+        from camcore.demos import list_demos
+
+        with tempfile.TemporaryDirectory(prefix="camcore-bench-onnx-") as folder:
+            for name, model, layer, make_input in demo_cases(demo_names or list_demos()):
+                rows += onnx_rows(name, model, layer, make_input, args, folder)
 
     if args.precision:
         keras.utils.set_random_seed(0)

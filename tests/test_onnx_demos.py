@@ -80,3 +80,23 @@ def test_the_export_loads_everywhere_a_model_file_does(exports):
     truncated = data[: len(data) // 3]
     with pytest.raises(ValueError, match="^vgg_defect.onnx is not a (readable|valid) ONNX model"):
         camcore.load_model(truncated, filename="vgg_defect.onnx", preprocessing="unit")
+
+
+def test_the_bench_rows_of_an_onnx_export(tmp_path):
+    """``python -m camcore.bench --onnx``'s rows, on a small model: the export's forward against
+    TF's, Score-CAM and Ablation-CAM against ONNX Runtime's floor, the Keras Score-CAM beside."""
+    from argparse import Namespace
+
+    from camcore import bench
+    from toy_models import small_convnet
+
+    model = small_convnet(size=16, channels=6)
+    make_input = bench.random_input((16, 16, 3), 1.0)
+    rows = bench.onnx_rows("toy", model, "conv2", make_input, Namespace(repeats=1, quick=True), str(tmp_path))
+    assert [row.what for row in rows] == [
+        "forward per image, ONNX Runtime", "Score-CAM (convnet_1/conv2_1/Relu:0)",
+        "Score-CAM, Keras model (beside the ONNX row)", "Ablation-CAM",
+    ]
+    assert all(row.seconds > 0 and row.floor > 0 for row in rows)
+    assert rows[0].note.endswith(("ONNX Runtime is faster here", "TF is faster here"))
+    assert rows[1].note.startswith("6 masked passes") and rows[3].note.startswith("6 ablations")
