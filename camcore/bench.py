@@ -320,16 +320,24 @@ def demo_cases(names: list[str]):
         yield name, demo.model, demo.layer, (lambda i, d=demo, imgs=images: d.preprocess(imgs[i % len(imgs)]) + 1e-6 * (i // len(imgs)))
 
 
-def onnx_forward_per_image(backend, shape: tuple[int, ...], repeats: int,
-                           sizes: tuple[int, ...] = BATCH_SIZES) -> tuple[int, float, dict]:
-    """(best batch size, seconds per image at it, {batch: s/img}) of ONNX Runtime's batched forwards."""
-    per_image = {}
+def forward_per_image_side_by_side(backend, model: keras.Model, shape: tuple[int, ...], repeats: int,
+                                   sizes: tuple[int, ...] = BATCH_SIZES) -> dict[str, dict[int, float]]:
+    """Seconds per image of ONNX Runtime's and TF's batched forwards by batch size, {"onnx": {batch:
+    s/img}, "tf": {...}}: the two runs of each batch alternate, so that load hits both alike."""
+    per_image: dict[str, dict[int, float]] = {"onnx": {}, "tf": {}}
     for batch in sizes:
         x = np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32)
-        backend.forward(x)  # warm-up: ONNX Runtime sizes its buffers on the first run of a shape
-        per_image[batch] = min_time(lambda: backend.forward(x), repeats) / batch
-    best = min(per_image, key=per_image.get)
-    return best, per_image[best], per_image
+        forward = tf.function(lambda t: model(t, training=False))
+        runs = {"onnx": lambda: backend.forward(x), "tf": lambda: forward(tf.constant(x)).numpy()}
+        times: dict[str, list[float]] = {"onnx": [], "tf": []}
+        for run in runs.values():
+            run()  # warm-up: tracing, and ONNX Runtime sizing its buffers for this shape
+        for _ in range(3 * repeats):
+            for runtime, run in runs.items():
+                times[runtime].append(min_time(run, 1))
+        for runtime in runs:
+            per_image[runtime][batch] = min(times[runtime]) / batch
+    return per_image
 
 
 def export_onnx(model: keras.Model, path: str) -> bytes:
@@ -362,15 +370,16 @@ def onnx_rows(name: str, model: keras.Model, layer: str, make_input: Callable[[i
     label = f"{name} (ONNX)"
     backend = OnnxBackend(export_onnx(model, os.path.join(folder, f"{name}.onnx")), name=f"{name}.onnx")
     tensor = onnx_tensor(backend, layer)
-    shape = tuple(model.inputs[0].shape[1:])
-    ort_batch, ort_image, table = onnx_forward_per_image(backend, shape, args.repeats)
-    tf_batch, tf_image, _ = best_throughput(model, shape, args.repeats)
-    print(f"[{label}] forward s/img by batch: " + ", ".join(f"{b}: {t * 1000:.1f} ms" for b, t in table.items()),
-          flush=True)
+    tables = forward_per_image_side_by_side(backend, model, tuple(model.inputs[0].shape[1:]), args.repeats)
+    for runtime, table in tables.items():
+        print(f"[{label}] {runtime} forward s/img by batch: " + ", ".join(
+            f"{b}: {t * 1000:.1f} ms" for b, t in table.items()), flush=True)
+    ort_batch, tf_batch = (min(tables[r], key=tables[r].get) for r in ("onnx", "tf"))
+    ort_image, tf_image = tables["onnx"][ort_batch], tables["tf"][tf_batch]
     faster = "ONNX Runtime" if ort_image < tf_image else "TF"
     rows = [Row(label, "forward per image, ONNX Runtime", ort_image, tf_image,
-                f"batch {ort_batch}; floor: TF's compiled forward of the Keras model, batch {tf_batch}; "
-                f"{faster} is faster here")]
+                f"batch {ort_batch}; floor: TF's compiled forward of the Keras model, batch {tf_batch}, timed "
+                f"alternately; {faster} is faster here")]
     onnx_explainer = Explainer(backend, batch_size=ort_batch)
     keras_explainer = Explainer(model, batch_size=tf_batch)
     onnx_explainer.compute("faster_score_cam", make_input(50_000), tensor, max_n=2)  # warm-up

@@ -26,7 +26,8 @@ def _load(data: bytes, name: str = "bad.onnx", **kwargs):
 
 def _model(nodes, inputs, outputs, inits=(), opsets=(("", 17),), **kwargs) -> bytes:
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets], ir_version=8, **kwargs)
+    opset_imports = [helper.make_opsetid(domain, version) for domain, version in opsets]
+    model = helper.make_model(graph, opset_imports=opset_imports, ir_version=8, **kwargs)
     return model.SerializeToString()
 
 
@@ -139,7 +140,8 @@ def test_input_sizes_that_do_not_fit(good):
     model = g.convnet(p)
     reshape_shape = numpy_helper.from_array(np.array([-1, g.OUT * g.SIZE * g.SIZE], np.int64), "to_flat")
     head = [helper.make_node("Reshape", ["conv2", "to_flat"], ["flat2"]),
-            helper.make_node("MatMul", ["flat2", "w_big"], ["logits2"]), helper.make_node("Softmax", ["logits2"], ["p2"])]
+            helper.make_node("MatMul", ["flat2", "w_big"], ["logits2"]),
+            helper.make_node("Softmax", ["logits2"], ["p2"])]
     model.graph.node.extend(head)
     model.graph.initializer.extend([reshape_shape, numpy_helper.from_array(
         np.ones((g.OUT * g.SIZE * g.SIZE, 2), np.float32), "w_big")])

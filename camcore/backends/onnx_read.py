@@ -44,7 +44,9 @@ def read_onnx_model(data: bytes, filename: str = "model.onnx") -> onnx.ModelProt
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise ValueError(f"{filename} is not a readable ONNX model (damaged or not an .onnx file): {_line(exc)}") from None
+        raise ValueError(
+            f"{filename} is not a readable ONNX model (damaged or not an .onnx file): {_line(exc)}"
+        ) from None
     if not model.HasField("graph") or not model.graph.node or model.ir_version < 1:
         raise ValueError(f"{filename} is not a readable ONNX model: it holds no graph (damaged or not an .onnx file)")
     refuse_external_data(model, filename)
