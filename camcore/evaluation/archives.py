@@ -276,6 +276,35 @@ def _clear(folder: Path) -> None:
             child.unlink(missing_ok=True)
 
 
+def _open_checked(
+    stream: BinaryIO, max_compressed: int, max_uncompressed: int, max_files: int
+) -> tuple[zipfile.ZipFile, list[_Member]]:
+    """The open zip and its entries, every check that needs no decompression passed:
+    the archive's size, its entry count, names and kinds, and the sizes it declares."""
+    size = _stream_size(stream)
+    if size > max_compressed:
+        raise ArchiveError(f"refused: the archive is {_megabytes(size)}, more than the limit of {_megabytes(max_compressed)}")
+    try:
+        zf = zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError):
+        raise ArchiveError("not a zip archive (or a damaged one)") from None
+    try:
+        return zf, _checked_members(zf, max_uncompressed, max_files)
+    except BaseException:
+        zf.close()
+        raise
+
+
+def _extract_checked(zf: zipfile.ZipFile, members: list[_Member], dest: Path, max_uncompressed: int) -> Path:
+    root = _empty_folder(dest)
+    try:
+        _write_members(zf, members, root, max_uncompressed)
+    except BaseException:
+        _clear(root)
+        raise
+    return root
+
+
 def safe_extract(
     archive: bytes | BinaryIO,
     dest: str | os.PathLike[str],
@@ -288,25 +317,13 @@ def safe_extract(
     empty folder) and return ``dest``, resolved.
 
     Raises :class:`ArchiveError` naming the problem - see the module docstring for what
-    is refused; on any refusal ``dest`` is left empty.
+    is refused. Whatever the central directory shows (sizes, names, kinds) is refused
+    before ``dest`` is created or any entry decompressed; on a later refusal ``dest`` is
+    left empty.
     """
-    stream = _stream(archive)
-    size = _stream_size(stream)
-    if size > max_compressed:
-        raise ArchiveError(f"refused: the archive is {_megabytes(size)}, more than the limit of {_megabytes(max_compressed)}")
-    try:
-        zf = zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError):
-        raise ArchiveError("not a zip archive (or a damaged one)") from None
+    zf, members = _open_checked(_stream(archive), max_compressed, max_uncompressed, max_files)
     with zf:
-        members = _checked_members(zf, max_uncompressed, max_files)
-        root = _empty_folder(Path(dest))
-        try:
-            _write_members(zf, members, root, max_uncompressed)
-        except BaseException:
-            _clear(root)
-            raise
-    return root
+        return _extract_checked(zf, members, Path(dest), max_uncompressed)
 
 
 # ---------------------------------------------------------------------------- layouts
@@ -550,15 +567,14 @@ def open_archive(
     the system's temporary folder), then :func:`items_from_folder`. The folder is removed
     again when either refuses (:class:`ArchiveError`)."""
     stream = _stream(archive)
-    folder = SessionFolder(UPLOAD_PREFIX, parent)
-    try:
-        root = safe_extract(
-            stream, folder.path / "data", max_compressed=max_compressed, max_uncompressed=max_uncompressed,
-            max_files=max_files,
-        )
-        source = f"{UPLOAD_SOURCE}{Path(name).name}:{_digest(stream)[:16]}"
-        layout, items = _layout_items(root, source)
-    except BaseException:
-        folder.close()
-        raise
+    zf, members = _open_checked(stream, max_compressed, max_uncompressed, max_files)
+    with zf:  # checked before the session folder exists: a refused archive leaves nothing behind
+        folder = SessionFolder(UPLOAD_PREFIX, parent)
+        try:
+            root = _extract_checked(zf, members, folder.path / "data", max_uncompressed)
+            source = f"{UPLOAD_SOURCE}{Path(name).name}:{_digest(stream)[:16]}"
+            layout, items = _layout_items(root, source)
+        except BaseException:
+            folder.close()
+            raise
     return UploadedDataset(Path(name).name, source, layout, tuple(items), folder)
