@@ -315,7 +315,7 @@ def load_model(
         return _from_file(path, preprocessing, input_size, class_names)
     raise ValueError(
         f"unknown model {source!r}: give a demo name ({', '.join(list_demos()) or 'none installed'}), "
-        f"a Keras Application ({', '.join(APPLICATIONS)}) or a .keras/.h5 file"
+        f"a Keras Application ({', '.join(APPLICATIONS)}) or a .keras/.h5/.hdf5 file"
     )
 
 
@@ -424,7 +424,7 @@ def model_file_format(data: bytes, filename: str = "model") -> str:
 
 
 def load_model_bytes(data: bytes, filename: str) -> "keras.Model":
-    """The bytes of a ``.keras`` or ``.h5`` file → the Keras model, loaded in safe mode.
+    """The bytes of a ``.keras`` or ``.h5`` / ``.hdf5`` file → the Keras model, loaded in safe mode.
 
     The reader follows the content, not the name, so a ``.h5`` renamed ``.keras`` still
     loads. Raises ValueError with a user-facing message for a wrong extension, an empty,
@@ -435,7 +435,7 @@ def load_model_bytes(data: bytes, filename: str) -> "keras.Model":
 
     filename = Path(str(filename)).name or "upload"
     if Path(filename).suffix.lower() not in MODEL_EXTENSIONS:
-        raise ValueError(f"{filename}: expected a .keras or .h5 file")
+        raise ValueError(f"{filename}: expected a .keras, .h5 or .hdf5 file")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"{filename}: expected the file's bytes, got {type(data).__name__}")
     data = bytes(data)

@@ -89,7 +89,7 @@ def test_load_model_bytes_trusts_content_over_a_wrong_suffix(tmp_path):
 @pytest.mark.parametrize(
     "data, filename, message",
     [
-        (b"whatever", "model.pt", "expected a .keras or .h5 file"),
+        (b"whatever", "model.pt", "expected a .keras, .h5 or .hdf5 file"),
         (b"", "model.keras", "empty"),
         (b"this is not a model" * 20, "model.keras", "model.keras is not a Keras model file"),
         (b"\x89HDF\r\n\x1a\n" + b"\x00" * 100, "model.h5", "could not read model.h5 as a Keras model"),

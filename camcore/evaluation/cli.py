@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m camcore.evaluate",
         description="Evaluate CAM methods over a DAGM-layout folder or a generated set.",
     )
-    parser.add_argument("--model", default=None, help="demo name or .keras/.h5 file (default: the default demo)")
+    parser.add_argument("--model", default=None, help="demo name or .keras/.h5/.hdf5 file (default: the default demo)")
     parser.add_argument("--preprocessing", choices=sorted(PREPROCESSING_MODES), help="needed for a model file")
     parser.add_argument("--class-index", type=int, default=None, help='index of the "defective" class (default 1)')
     parser.add_argument("--layer", default=None, help="layer to explain (default: the demo's, or the last spatial one)")

@@ -19,7 +19,7 @@ from dashboard.components.common import FAILED, attempt, failed, show_error
 
 MODEL_SOURCES = {"demo": "Demo models", "app": "Keras Applications", "upload": "Upload a model"}
 IMAGE_SOURCES = {"sample": "Bundled samples", "upload": "Upload an image", "dataset": "From Dataset page"}
-MODEL_TYPES = ["keras", "h5"]
+MODEL_TYPES = ["keras", "h5", "hdf5"]  # camcore.models.MODEL_EXTENSIONS: .hdf5 is Keras 2's HDF5 name
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
 AUTO = "auto"
 DEFAULT_MAX_N = 10
@@ -174,7 +174,7 @@ def upload_model_inputs(prefix: str = "") -> UploadChoice:
     from camcore.preprocess import PREPROCESSING_MODES
 
     file = st.file_uploader(
-        "Keras model file (.keras or .h5)", type=MODEL_TYPES, key=f"{prefix}model_file",
+        "Keras model file (.keras, .h5 or .hdf5)", type=MODEL_TYPES, key=f"{prefix}model_file",
         help="Loaded in Keras safe mode (no custom code runs).",
     )
     modes = [AUTO, *PREPROCESSING_MODES]
@@ -200,7 +200,7 @@ def _upload_model_picker() -> str | None:
         if filename is not None:
             st.caption(f"Using {filename}, uploaded on the Dataset page.")
             return state.upload_key(key.name, choice.preprocessing or key.option, choice.input_size or key.input_size)
-    st.info("Upload a .keras or .h5 image classifier.")
+    st.info("Upload a .keras, .h5 or .hdf5 image classifier.")
     return None
 
 
