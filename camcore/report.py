@@ -55,7 +55,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 a
 h1{margin:24px 0 4px}h2{margin-top:36px;border-bottom:1px solid #dee2e6;padding-bottom:4px}
 .meta{color:#6c757d;margin:0}table{border-collapse:collapse;margin:8px 0;font-size:14px}
 th,td{padding:4px 10px;border-bottom:1px solid #e9ecef;text-align:right}th{background:#f8f9fa}
-td:first-child,th:first-child{text-align:left}table.kv td{text-align:left}
+td:first-child,th:first-child{text-align:left;white-space:nowrap}table.kv td{text-align:left}
 figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #dee2e6}
 figcaption{color:#495057;font-size:13px}.chart{margin:12px 0;border:1px solid #f1f3f5}
 .worst{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:12px}
@@ -81,8 +81,10 @@ def _image(image: ReportImage, css: str = "report-image") -> str:
 
 
 def _number(value: Any) -> str:
-    if isinstance(value, (bool, np.bool_)) or value is None or (isinstance(value, float) and np.isnan(value)):
-        return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else ("yes" if value else "no")
+    if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
@@ -139,21 +141,41 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{_esc(title)}</h2>{body}</section>' if body else ""
 
 
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Count columns ("images", "defective images") as integers, not 12.000."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if "images" in str(column) and pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = frame[column].round().astype("Int64")
+    return frame
+
+
+def _worst_columns(worst: pd.DataFrame) -> pd.DataFrame:
+    """The worst-images table for a reader: method first, by label; bookkeeping columns out."""
+    from camcore.report_sections import label
+
+    shown = worst.assign(method=worst["method"].map(label))
+    metric = str(worst["worst_by"].iloc[0])
+    order = ["method", "image_id", "class_name", "defective", metric, "pointing_game", "average_drop",
+             "insertion_auc", "p_target"]
+    return shown[[c for c in dict.fromkeys(order) if c in shown.columns]]
+
+
 def _evaluation(sections: EvaluationSections, worst_images: Sequence[ReportImage], notes: Sequence[str],
                 start: int) -> list[str]:
     flags = "".join(f'<p class="note">⚠ {_esc(m)}: {_esc(reason)}.</p>' for m, reason in sections.flags.items())
     summary = (f"<p>{sections.images} images, model {_esc(sections.model)}, layer {_esc(sections.layer)}. "
                "Localization over the defective images; faithfulness and time over every image.</p>"
-               + _table(sections.summary, index=True) + flags)
+               + _table(_counts(sections.summary), index=True) + flags)
     charts = "".join(_figure(f, start + n) for n, f in enumerate(sections.figures))
-    worst = "" if sections.worst.empty else _table(sections.worst.drop(columns=["source", "model", "layer"], errors="ignore"))
+    worst = "" if sections.worst.empty else _table(_worst_columns(sections.worst))
     pictures = "".join(_image(image, "worst-image") for image in worst_images)
     worst += (f'<div class="worst">{pictures}</div>' if pictures else "") + "".join(
         f'<p class="note">{_esc(n)}</p>' for n in notes)
     skipped = "" if sections.skipped.empty else _table(sections.skipped)
     return [
         _section("summary", "Summary per method", summary),
-        _section("best-thresholds", "Best global thresholds", _table(sections.thresholds)),
+        _section("best-thresholds", "Best global thresholds", _table(_counts(sections.thresholds))),
         _section("distributions", "Distributions and curves", charts),
         _section("worst", "Worst images per method", worst),
         _section("skipped", "Images that could not be read", skipped),
