@@ -194,6 +194,16 @@ def test_two_masks_for_one_image_and_masks_without_image(two_categories):
                "bottle/ground_truth/broken_large/017_mask.png" in note for note in found.notes)
 
 
+def test_flat_sets_with_train_or_test_folders_stay_flat(tmp_path):
+    image = np.zeros((8, 8), np.uint8)
+    for name in ("images/test/scratch/a.png", "masks/test/scratch/a.png", "images/train/b.png"):
+        path = tmp_path / "test" / name  # a flat set in a wrapper folder named test/
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_png(image))
+    found = archives.read_folder(tmp_path)
+    assert found.layout == "flat" and [i.id for i in found.items] == ["images/test/scratch/a.png", "images/train/b.png"]
+
+
 def test_the_command_line_reads_an_mvtec_zip(two_categories, tmp_path, capsys):
     (tmp_path / "set.zip").write_bytes(_folder_zip(two_categories))
     found = archives.open_data(tmp_path / "set.zip", category="bottle")

@@ -64,8 +64,7 @@ from camcore.evaluation.datafiles import listing as _listing
 from camcore.evaluation.datafiles import read_mask as _read_mask
 from camcore.evaluation.datafiles import read_pixels as _read_pixels
 from camcore.evaluation.datafiles import relative_message as _relative_message
-from camcore.evaluation.mvtec import LAYOUT_DIRS as MVTEC_DIRS
-from camcore.evaluation.mvtec import find_categories, mvtec_set
+from camcore.evaluation.mvtec import find_categories, is_category, mvtec_set
 from camcore.evaluation.sources import EvalItem, LoadedImage, dagm_items
 
 MAX_COMPRESSED = 300 * 2**20  # the dashboard's upload limit (server.maxUploadSize = 300 MB)
@@ -338,7 +337,8 @@ def _data_root(folder: Path) -> Path:
     root = folder
     for _ in range(_MAX_WRAPPERS):
         names = _layout_names(root)
-        if len(names) != 1 or names[0] in (IMAGES_DIR, MASKS_DIR, *MVTEC_DIRS) or _CLASS_DIR.fullmatch(names[0]):
+        if len(names) != 1 or names[0] in (IMAGES_DIR, MASKS_DIR) or _CLASS_DIR.fullmatch(names[0]) \
+                or is_category(root):
             break
         only = root / names[0]
         if only.is_symlink() or not only.is_dir():

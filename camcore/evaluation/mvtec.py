@@ -36,7 +36,6 @@ from camcore.evaluation.datafiles import ArchiveError, image_files, is_junk, lis
 from camcore.evaluation.sources import EvalItem, LoadedImage
 
 TRAIN, TEST, GROUND_TRUTH, GOOD = "train", "test", "ground_truth", "good"
-LAYOUT_DIRS = (TRAIN, TEST, GROUND_TRUTH)
 MASK_SUFFIX = "_mask"
 
 
@@ -55,9 +54,13 @@ def _is_dir(path: Path) -> bool:
 
 
 def is_category(folder: Path) -> bool:
-    """A folder with a ``test/`` folder of defect-type folders."""
+    """A folder with a ``test/`` folder of defect-type folders and a ``ground_truth/``,
+    ``test/good/`` or ``train/good/`` folder (so that a flat set with an ``images/test/<kind>/``
+    sub-folder is not taken for a category)."""
     test = folder / TEST
-    return _is_dir(test) and any(_is_dir(child) for child in test.iterdir())
+    if not _is_dir(test) or not any(_is_dir(child) for child in test.iterdir()):
+        return False
+    return any(_is_dir(folder / part) for part in (GROUND_TRUTH, f"{TEST}/{GOOD}", f"{TRAIN}/{GOOD}"))
 
 
 def find_categories(root: Path, top_name: str | None = None) -> dict[str, Path]:
