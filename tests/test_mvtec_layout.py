@@ -111,6 +111,9 @@ def test_an_mvtec_zip_is_detected_with_its_categories_and_class_names(two_catego
         assert dataset.masked == 5
         (note,) = dataset.notes
         assert note.startswith("carpet/test/hole/001.png: no mask (expected carpet/ground_truth/hole/001_mask.png)")
+        assert [i.id for i in dataset.items_of("carpet")] == ids[4:] and dataset.items_of(None) == dataset.items
+        with pytest.raises(ValueError, match="no category 'cable' in mvtec.zip; it holds bottle, carpet"):
+            dataset.items_of("cable")
     finally:
         dataset.close()
 

@@ -525,6 +525,15 @@ class UploadedDataset:
         file, maybe empty)."""
         return sum(item.defective is not False for item in self.items)
 
+    def items_of(self, category: str | None) -> tuple[EvalItem, ...]:
+        """The items of one MVTec AD ``category`` (None: every item), without unpacking again;
+        ValueError naming the categories for an unknown one."""
+        if category is None:
+            return self.items
+        if category not in self.categories:
+            raise ValueError(f"no category {category!r} in {self.name}; it holds {', '.join(self.categories) or 'none'}")
+        return tuple(item for item in self.items if (item.class_name or "").startswith(f"{category}/"))
+
     def item(self, image_id: str) -> EvalItem:
         """The item ``image_id`` (looked up by id, never opened by a given path)."""
         for item in self.items:
