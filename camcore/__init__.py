@@ -53,13 +53,16 @@ _EXPORTS: dict[str, str] = {
     "read_image": "camcore.preprocess",
     # models: one type, one loader (demos, Keras Applications, uploads, files)
     "LoadedModel": "camcore.models",
-    "load_model": "camcore.models",
+    "load_model": "camcore.loading",
     "NeedsInputSize": "camcore.models",
     "NeedsPreprocessing": "camcore.models",
     "load_model_bytes": "camcore.models",
     "list_demos": "camcore.demos",
     "load_demo": "camcore.demos",
     "load_application": "camcore.zoo",
+    # two maps (e.g. two models' maps of one image) against each other
+    "compare_maps": "camcore.metrics.agreement",
+    "MapAgreement": "camcore.metrics.agreement",
     # the tuned threshold put to use (``camcore.localize`` itself is the module, callable)
     "Localizer": "camcore.localize",
     "LocalizeSettings": "camcore.localize_settings",
@@ -73,9 +76,9 @@ __all__ = sorted([*_EXPORTS, "localize"])
 
 _RENAMED = {"register_method": "register"}
 _SUBMODULES = frozenset({
-    "adapter", "bench", "dagm", "demos", "evaluate", "evaluation", "explainer", "functions", "localize",
-    "localize_settings", "maps", "methods", "metrics", "models", "precision", "prepared", "preprocess",
-    "regions", "report", "samples", "synth", "visualize", "zoo",
+    "adapter", "autoprecision", "backends", "bench", "dagm", "defaults", "demos", "evaluate", "evaluation",
+    "explainer", "functions", "loading", "localize", "localize_settings", "maps", "methods", "metrics", "models",
+    "passes", "precision", "prepared", "preprocess", "regions", "report", "samples", "synth", "visualize", "zoo",
 })
 
 

@@ -113,7 +113,8 @@ def _class_names(loaded: "LoadedModel", n_classes: int) -> tuple[str, ...]:
 def load_for(settings: LocalizeSettings) -> "LoadedModel":
     """The settings' model (:func:`camcore.load_model`); :class:`SettingsError` naming the
     field when the model, its preprocessing or its input size is the problem."""
-    from camcore.models import NeedsInputSize, NeedsPreprocessing, load_model
+    from camcore.loading import load_model
+    from camcore.models import NeedsInputSize, NeedsPreprocessing
 
     try:
         return load_model(settings.model, preprocessing=settings.preprocessing, input_size=settings.input_size)
@@ -136,21 +137,21 @@ class Localizer:
         self.settings = parse_settings(settings)
         self.model = load_for(self.settings) if model is None else model
         self.explainer = explainer or Explainer(self.model.model, precision=self.settings.precision)
-        adapter = self.explainer.adapter
+        explainer = self.explainer  # the model facts, whatever backend serves the model
         layer = self.settings.layer or self.model.layer
         fused = self.settings.fused_layers if METHODS[self.settings.method].fusable else ()
         for name, value in (("layer", layer), *(("fused_layers", f) for f in fused)):
             try:
-                adapter.layer_info(value)
+                explainer.layer_info(value)
             except ValueError as exc:
                 raise SettingsError(f"settings field {name!r}: {exc}") from None
         self.layer: str | tuple[str, ...] = fused if fused else layer
-        self.class_names = _class_names(self.model, adapter.n_classes)
+        self.class_names = _class_names(self.model, explainer.n_classes)
         wanted = self.settings.class_index
         if wanted is None:
             wanted = self.class_names.index("defective") if "defective" in self.class_names else 1
         try:
-            self.class_index = adapter.check_class(wanted)
+            self.class_index = explainer.check_class(wanted)
         except ValueError as exc:
             raise SettingsError(f"settings field 'class_index': {exc}") from None
 

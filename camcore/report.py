@@ -261,7 +261,7 @@ def _map_maker(model_key: str, layer: str, config: Mapping[str, Any]) -> Callabl
     preprocessing and input size (ValueError when it cannot be loaded here, e.g. an
     in-memory model)."""
     from camcore.explainer import Explainer
-    from camcore.models import load_model
+    from camcore.loading import load_model
 
     size = config.get("input_size")  # used only by a model that accepts any size
     loaded = load_model(model_key, preprocessing=config.get("preprocessing"), input_size=tuple(size) if size else None)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
@@ -48,6 +48,10 @@ from camcore.models import (  # noqa: F401 - RANDOM and the key builders are for
     demo_key,
     upload_key,
 )
+
+if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
+    from camcore.explainer import CamResult, Explainer
+    from camcore.prepared import Prepared
 
 OPEN_IN_COMPARE = "open_in_compare"
 MODEL_KINDS = ("demo", "app", "upload")  # never "file": a browser must not name server paths
@@ -147,13 +151,15 @@ def get_model(model_key: str) -> LoadedModel:
     its subclasses ``NeedsInputSize`` / ``NeedsPreprocessing`` when the user must choose.
     """
     parse_model_key(model_key)  # refuses file keys
-    return models.load_model(model_key, uploads=uploads())
+    from camcore.loading import load_model
+
+    return load_model(model_key, uploads=uploads())
 
 
 DEFAULT_PRECISION = "auto"  # bf16 forward passes only where measured faster and faithful, else exact fp32
 
 
-def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION):
+def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION) -> Explainer:
     """One ``camcore.Explainer`` per (model key, precision as far as it is known without
     measuring), shared by all sessions (it is thread-safe): "auto" and "fp32" share one
     explainer where the CPU's flags rule bf16 out."""
@@ -163,7 +169,7 @@ def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION):
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Preparing the explainer…")
-def _explainer(model_key: str, resolved: str, _requested: str):
+def _explainer(model_key: str, resolved: str, _requested: str) -> Explainer:
     from camcore.explainer import Explainer
 
     return Explainer(get_model(model_key).model, precision=_requested)
@@ -213,11 +219,11 @@ class TimingLog:
     """
 
     def __init__(self, maxsize: int = 512) -> None:
-        self._data: OrderedDict[Any, list] = OrderedDict()
+        self._data: OrderedDict[Any, list[tuple[CamResult, str | None]]] = OrderedDict()
         self._lock = threading.Lock()
         self.maxsize = maxsize
 
-    def record(self, key: Any, result: Any, shared_from: str | None = None) -> None:
+    def record(self, key: Any, result: CamResult, shared_from: str | None = None) -> None:
         """Remember ``result`` (a CamResult) under ``key``: every computed result, and a
         cached one only if nothing is recorded for ``key`` yet."""
         with self._lock:
@@ -228,7 +234,7 @@ class TimingLog:
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
 
-    def get(self, key: Any) -> list[tuple[Any, str | None]]:
+    def get(self, key: Any) -> list[tuple[CamResult, str | None]]:
         """[(CamResult, shared_from or None), ...] recorded under ``key``."""
         with self._lock:
             return list(self._data.get(key, []))
@@ -240,7 +246,7 @@ def timing_log() -> TimingLog:
 
 
 # ------------------------------------------------------------------ model input
-def prepare_input(model_key: str, bundle, explainer, choice):
+def prepare_input(model_key: str, bundle: LoadedModel, explainer: Explainer, choice: Any) -> Prepared:
     """The chosen image as this model's input, prepared once per page run
     (``camcore.Prepared``: preprocessed, checked and hashed a single time)."""
     return explainer.prepare(bundle.preprocess(choice.image), choice.image)

@@ -32,7 +32,7 @@ from camcore.preprocess import PREPROCESSING_MODES
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m camcore.evaluate",
-        description="Evaluate CAM methods over a DAGM-layout folder or a generated set.",
+        description="Evaluate CAM methods over a data set (DAGM, MVTec AD or flat; a folder or a .zip) or a generated set.",
     )
     parser.add_argument("--model", default=None, help="demo name or .keras/.h5/.hdf5 file (default: the default demo)")
     parser.add_argument("--preprocessing", choices=sorted(PREPROCESSING_MODES), help="needed for a model file")
