@@ -105,13 +105,16 @@ def test_the_settings_file_round_trips_and_reads_the_compare_pages_download(tmp_
         read_settings(tmp_path / "missing.json")
 
 
-def test_settings_the_model_refuses_name_the_field():
+def test_settings_the_model_refuses_name_the_field(localizer):
     with pytest.raises(SettingsError, match=r"'model': unknown model 'no_such_model'"):
         camcore.Localizer({**RECOMMENDED, "model": "no_such_model"})
+    loaded = dict(model=localizer.model, explainer=localizer.explainer)
     with pytest.raises(SettingsError, match=r"'layer': .*nope"):
-        camcore.Localizer({**RECOMMENDED, "layer": "nope"})
+        camcore.Localizer({**RECOMMENDED, "layer": "nope"}, **loaded)
     with pytest.raises(SettingsError, match=r"'class_index': class_index 5 out of range"):
-        camcore.Localizer({**RECOMMENDED, "class_index": 5})
+        camcore.Localizer({**RECOMMENDED, "class_index": 5}, **loaded)
+    with pytest.raises(SettingsError, match=r"'fused_layers': .*nowhere"):
+        camcore.Localizer({**RECOMMENDED, "fused_layers": ["top_down28", "nowhere"]}, **loaded)
     with pytest.raises(SettingsError, match=r"'model': model file .*gone.keras not found"):
         camcore.Localizer({**RECOMMENDED, "model": "/nowhere/gone.keras"})
 
@@ -178,7 +181,7 @@ def test_no_region_on_the_clean_samples(localizer, samples):
 
 
 # ------------------------------------------------------------------ the command line
-def test_cam_studio_localize_writes_regions_in_image_pixels_and_overlays(tmp_path, capsys):
+def test_cam_studio_localize_writes_regions_in_image_pixels_and_overlays(localizer, tmp_path, capsys):
     from dashboard.cli import main
 
     infos = {info.name: info for info in load_sample_index()}
@@ -199,7 +202,7 @@ def test_cam_studio_localize_writes_regions_in_image_pixels_and_overlays(tmp_pat
     clean, defect = by_name["clean.png"], by_name["wide.png"]
     assert clean["decision"] == "clean" and clean["regions"] == [] and not clean["regions_reported"]
     assert (defect["width"], defect["height"]) == (900, 700) and defect["decision"] == "defective"
-    reference = camcore.localize(wide, RECOMMENDED)[0].regions[0]  # the same image at 512 x 512
+    reference = localizer(wide).regions[0]  # the same image at 512 x 512
     x, y, w, h = defect["regions"][0]["bbox"]
     assert x + w <= 900 and y + h <= 700
     assert (x + w / 2, y + h / 2) == pytest.approx(
