@@ -1,6 +1,6 @@
 """Benchmark: each method's time against a floor measured in the same run.
 
-    python -m camcore.bench [--models vgg16,vgg_defect,resnet_defect] [--repeats 3] [--quick]
+    python -m camcore.bench [--models vgg16,vgg_defect,resnet_defect] [--repeats 3] [--quick] [--onnx]
 
 For every model it prints, as a Markdown table:
 
@@ -13,7 +13,12 @@ For every model it prints, as a Markdown table:
   batch sizes 8, 16, 32, 64; the share of channels skipped; the correlation with
   plain Score-CAM; the cost of a max_n change after a run; peak extra memory;
 * the speed-up over the 2019 article's reference algorithm (per-channel cv2
-  loops + model.predict), re-implemented below as the baseline.
+  loops + model.predict), re-implemented below as the baseline;
+* with ``--onnx``, for the demo models named in ``--models`` (all demos if none is; ``--models
+  none --onnx`` for these rows alone): each exported to ONNX (Keras 3's exporter, tf2onnx) and
+  run by ONNX Runtime: its best batched forward per image against TF's (which runtime is
+  faster on this CPU), Score-CAM and Ablation-CAM against ONNX Runtime's own floor, and the
+  Keras model's Score-CAM on the same images beside it.
 
 Times are the minimum over repeats after a warm-up, because these machines are
 shared and noisy; ratios compare work timed side by side in one run.
@@ -379,7 +384,94 @@ def demo_cases(names: list[str]):
         yield name, demo.model, demo.layer, (lambda i, d=demo, imgs=images: d.preprocess(imgs[i % len(imgs)]) + 1e-6 * (i // len(imgs)))
 
 
-def main(argv: list[str] | None = None) -> None:
+def forward_per_image_side_by_side(backend, model: keras.Model, shape: tuple[int, ...], repeats: int,
+                                   sizes: tuple[int, ...] = BATCH_SIZES) -> dict[str, dict[int, float]]:
+    """Seconds per image of ONNX Runtime's and TF's batched forwards by batch size, {"onnx": {batch:
+    s/img}, "tf": {...}}: the two runs of each batch alternate, so that load hits both alike."""
+    per_image: dict[str, dict[int, float]] = {"onnx": {}, "tf": {}}
+    for batch in sizes:
+        x = np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32)
+        forward = tf.function(lambda t: model(t, training=False))
+        runs = {"onnx": lambda: backend.forward(x), "tf": lambda: forward(tf.constant(x)).numpy()}
+        times: dict[str, list[float]] = {"onnx": [], "tf": []}
+        for run in runs.values():
+            run()  # warm-up: tracing, and ONNX Runtime sizing its buffers for this shape
+        for _ in range(3 * repeats):
+            for runtime, run in runs.items():
+                times[runtime].append(min_time(run, 1))
+        for runtime in runs:
+            per_image[runtime][batch] = min(times[runtime]) / batch
+    return per_image
+
+
+def export_onnx(model: keras.Model, path: str) -> bytes:
+    """``model`` through Keras 3's ``model.export(path, format="onnx")`` (tf2onnx), as bytes."""
+    model(np.zeros((1, *model.inputs[0].shape[1:]), np.float32))  # the exporter wants a called model
+    model.export(path, format="onnx", verbose=False)
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def onnx_tensor(backend, layer: str) -> str:
+    """The export's tensor of Keras layer ``layer`` (tf2onnx names its ops "<model>_1/<layer>_1/..."),
+    else the backend's default layer."""
+    found = [info.path for info in backend.layers if f"/{layer}_1/" in info.path]
+    return found[-1] if found else backend.default_layer
+
+
+def _timed_score_cam(explainer: Explainer, x: np.ndarray, layer: str) -> tuple[float, int]:
+    """(masked passes + weights seconds, masked passes) of a full Score-CAM run on ``x``."""
+    result = explainer.compute("score_cam", x, layer)
+    return result.timings["masked passes"] + result.timings["weights"], result.model_passes - 1
+
+
+def onnx_rows(name: str, model: keras.Model, layer: str, make_input: Callable[[int], np.ndarray], args,
+              folder: str) -> list[Row]:
+    """The ONNX export of ``model`` on ONNX Runtime: its batched-forward floor against TF's, Score-CAM
+    and Ablation-CAM against that floor, and the Keras model's Score-CAM on the same images."""
+    from camcore.backends.onnx import OnnxBackend
+
+    label = f"{name} (ONNX)"
+    backend = OnnxBackend(export_onnx(model, os.path.join(folder, f"{name}.onnx")), name=f"{name}.onnx")
+    tensor = onnx_tensor(backend, layer)
+    tables = forward_per_image_side_by_side(backend, model, tuple(model.inputs[0].shape[1:]), args.repeats)
+    for runtime, table in tables.items():
+        print(f"[{label}] {runtime} forward s/img by batch: " + ", ".join(
+            f"{b}: {t * 1000:.1f} ms" for b, t in table.items()), flush=True)
+    ort_batch, tf_batch = (min(tables[r], key=tables[r].get) for r in ("onnx", "tf"))
+    ort_image, tf_image = tables["onnx"][ort_batch], tables["tf"][tf_batch]
+    faster = "ONNX Runtime" if ort_image < tf_image else "TF"
+    rows = [Row(label, "forward per image, ONNX Runtime", ort_image, tf_image,
+                f"batch {ort_batch}; floor: TF's compiled forward of the Keras model, batch {tf_batch}, timed "
+                f"alternately; {faster} is faster here")]
+    onnx_explainer = Explainer(backend, batch_size=ort_batch)
+    keras_explainer = Explainer(model, batch_size=tf_batch)
+    onnx_explainer.compute("faster_score_cam", make_input(50_000), tensor, max_n=2)  # warm-up
+    keras_explainer.compute("faster_score_cam", make_input(50_000), layer, max_n=2)
+    runs = {"onnx": [], "keras": []}
+    for repeat in range(2 if not args.quick else 1):
+        x = make_input(50_001 + repeat)
+        runs["onnx"].append(_timed_score_cam(onnx_explainer, x, tensor))
+        runs["keras"].append(_timed_score_cam(keras_explainer, x, layer))
+    (ours, passes), (theirs, keras_passes) = min(runs["onnx"]), min(runs["keras"])
+    rows.append(Row(label, f"Score-CAM ({tensor})", ours, passes * ort_image,
+                    f"{passes} masked passes at ONNX Runtime's floor; {theirs / ours:.2f}× the Keras model's speed"))
+    rows.append(Row(name, "Score-CAM, Keras model (beside the ONNX row)", theirs, keras_passes * tf_image,
+                    f"{keras_passes} masked passes at TF's floor"))
+    onnx_explainer.compute("ablation_cam", make_input(50_010), tensor)  # warm-up: builds the tail session
+    ablations = []
+    for repeat in range(max(2, args.repeats)):
+        result = onnx_explainer.compute("ablation_cam", make_input(50_011 + repeat), tensor)
+        ablations.append((result.timings.get("ablation passes", 0.0) + result.timings["weights"],
+                          result.model_passes - 1))
+    seconds, ablated = min(ablations)
+    rows.append(Row(label, "Ablation-CAM", seconds, ablated * ort_image,
+                    f"{ablated} ablations; floor: as many whole-graph passes; the graph's part before "
+                    f"{tensor} runs once per image"))
+    return rows
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="vgg16,small,demos",
                         help="comma list: vgg16, resnet50, small (a ~3 ms model), demos, demo names, or none")
@@ -389,22 +481,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="also fp32 vs bf16 on VGG16 and ResNet50 (weights=None)")
     parser.add_argument("--one-pass-only", action="store_true",
                         help="only the one-pass methods against their floors (per-call overhead)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also the demo models exported to ONNX, on ONNX Runtime (needs tf2onnx)")
     parser.add_argument("--emulated-channels", type=int, default=32,
                         help="channels of the bf16 Score-CAM timing where bf16 is emulated (default 32)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, "
-          f"Keras {keras.__version__}; {cpu_kind()}")
+
+def _application(name: str) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return getattr(keras.applications, name)(weights=None)
+
+
+def _model_rows(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+    imagenet_like = random_input((224, 224, 3), 120.0)
     if "vgg16" in wanted:
-        keras.utils.set_random_seed(0)
-        vgg = keras.applications.VGG16(weights=None)
-        rows += bench_model("VGG16 (weights=None)", vgg, "block5_conv3", random_input((224, 224, 3), 120.0), args)
+        rows += bench_model("VGG16 (weights=None)", _application("VGG16"), "block5_conv3", imagenet_like, args)
     if "resnet50" in wanted:
-        keras.utils.set_random_seed(0)
-        resnet = keras.applications.ResNet50(weights=None)
-        rows += bench_model("ResNet50 (weights=None)", resnet, "conv5_block3_out", random_input((224, 224, 3), 120.0), args)
+        rows += bench_model("ResNet50 (weights=None)", _application("ResNet50"), "conv5_block3_out", imagenet_like, args)
     if "small" in wanted:
         rows += bench_model("small (held out)", small_model(), "c3", random_input((224, 224, 3), 1.0), args)
     demo_names = [w for w in wanted if w not in ("vgg16", "resnet50", "small", "demos", "none")]
@@ -414,13 +510,27 @@ def main(argv: list[str] | None = None) -> None:
         demo_names = list_demos()
     for name, model, layer, make_input in demo_cases(demo_names):
         rows += bench_model(name, model, layer, make_input, args)
+    return rows, demo_names
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = _arguments(argv)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, "
+          f"Keras {keras.__version__}; {cpu_kind()}")
+    rows, demo_names = _model_rows(args)
+    if args.onnx:
+        import tempfile
+
+        from camcore.demos import list_demos
+
+        with tempfile.TemporaryDirectory(prefix="camcore-bench-onnx-") as folder:
+            for name, model, layer, make_input in demo_cases(demo_names or list_demos()):
+                rows += onnx_rows(name, model, layer, make_input, args, folder)
     if args.precision:
-        keras.utils.set_random_seed(0)
-        vgg = keras.applications.VGG16(weights=None)
-        rows += precision_rows("VGG16 (weights=None)", vgg, "block5_conv3", random_input((224, 224, 3), 120.0), args)
-        resnet = keras.applications.ResNet50(weights=None)
-        rows += precision_rows("ResNet50 (weights=None)", resnet, "conv5_block3_out", random_input((224, 224, 3), 120.0), args)
+        imagenet_like = random_input((224, 224, 3), 120.0)
+        rows += precision_rows("VGG16 (weights=None)", _application("VGG16"), "block5_conv3", imagenet_like, args)
+        rows += precision_rows("ResNet50 (weights=None)", _application("ResNet50"), "conv5_block3_out",
+                               imagenet_like, args)
 
     print()
     print("| model | method | time | floor | ratio | notes |")

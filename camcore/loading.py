@@ -49,8 +49,8 @@ def load_model(
 
     ``source`` is a model key (module docstring), a demo name, a Keras Application name
     (``weights``: see :func:`camcore.zoo.load_application`), the bytes of a ``.keras`` /
-    ``.h5`` file (``filename`` names it in messages), a file path, or a ``keras.Model``.
-    ``"upload:<sha>"`` keys are read from ``uploads``.
+    ``.h5`` / ``.onnx`` file (``filename`` names it, its extension the format), a file path,
+    or a ``keras.Model``; ``"upload:<sha>"`` keys are read from ``uploads``.
 
     ``preprocessing``: demos and applications know theirs (a different one is an error);
     for other models None infers it when the model starts with its own Rescaling or

@@ -21,7 +21,8 @@ from camcore.evaluation.defaults import (
 from camcore.evaluation.journal import journal_path
 from camcore.evaluation.results import check_writable, errors, results_only
 from camcore.evaluation.runner import evaluate
-from camcore.evaluation.sources import SYNTHETIC_SIZE, dagm_items, synthetic_items
+from camcore.evaluation.archives import open_data
+from camcore.evaluation.sources import SYNTHETIC_SIZE, synthetic_items
 from camcore.evaluation.spec import load_model_spec
 from camcore.evaluation.summary import format_summary, summarize
 from camcore.preprocess import PREPROCESSING_MODES
@@ -31,16 +32,18 @@ from camcore.preprocess import PREPROCESSING_MODES
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m camcore.evaluate",
-        description="Evaluate CAM methods over a DAGM-layout folder or a generated set.",
+        description="Evaluate CAM methods over a data set (DAGM, MVTec AD or flat; a folder or a .zip) or a generated set.",
     )
-    parser.add_argument("--model", default=None, help="demo name or .keras/.h5 file (default: the default demo)")
+    parser.add_argument("--model", default=None, help="demo name or .keras/.h5/.hdf5 file (default: the default demo)")
     parser.add_argument("--preprocessing", choices=sorted(PREPROCESSING_MODES), help="needed for a model file")
     parser.add_argument("--class-index", type=int, default=None, help='index of the "defective" class (default 1)')
     parser.add_argument("--layer", default=None, help="layer to explain (default: the demo's, or the last spatial one)")
     data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", type=Path, help="DAGM-layout folder")
+    data.add_argument("--data", type=Path, help="DAGM, MVTec AD or flat folder, or a .zip of one")
     data.add_argument("--synthetic", type=int, metavar="N", help="generate N DAGM-style images instead")
     parser.add_argument("--split", choices=("Train", "Test"), default=None, help="DAGM split (default both)")
+    parser.add_argument("--category", default=None, help="MVTec AD: evaluate this category only (default all)")
+    parser.add_argument("--train-good", action="store_true", help="MVTec AD: add train/good/ as clean images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated set and the random control")
     parser.add_argument("--defect-rate", type=float, default=0.5, help="share of defective generated images")
     parser.add_argument("--size", type=int, default=SYNTHETIC_SIZE, help="side of generated images in pixels")
@@ -99,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable(args.out, journal_path(args.out))  # a full or read-only disk fails here, not at the end
         methods = _methods_arg(args.methods)
         if args.data is not None:
-            items = dagm_items(args.data, split=args.split)
+            dataset = open_data(args.data, split=args.split, category=args.category, train_good=args.train_good)
+            items = list(dataset.items)  # ``dataset`` keeps an unpacked zip's folder alive until the end
+            for note in dataset.notes:
+                print(f"note: {note}", file=sys.stderr)
         else:
             items = synthetic_items(args.synthetic, seed=args.seed, size=args.size, defect_rate=args.defect_rate)
         if args.limit is not None:
