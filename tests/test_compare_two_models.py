@@ -297,3 +297,34 @@ def test_the_class_chosen_for_a_is_bs_too_when_both_have_the_same_classes() -> N
     assert "explaining **clean**" in headlines[0] and "explaining **clean**" in headlines[1]
     assert "Both models explain class 0 (clean)" in " ".join(headers(at))
     assert tables(at)[0].loc["B: p · top-1"].iloc[0].endswith("· defective")  # B's top-1 is still shown
+
+
+@pytest.mark.filterwarnings("ignore:In the future `np.object`:FutureWarning")
+def test_the_exported_onnx_model_against_its_keras_checkpoint(tmp_path) -> None:
+    """Does the exported model on the line look where the training checkpoint looked? The
+    default demo against its own ONNX export, uploaded as model B: the gradient-free maps
+    agree (r ≥ 0.999 on the same layer), the gradient methods say what ONNX lacks."""
+    import camcore
+
+    demo = camcore.load_demo("vgg_defect")
+    demo.model(np.zeros((1, *demo.input_size, demo.channels), np.float32))  # export needs a called model
+    path = tmp_path / "vgg_defect.onnx"
+    demo.model.export(str(path), format="onnx", verbose=False)
+    at = run_pair({"methods": ["grad_cam", "score_cam", "faster_score_cam"]})
+    at.radio(key="b_model_source").set_value("upload").run()
+    at.file_uploader(key="b_model_file").upload("line.onnx", path.read_bytes(), "application/octet-stream").run()
+    at.selectbox(key="b_upload_preprocessing").set_value("unit").run()
+    layer = next(option.split(" · ")[0] for option in at.selectbox(key="b_layer").options
+                 if "/top_down56_1/" in option)
+    at.selectbox(key="b_layer").set_value(layer).run()
+    assert_clean(at)
+    assert not errors(at), errors(at)
+    shown = images(at)
+    assert "Grad-CAM · B: needs gradients — not available for ONNX models" in shown
+    grad_cam, score_cam, faster = tables(at)
+    assert grad_cam.loc["B: no map"].iloc[0] == "needs gradients — not available for ONNX models"
+    for table in (score_cam, faster):
+        assert float(table.loc["Correlation r"].iloc[0]) >= 0.999
+        assert float(table.loc["IoU @ 0.50"].iloc[0]) >= 0.95
+        assert table.loc["Peak in defect"].iloc[0] == "A ✓ · B ✓"
+    assert "Both models explain class 1" in " ".join(headers(at))
