@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.dagm import DagmFormatError, write_dagm
 from camcore.metrics import DEFAULT_THRESHOLDS
 from camcore.synth import generate

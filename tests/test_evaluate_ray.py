@@ -21,10 +21,10 @@ import pandas as pd
 import psutil
 import pytest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.dagm import write_dagm
 from camcore.evaluation import ray_runner
-from camcore.evaluation.runner import _settings
+from camcore.evaluation.settings import run_settings
 from camcore.metrics import DEFAULT_THRESHOLDS
 from camcore.synth import generate
 
@@ -183,7 +183,7 @@ def test_the_actor_computes_the_local_rows(model_file, tmp_path, monkeypatch):
     methods = ["grad_cam", "score_cam", "sobel", "random"]
     local = ev.evaluate(spec, items, methods, max_n=3, curve_steps=4, workers=1)
 
-    settings = _settings(methods, 3, False, 4, DEFAULT_THRESHOLDS, 0)
+    settings = run_settings(methods, max_n=3, curve_steps=4, thresholds=DEFAULT_THRESHOLDS, seed=0)
     versions = ray_runner.software_versions()
     actor = ray_runner._EvaluationActor(ray_runner.model_payload(spec), settings, cpus=1, workers=1, versions=versions)
     payloads = [p for window, _ in ray_runner._windows(items, ray_runner.DEFAULT_WINDOW_BYTES) for p in window]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import camcore
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore import metrics
 from camcore.dagm import write_dagm
 from camcore.synth import generate

@@ -17,14 +17,27 @@ import numpy as np
 
 from camcore.metrics._common import (
     PredictFn,
-    _as_image,
-    _as_map,
-    _as_mask,
-    _batched_scores,
-    _pixel_rank,
+    as_image,
+    checked_map,
+    as_mask,
+    batched_scores,
+    pixel_rank,
 )
+from camcore.metrics.base import Column, Curve, Metric, MetricInputs, RunContext
+from camcore.metrics.faithfulness import curve_row
+from camcore.preprocess import INPUT_RANGE
 
-__all__ = ["DEFAULT_ROAD_PERCENTAGES", "noisy_linear_impute", "road_curve"]
+__all__ = [
+    "DEFAULT_ROAD_PERCENTAGES",
+    "NOISE_FRACTION",
+    "noisy_linear_impute",
+    "road_curve",
+    "ROAD_MORF_AUC",
+    "ROAD_LERF_AUC",
+    "ROAD_MORF_CURVE",
+    "ROAD_LERF_CURVE",
+    "METRIC",
+]
 
 DEFAULT_ROAD_PERCENTAGES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -284,8 +297,8 @@ def noisy_linear_impute(
     out_shape = arr.shape
     if arr.ndim == 2:
         arr = arr[..., None]
-    img = _as_image(arr).astype(np.float64)
-    rem = _as_mask(removed)
+    img = as_image(arr).astype(np.float64)
+    rem = as_mask(removed)
     if rem.shape != img.shape[:2]:
         raise ValueError(f"removed mask {rem.shape} does not match image {img.shape[:2]}")
     if noise_std < 0:
@@ -336,13 +349,13 @@ def road_curve(
     ``len(percentages)``; percentages must lie in ``[0, 1)``. ``seed`` fixes the
     imputation noise (one generator consumed across the percentages in order).
     """
-    img = _as_image(x)
+    img = as_image(x)
     if order not in ("morf", "lerf"):
         raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
     pcts = np.asarray(percentages, dtype=np.float64)
     if pcts.ndim != 1 or pcts.size == 0 or np.any((pcts < 0) | (pcts >= 1)):
         raise ValueError("percentages must be a non-empty 1-D sequence in [0, 1)")
-    rank = _pixel_rank(_as_map(saliency, img.shape[:2]), descending=(order == "morf"))
+    rank = pixel_rank(checked_map(saliency, img.shape[:2]), descending=(order == "morf"))
     counts = np.rint(pcts * rank.size).astype(np.int64)
     if np.any(counts >= rank.size):
         raise ValueError("a percentage rounds to removing every pixel")
@@ -350,7 +363,50 @@ def road_curve(
     imputed = np.stack(
         [noisy_linear_impute(img, rank < k, noise_std=noise_std, seed=rng) for k in counts]
     )
-    return _batched_scores(
+    return batched_scores(
         predict_fn, lambda idx: imputed[idx], len(imputed), class_index, batch_size
     )
 
+
+
+# ------------------------------------------------------------ the registry entry
+
+NOISE_FRACTION = 0.01
+"""ROAD's imputation noise in the evaluation: 1 % of the model input's value range
+(:data:`camcore.preprocess.INPUT_RANGE`); Rong et al. 2022 use 0.01 on inputs of about
+unit range."""
+
+ROAD_MORF_AUC = Column("road_morf_auc", "ROAD MoRF ↓", "ROAD MoRF AUC", False, distribution=True,
+                       worst="highest ROAD MoRF AUC")
+ROAD_LERF_AUC = Column("road_lerf_auc", "ROAD LeRF ↑", "ROAD LeRF AUC", True, distribution=True,
+                       worst="lowest ROAD LeRF AUC")
+ROAD_MORF_CURVE = Curve("road_morf", "fraction of pixels removed, most relevant first",
+                        "class probability (lower AUC is better)")
+ROAD_LERF_CURVE = Curve("road_lerf", "fraction of pixels removed, least relevant first",
+                        "class probability (higher AUC is better)")
+_ORDERS = (("morf", ROAD_MORF_CURVE, ROAD_MORF_AUC), ("lerf", ROAD_LERF_CURVE, ROAD_LERF_AUC))
+
+
+def _noise_std(context: RunContext) -> float:
+    return NOISE_FRACTION * INPUT_RANGE.get(context.preprocessing, 1.0)
+
+
+def _compute(inputs: MetricInputs) -> dict[str, float]:
+    row: dict[str, float] = {}
+    for order, curve, area in _ORDERS:
+        values = road_curve(inputs.predict_fn, inputs.x, inputs.saliency, inputs.class_index, order=order,
+                            noise_std=float(inputs.state))
+        row.update(curve_row(curve, area, values, DEFAULT_ROAD_PERCENTAGES))
+    return row
+
+
+METRIC = Metric(
+    key="road",
+    label="ROAD",
+    columns=(ROAD_MORF_AUC, ROAD_LERF_AUC),
+    curves=(ROAD_MORF_CURVE, ROAD_LERF_CURVE),
+    compute=_compute,
+    optional=True,
+    prepare=_noise_std,
+    help="remove and debias, most and least relevant first (Rong et al. 2022; slower)",
+)

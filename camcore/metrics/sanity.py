@@ -30,6 +30,7 @@ when called so that ``import camcore.metrics`` stays free of TensorFlow.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ import cv2
 import numpy as np
 
 from camcore.maps import as_map, upsample
+from camcore.metrics.base import Column, Metric, MetricInputs, RunContext
 
 if TYPE_CHECKING:
     import keras
@@ -52,6 +54,11 @@ __all__ = [
     "randomized_copy",
     "parameter_randomization",
     "compare_maps",
+    "RandomizedMaps",
+    "SANITY_SPEARMAN",
+    "SANITY_SSIM",
+    "SANITY_PASS",
+    "METRIC",
 ]
 
 SANITY_THRESHOLD: float = 0.5
@@ -306,3 +313,64 @@ def parameter_randomization(
             )
         )
     return results if isinstance(method, (list, tuple)) else results[0]
+
+
+# ------------------------------------------------------------ the registry entry
+
+SANITY_SPEARMAN = Column("sanity_spearman", "sanity Spearman",
+                         "Sanity check: Spearman correlation with the randomized model's map", False, fmt="{:.2f}")
+SANITY_SSIM = Column("sanity_ssim", "sanity SSIM", "Sanity check: SSIM with the randomized model's map", False,
+                     fmt="{:.2f}")
+SANITY_PASS = Column("sanity_pass", "sanity pass %", "Sanity check passed", True, summary="rate",
+                     summary_name="sanity_pass_rate", fmt="{:.0f}")
+
+
+class RandomizedMaps:
+    """A run's CAM maps on one :func:`randomized_copy` of its model (seeded by the run's
+    seed), the registry's sanity-check state. Built once per run; every CAM method is
+    traced on a noise image here, so no image's metric time pays for it."""
+
+    def __init__(self, context: RunContext) -> None:
+        from camcore.explainer import Explainer
+
+        copy, _ = randomized_copy(context.model, context.layer, seed=context.seed)
+        self.context = context
+        self.explainer = Explainer(copy, cache_size=8, precision=context.precision)
+        # one map at a time: each starts from an empty cache, as the run's own maps do
+        self._lock = threading.Lock()
+        height, width = context.input_size
+        noise = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
+        x = context.preprocess(noise)
+        for method in context.methods:
+            self.map(method, x)
+
+    def map(self, method: str, x: np.ndarray) -> np.ndarray | None:
+        """``method``'s map of ``x`` on the randomized copy; None for a control."""
+        if method not in self.context.methods:
+            return None
+        with self._lock:
+            self.explainer.clear_cache()
+            found = self.explainer.compute(method, x, self.context.layer, self.context.class_index,
+                                           self.context.max_n)
+        return found.cam
+
+
+def _compute(inputs: MetricInputs) -> dict[str, float]:
+    maps: RandomizedMaps = inputs.state
+    randomized = maps.map(inputs.method, inputs.x)
+    if randomized is None:
+        return {}
+    rho, structure, passed = compare_maps(inputs.cam, randomized, maps.context.input_size)
+    return {SANITY_SPEARMAN.name: rho, SANITY_SSIM.name: structure, SANITY_PASS.name: float(passed)}
+
+
+METRIC = Metric(
+    key="sanity",
+    label="Sanity check",
+    columns=(SANITY_SPEARMAN, SANITY_SSIM, SANITY_PASS),
+    compute=_compute,
+    optional=True,
+    prepare=RandomizedMaps,
+    help="each CAM recomputed on one copy of the model with random top layers, seeded by the run's seed "
+    "(Adebayo et al. 2018; slower)",
+)

@@ -36,7 +36,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.evaluation import archives
 from camcore.evaluation.background import BackgroundEvaluation
 from camcore.methods import ORIGINAL_STUDY
