@@ -52,7 +52,7 @@ _EXPORTS: dict[str, str] = {
     "read_image": "camcore.preprocess",
     # models: one type, one loader (demos, Keras Applications, uploads, files)
     "LoadedModel": "camcore.models",
-    "load_model": "camcore.models",
+    "load_model": "camcore.loading",
     "NeedsInputSize": "camcore.models",
     "NeedsPreprocessing": "camcore.models",
     "load_model_bytes": "camcore.models",
@@ -66,9 +66,9 @@ __all__ = sorted(_EXPORTS)
 
 _RENAMED = {"register_method": "register"}
 _SUBMODULES = frozenset({
-    "adapter", "bench", "dagm", "demos", "evaluate", "evaluation", "explainer", "functions", "maps",
-    "methods", "metrics", "models", "precision", "prepared", "preprocess", "samples", "synth",
-    "visualize", "zoo",
+    "adapter", "autoprecision", "backends", "bench", "dagm", "defaults", "demos", "evaluate", "evaluation",
+    "explainer", "functions", "loading", "maps", "methods", "metrics", "models", "passes", "precision",
+    "prepared", "preprocess", "samples", "synth", "visualize", "zoo",
 })
 
 

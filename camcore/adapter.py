@@ -27,32 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from camcore.backends.base import LayerInfo
+
 # Activations whose inverse the CAM papers use as "the score": logits for softmax,
 # pre-sigmoid for sigmoid.
 _HEAD_ACTIVATIONS = ("softmax", "sigmoid")
 _RELU_NAMES = ("relu", "relu6", "leaky_relu")
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """A layer whose output is a 4-D (batch, height, width, channels) map."""
-
-    path: str
-    class_name: str
-    height: int
-    width: int
-    channels: int
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.height, self.width, self.channels)
-
-    @property
-    def spatial(self) -> bool:
-        return self.height * self.width > 1
-
-    def label(self) -> str:
-        return f"{self.path}  ({self.height}×{self.width}×{self.channels}, {self.class_name})"
 
 
 @dataclass(frozen=True)

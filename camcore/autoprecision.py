@@ -32,7 +32,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -364,3 +364,41 @@ def default_store() -> VerdictStore:
         if store is None:
             store = _stores[path] = VerdictStore(path)
         return store
+
+
+# --------------------------------------------------------------------- on a backend
+class _NoLowPrecisionCopy(Exception):
+    pass
+
+
+def measure_backend(backend: Any, x: np.ndarray, layer: str, activations: np.ndarray, max_batch: int = 16) -> Verdict:
+    """:func:`probe` on ``backend``'s own masked passes: the input ``x`` masked by its channels
+    of ``layer`` in decreasing-std order (constant ones left out), at fp32 and bf16. A model
+    whose bf16 copy cannot be built gets fp32 with the reason."""
+    from camcore.passes.masked import plan_channels
+
+    start = time.perf_counter()
+    plan = plan_channels(activations)
+    channels = plan.order[~plan.constant[plan.order]]
+    channels = channels if channels.size else plan.order
+    maps = np.moveaxis(activations, -1, 0)
+    failure: list[str] = []
+
+    def runner(precision: str) -> Run:
+        def run(i: int, batch: int) -> np.ndarray:
+            if precision != "fp32" and not failure:
+                note = backend.prepare_precision(precision)  # the copy is built only if needed
+                if note is not None:
+                    failure.append(note)
+            if failure and precision != "fp32":
+                raise _NoLowPrecisionCopy
+            picked = channels[np.arange(i * batch, (i + 1) * batch) % channels.size]
+            return backend.masked_scores(x, layer, maps[picked], None, precision)
+
+        return run
+
+    try:
+        verdict = probe(runner("fp32"), runner("bf16"), full_passes=int(channels.size), max_batch=max_batch)
+    except _NoLowPrecisionCopy:
+        return Verdict("fp32", f"no bf16 copy of this model: {failure[0]}", source="fallback")
+    return replace(verdict, probe_seconds=time.perf_counter() - start)

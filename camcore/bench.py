@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from camcore.explainer import Explainer, image_key  # noqa: E402
+from camcore.explainer import Explainer  # noqa: E402
 from camcore.methods import METHODS  # noqa: E402
 
 BATCH_SIZES = (8, 16, 32, 64)

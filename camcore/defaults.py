@@ -1,9 +1,7 @@
-"""Defaults shared by the library, the evaluation and the dashboard (no heavy imports)."""
-
-from __future__ import annotations
+"""Defaults shared by the engine, the evaluation and the dashboard (no heavy imports)."""
 
 DEFAULT_MAX_N = 10
-"""Faster-Score-CAM's default number of channels (``max_n``): the most important channels
-whose masked passes it runs (Score-CAM runs one per channel)."""
+"""Channels Faster-Score-CAM uses unless told otherwise (the 2019 study's choice)."""
 
-__all__ = ["DEFAULT_MAX_N"]
+DEFAULT_BATCH_SIZE = 16
+"""Images per batched pass in Score-CAM / Ablation-CAM."""

@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from camcore.explainer import DEFAULT_MAX_N, Explainer
+from camcore.defaults import DEFAULT_MAX_N
+from camcore.explainer import Explainer
 from camcore.methods import get as get_method
 
 PlainFunction = Callable[..., np.ndarray]

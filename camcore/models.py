@@ -1,13 +1,12 @@
-"""One model type, :class:`LoadedModel`, and one loader, :func:`load_model`.
+"""One model type, :class:`LoadedModel`, model keys and model files.
 
 Whatever a model comes from (a bundled demo, a Keras Application, an uploaded file, a file
-on disk, a model in memory) it arrives as a ``LoadedModel``: the Keras model plus how to
+on disk, a model in memory) it arrives as a ``LoadedModel``: the model plus how to
 feed it (preprocessing, input size, channels), its class names and the layer to explain.
+:func:`camcore.loading.load_model` is the one loader for every source; this module holds
+what every source shares (the type, the keys, the upload store, reading model files).
 
-    >>> loaded = load_model("vgg_defect")                             # a bundled demo
-    >>> loaded = load_model("MobileNetV2")                            # a Keras Application, offline
-    >>> loaded = load_model(data, filename="mine.keras")              # uploaded bytes
-    >>> loaded = load_model(Path("mine.h5"), preprocessing="unit")    # a file (command line)
+    >>> loaded = camcore.load_model("vgg_defect")
     >>> x = loaded.preprocess(uint8_image)                            # any size, gray or RGB
     >>> cam = camcore.grad_cam(loaded.model, x, loaded.layer, 1)
 
@@ -44,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import tempfile
 import threading
@@ -52,7 +50,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -109,7 +107,7 @@ class LoadedModel:
     """
 
     name: str
-    model: Any  # keras.Model
+    model: Any  # a keras.Model, or a camcore.backends.Backend (e.g. an ONNX model)
     preprocessing: str
     input_size: tuple[int, int]
     channels: int
@@ -255,106 +253,89 @@ class UploadStore:
         return None if entry is None else entry[1]
 
 
-# ------------------------------------------------------------------ the loader
-def load_model(
-    source: Any,
-    *,
-    filename: str | None = None,
-    preprocessing: str | None = None,
-    input_size: tuple[int, int] | None = None,
-    class_names: Sequence[str] | None = None,
-    weights: str = "auto",
-    uploads: UploadStore | None = None,
-) -> LoadedModel:
-    """Load a model from any source, as a :class:`LoadedModel`.
+# ------------------------------------------------------------------ file formats
+@dataclass(frozen=True)
+class ModelFormat:
+    """A kind of model file, chosen by the file name's extension.
 
-    ``source`` is a model key (module docstring), a demo name, a Keras Application name
-    (``weights``: see :func:`camcore.zoo.load_application`), the bytes of a ``.keras`` /
-    ``.h5`` file (``filename`` names it in messages), a file path, or a ``keras.Model``.
-    ``"upload:<sha>"`` keys are read from ``uploads``.
-
-    ``preprocessing``: demos and applications know theirs (a different one is an error);
-    for other models None infers it when the model starts with its own Rescaling or
-    Normalization, else raises :class:`NeedsPreprocessing`. ``input_size`` (H, W) is
-    used only by a model that accepts any size, which raises :class:`NeedsInputSize`
-    without it. ``class_names`` name the classes of an upload, file or in-memory model.
+    ``read(data, filename)`` turns the file's bytes into a model (a ``keras.Model`` or a
+    :class:`camcore.backends.Backend`), raising ValueError with a user-facing message for
+    a bad file; ``describe(model, name, preprocessing, class_names, input_size, source=,
+    key=)`` makes the checked :class:`LoadedModel` of what ``read`` returned, ``key(size)``
+    giving its model key (with the input size for a model that accepts any size, else None).
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return _from_bytes(bytes(source), filename or "upload", preprocessing, input_size, class_names)
-    if isinstance(source, os.PathLike):
-        return _from_file(Path(source), preprocessing, input_size, class_names)
-    if not isinstance(source, str):
-        import keras
 
-        if isinstance(source, keras.Model):
-            size = input_size if input_size_is_variable(source) else None
-            return from_keras(source, source.name, preprocessing, class_names, size)
-        raise ValueError(f"cannot load a model from a {type(source).__name__}")
-    kind = source.partition(":")[0]
-    if kind in KEY_KINDS and ":" in source:
-        key = parse_model_key(source)
-        if key.kind == "demo":
-            return _from_demo(key.name, preprocessing)
-        if key.kind == "app":
-            return _from_application(key.name, RANDOM if key.option == RANDOM else "imagenet", preprocessing)
-        if key.kind == "file":
-            return _from_file(Path(key.name), preprocessing, input_size, class_names)
-        if uploads is None:
-            raise ValueError(f"{source!r} names an uploaded file, but no upload store was given")
-        data, name = uploads.get(key.name)
-        return _from_bytes(data, name, key.option or preprocessing, key.input_size or input_size, class_names)
-    from camcore.demos import list_demos
-    from camcore.zoo import APPLICATIONS
-
-    if source in list_demos():
-        return _from_demo(source, preprocessing)
-    if source in APPLICATIONS:
-        return _from_application(source, weights, preprocessing)
-    path = Path(source)
-    if path.suffix.lower() in MODEL_EXTENSIONS or path.is_file():
-        return _from_file(path, preprocessing, input_size, class_names)
-    raise ValueError(
-        f"unknown model {source!r}: give a demo name ({', '.join(list_demos()) or 'none installed'}), "
-        f"a Keras Application ({', '.join(APPLICATIONS)}) or a .keras/.h5 file"
-    )
+    name: str
+    extensions: tuple[str, ...]
+    read: Callable[[bytes, str], Any]
+    describe: Callable[..., LoadedModel]
 
 
-def _same_preprocessing(loaded: LoadedModel, preprocessing: str | None) -> LoadedModel:
-    if preprocessing is not None and preprocessing != loaded.preprocessing:
-        raise ValueError(
-            f"{loaded.label} uses {loaded.preprocessing!r} preprocessing, not {preprocessing!r}"
-        )
-    return loaded
+MODEL_FORMATS: dict[str, ModelFormat] = {}
+"""Registered model file formats by extension (".keras", ".h5", ".hdf5", ...)."""
 
 
-def _from_demo(name: str, preprocessing: str | None) -> LoadedModel:
-    from camcore.demos import load_demo
+def register_model_format(model_format: ModelFormat, *, replace: bool = False) -> ModelFormat:
+    """Make files with ``model_format``'s extensions loadable everywhere a model file is."""
+    for extension in model_format.extensions:
+        if not extension.startswith(".") or extension != extension.lower():
+            raise ValueError(f"extensions are lower-case and start with a dot, got {extension!r}")
+        if extension in MODEL_FORMATS and not replace:
+            raise ValueError(f"{extension} files are already read as {MODEL_FORMATS[extension].name}")
+    for extension in model_format.extensions:
+        MODEL_FORMATS[extension] = model_format
+    return model_format
 
-    return _same_preprocessing(load_demo(name), preprocessing)
+
+def unregister_model_format(extension: str) -> None:
+    """Forget the format of ``extension`` (Keras files stay)."""
+    if extension in MODEL_EXTENSIONS:
+        raise ValueError(f"{extension} is a built-in model format")
+    MODEL_FORMATS.pop(extension, None)
 
 
-def _from_application(name: str, weights: str, preprocessing: str | None) -> LoadedModel:
-    from camcore.zoo import load_application
+def model_extensions() -> tuple[str, ...]:
+    """Every extension a model file may have."""
+    return tuple(MODEL_FORMATS)
 
-    return _same_preprocessing(load_application(name, weights), preprocessing)
+
+def model_format_of(filename: str) -> ModelFormat:
+    """The format of ``filename`` by its extension; ValueError naming the accepted ones."""
+    found = MODEL_FORMATS.get(Path(str(filename)).suffix.lower())
+    if found is None:
+        raise ValueError(f"{Path(str(filename)).name}: expected a model file ({', '.join(MODEL_FORMATS)})")
+    return found
 
 
-def _from_bytes(data, filename, preprocessing, input_size, class_names) -> LoadedModel:
-    model = load_model_bytes(data, filename)
-    size = input_size if input_size_is_variable(model) else None
-    key = upload_key(upload_sha(data), preprocessing, size)
+def from_bytes(data: bytes, filename: str, preprocessing: str | None = None, input_size: tuple[int, int] | None = None,
+               class_names: Sequence[str] | None = None) -> LoadedModel:
+    """The bytes of a model file (its format chosen by ``filename``) as a checked :class:`LoadedModel`."""
+    model_format = model_format_of(filename)
+    model = model_format.read(data, filename)
+    sha = upload_sha(data)
     name = Path(str(filename)).name or "upload"
-    return _runs(from_keras(model, name, preprocessing, class_names, size, source="upload", key=key))
+    return model_format.describe(model, name, preprocessing, class_names, input_size, source="upload",
+                                 key=lambda size: upload_key(sha, preprocessing, size))
 
 
-def _from_file(path: Path, preprocessing, input_size, class_names) -> LoadedModel:
+def from_file(path: Path, preprocessing: str | None = None, input_size: tuple[int, int] | None = None,
+              class_names: Sequence[str] | None = None) -> LoadedModel:
+    """A model file on disk (its format chosen by its name) as a checked :class:`LoadedModel`."""
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found")
-    data = path.read_bytes()
-    model = load_model_bytes(data, path.name)
+    model_format = model_format_of(path.name)
+    model = model_format.read(path.read_bytes(), path.name)
+    return model_format.describe(model, path.name, preprocessing, class_names, input_size, source="file",
+                                 key=lambda size: f"file:{path.resolve()}")
+
+
+def _describe_keras(model: keras.Model, name: str, preprocessing: str | None, class_names: Sequence[str] | None,
+                    input_size: tuple[int, int] | None, *, source: str,
+                    key: Callable[[tuple[int, int] | None], str]) -> LoadedModel:
+    """A Keras model read from a file, checked to run (the input size counts only for a model
+    that accepts any size)."""
     size = input_size if input_size_is_variable(model) else None
-    key = f"file:{path.resolve()}"
-    return _runs(from_keras(model, path.name, preprocessing, class_names, size, source="file", key=key))
+    return _runs(from_keras(model, name, preprocessing, class_names, size, source=source, key=key(size)))
 
 
 _INT32 = 2**31 - 1  # TensorFlow's kernels read integer layer attributes as int32
@@ -385,10 +366,10 @@ def _runs(loaded: LoadedModel) -> LoadedModel:
             config = layer.get_config()
         except Exception:  # noqa: BLE001 - a layer without a config has no attributes to check
             continue
-        for field, number in _config_integers(config):
+        for name, number in _config_integers(config):
             if abs(number) > _INT32:
                 raise ValueError(
-                    f"{loaded.name} cannot run: layer {layer.name!r} has {field} = {number}, "
+                    f"{loaded.name} cannot run: layer {layer.name!r} has {name} = {number}, "
                     "beyond the 32-bit integers TensorFlow's kernels take (a damaged file?)"
                 )
     blank = np.zeros((1, *loaded.input_size, loaded.channels), np.float32)
@@ -423,19 +404,25 @@ def model_file_format(data: bytes, filename: str = "model") -> str:
     )
 
 
-def load_model_bytes(data: bytes, filename: str) -> "keras.Model":
+def load_model_bytes(data: bytes, filename: str) -> Any:
+    """The bytes of a model file → the model, read by the format its name's extension
+    chooses (:data:`MODEL_FORMATS`): a ``keras.Model`` for ``.keras`` / ``.h5`` / ``.hdf5``
+    (loaded in Keras safe mode), a :class:`camcore.backends.Backend` for other formats.
+    Raises ValueError with a user-facing message for a wrong extension or a bad file."""
+    filename = Path(str(filename)).name or "upload"
+    return model_format_of(filename).read(data, filename)
+
+
+def _read_keras_bytes(data: bytes, filename: str) -> keras.Model:
     """The bytes of a ``.keras`` or ``.h5`` file → the Keras model, loaded in safe mode.
 
     The reader follows the content, not the name, so a ``.h5`` renamed ``.keras`` still
-    loads. Raises ValueError with a user-facing message for a wrong extension, an empty,
-    damaged or unreadable file, Lambda layers / code that safe mode refuses, and custom
-    layers camcore does not know; no message shows the temporary copy's path.
+    loads. Raises ValueError with a user-facing message for an empty, damaged or
+    unreadable file, Lambda layers / code that safe mode refuses, and custom layers
+    camcore does not know; no message shows the temporary copy's path.
     """
     import keras
 
-    filename = Path(str(filename)).name or "upload"
-    if Path(filename).suffix.lower() not in MODEL_EXTENSIONS:
-        raise ValueError(f"{filename}: expected a .keras or .h5 file")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"{filename}: expected the file's bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -677,16 +664,7 @@ def from_keras(
     height, width, channels = adapter.input_shape
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
-    if preprocessing is None:
-        preprocessing = guess_preprocessing(model)
-        if preprocessing is None:
-            raise NeedsPreprocessing(name)
-    elif preprocessing not in PREPROCESSING_MODES:
-        raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of {sorted(PREPROCESSING_MODES)}")
-    if preprocessing in ("caffe", "torch") and channels != 3:
-        raise ValueError(
-            f"{preprocessing!r} preprocessing needs an RGB model, {name} has {channels} channel(s)"
-        )
+    preprocessing = _checked_preprocessing(name, preprocessing or guess_preprocessing(model), channels)
     n = adapter.n_classes
     if class_names is None:
         class_names = [f"class {i}" for i in range(n)]
@@ -705,3 +683,55 @@ def from_keras(
         note=note,
         card=dict(card or {}),
     )
+
+
+
+def from_backend(
+    backend: Any,
+    name: str,
+    preprocessing: str | None = None,
+    class_names: Sequence[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    *,
+    layer: str | None = None,
+    source: str = "memory",
+    key: str | None = None,
+    note: str = "",
+) -> LoadedModel:
+    """A model served by a :class:`camcore.backends.Backend` (e.g. an ONNX file) as a
+    :class:`LoadedModel`; ValueError (user-facing) if it cannot be explained.
+
+    The input size is the backend's own (a different ``input_size`` is an error);
+    ``preprocessing`` None uses the backend's ``preprocessing`` attribute when it has
+    one, else raises :class:`NeedsPreprocessing`.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    height, width, channels = backend.input_shape
+    if input_size is not None and tuple(_check_input_size(input_size)) != (height, width):
+        raise ValueError(f"{name} fixes its input size at {height}×{width}, not {input_size[0]}×{input_size[1]}")
+    layer = backend.default_layer if layer is None else backend.layer_info(layer).path
+    if channels not in (1, 3):
+        raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
+    preprocessing = _checked_preprocessing(name, preprocessing or getattr(backend, "preprocessing", None), channels)
+    n = backend.n_classes
+    if class_names is None:
+        class_names = [f"class {i}" for i in range(n)]
+    elif len(class_names) != n:
+        raise ValueError(f"{name} has {n} classes but {len(class_names)} class names were given")
+    return LoadedModel(name=name, model=backend, preprocessing=preprocessing, input_size=(height, width),
+                       channels=channels, class_names=tuple(str(c) for c in class_names), layer=layer,
+                       source=source, key=key or f"memory:{name}", note=note)
+
+
+def _checked_preprocessing(name: str, preprocessing: str | None, channels: int) -> str:
+    if preprocessing is None:
+        raise NeedsPreprocessing(name)
+    if preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of {sorted(PREPROCESSING_MODES)}")
+    if preprocessing in ("caffe", "torch") and channels != 3:
+        raise ValueError(f"{preprocessing!r} preprocessing needs an RGB model, {name} has {channels} channel(s)")
+    return preprocessing
+
+
+register_model_format(ModelFormat("Keras", MODEL_EXTENSIONS, _read_keras_bytes, _describe_keras))

@@ -147,7 +147,9 @@ def get_model(model_key: str) -> LoadedModel:
     its subclasses ``NeedsInputSize`` / ``NeedsPreprocessing`` when the user must choose.
     """
     parse_model_key(model_key)  # refuses file keys
-    return models.load_model(model_key, uploads=uploads())
+    from camcore.loading import load_model
+
+    return load_model(model_key, uploads=uploads())
 
 
 DEFAULT_PRECISION = "auto"  # bf16 forward passes only where measured faster and faithful, else exact fp32

@@ -94,13 +94,13 @@ def test_a_fast_pass_that_runs_but_disagrees_is_not_trusted(monkeypatch):
     model, reference, _ = branchy_models("add")
     x = np.random.default_rng(4).uniform(0, 1, (1, 10, 10, 3)).astype(np.float32)
     explainer = camcore.Explainer(model, batch_size=4)
-    plain_pass = explainer._ablation_pass
+    plain_pass = explainer.backend.ablation_pass
 
-    def pass_with_a_wrong_fast_path(layer, share_head):
-        fn = plain_pass(layer, share_head)
+    def pass_with_a_wrong_fast_path(layer, share_head, precision="fp32"):
+        fn = plain_pass(layer, share_head, precision)
         return (lambda x, keep: fn(x, keep) + 0.5) if share_head else fn
 
-    monkeypatch.setattr(explainer, "_ablation_pass", pass_with_a_wrong_fast_path)
+    monkeypatch.setattr(explainer.backend, "ablation_pass", pass_with_a_wrong_fast_path)
     cam = explainer.compute("ablation_cam", x, "feat", 1).cam
     np.testing.assert_allclose(cam, plain_ablation_cam(model, reference, x, 1), atol=1e-5)
 

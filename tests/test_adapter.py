@@ -192,7 +192,7 @@ def test_lru_cache_is_bounded():
     for i in range(10):
         x = np.random.default_rng(i).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
         explainer.compute("grad_cam", x, "conv2").cam
-    assert len(explainer._cache) <= 5
+    assert len(explainer.cache) <= 5
 
 
 def test_every_public_name_resolves():

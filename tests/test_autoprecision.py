@@ -273,7 +273,7 @@ def test_flags_never_rule_bf16_in_a_measurement_decides(monkeypatch, convnet):
     monkeypatch.setattr(auto, "probe", lambda *a, **k: Verdict("bf16", "bf16 measured 6.30× faster", 6.3, FAITHFUL))
     fast = camcore.Explainer(convnet, precision="auto", verdicts=VerdictStore(None))
     fast.compute("score_cam", _x(1), "conv2", 1)
-    assert fast.precision == "bf16" and fast._pass_adapter("bf16") is not fast.adapter
+    assert fast.precision == "bf16" and fast.backend.bf16_model is not None
 
 
 def test_the_real_probe_runs_on_a_model_and_reports_what_it_measured(monkeypatch, convnet):
@@ -283,7 +283,7 @@ def test_the_real_probe_runs_on_a_model_and_reports_what_it_measured(monkeypatch
     explainer = camcore.Explainer(convnet, precision="auto", verdicts=VerdictStore(None))
     verdict = explainer.verdict(_x(), "conv2")
     assert verdict.precision == "fp32" and verdict.source == "measured" and verdict.probe_seconds > 0
-    assert explainer._pass_adapter_bf16 is None  # too small to matter: no copy was built
+    assert explainer.backend.bf16_model is None  # too small to matter: no copy was built
     # with the worth-it floor lowered the bf16 side runs too, on the same inputs
     monkeypatch.setattr(auto, "MIN_WORTH_SECONDS", 0.0)
     measured = camcore.Explainer(convnet, precision="auto", verdicts=VerdictStore(None)).verdict(_x(), "conv1")
@@ -295,5 +295,5 @@ def test_forced_auto_runs_the_bf16_path_on_any_cpu(monkeypatch, convnet):
     explainer = camcore.Explainer(convnet, precision="auto")
     assert explainer.verdict(_x(), "conv2").source == "forced"
     cam = explainer.compute("score_cam", _x(), "conv2", 1).cam
-    assert explainer.precision == "bf16" and explainer._pass_adapter_bf16 is not None
+    assert explainer.precision == "bf16" and explainer.backend.bf16_model is not None
     assert camcore.metrics.map_correlation(cam, camcore.Explainer(convnet).compute("score_cam", _x(), "conv2", 1).cam) > 0.99

@@ -42,8 +42,8 @@ def test_bf16_forward_passes_stay_close_to_fp32_and_gradients_are_exact(convnet)
                 exact.compute(method, x, "conv2", 1).cam, fast.compute(method, x, "conv2", 1).cam
             )
     # the masked passes really ran through the bf16 copy
-    assert fast._pass_adapter("bf16") is not fast.adapter
-    assert fast._pass_adapter("bf16").model.layers[1].dtype_policy.compute_dtype == "bfloat16"
+    assert fast.backend.bf16_model is not None and exact.backend.bf16_model is None
+    assert fast.backend.bf16_model.layers[1].dtype_policy.compute_dtype == "bfloat16"
 
 
 def test_fp32_path_is_the_plain_score_cam_reference(convnet):

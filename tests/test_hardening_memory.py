@@ -138,14 +138,14 @@ def test_an_evicted_model_releases_its_explainer_compiled_passes_and_traces():
     bf16 = state.get_explainer(key, "bf16")
     x = state.get_model(key).preprocess(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8))
     bf16.compute("score_cam", x, "conv2", 0)
-    assert bf16._pass_adapter_bf16 is not None
-    traced = [*explainer._compiled.values(), *bf16._compiled.values()]
+    assert bf16.backend.bf16_model is not None
+    traced = [*explainer.backend.compiled_passes(), *bf16.backend.compiled_passes()]
     assert len(traced) >= 4 and all(fn.experimental_get_tracing_count() >= 1 for fn in traced)
     watched = {
         "model": weakref.ref(explainer.model),
         "explainer": weakref.ref(explainer),
         "bf16 explainer": weakref.ref(bf16),
-        "bf16 copy": weakref.ref(bf16._pass_adapter_bf16.model),
+        "bf16 copy": weakref.ref(bf16.backend.bf16_model),
         **{f"tf.function {i}": weakref.ref(fn) for i, fn in enumerate(traced)},
         **{f"trace {i}.{j}": weakref.ref(concrete) for i, fn in enumerate(traced)
            for j, concrete in enumerate(fn._list_all_concrete_functions())},

@@ -8,6 +8,7 @@ import pytest
 
 from camcore import models
 from camcore.demos import list_demos, load_demo
+from camcore.loading import load_model
 from camcore.models import (
     LoadedModel,
     ModelKey,
@@ -16,7 +17,6 @@ from camcore.models import (
     UploadStore,
     from_keras,
     guess_preprocessing,
-    load_model,
     load_model_bytes,
     parse_model_key,
 )
@@ -89,7 +89,7 @@ def test_load_model_bytes_trusts_content_over_a_wrong_suffix(tmp_path):
 @pytest.mark.parametrize(
     "data, filename, message",
     [
-        (b"whatever", "model.pt", "expected a .keras or .h5 file"),
+        (b"whatever", "model.pt", r"expected a model file \(\.keras, \.h5, \.hdf5"),
         (b"", "model.keras", "empty"),
         (b"this is not a model" * 20, "model.keras", "model.keras is not a Keras model file"),
         (b"\x89HDF\r\n\x1a\n" + b"\x00" * 100, "model.h5", "could not read model.h5 as a Keras model"),

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from camcore.models import LoadedModel, NeedsPreprocessing, from_keras, load_model
+from camcore.loading import load_model
+from camcore.models import LoadedModel, NeedsPreprocessing, from_keras
 from camcore.preprocess import PREPROCESSING_MODES
 
 if TYPE_CHECKING:  # TensorFlow is imported only when a model is run

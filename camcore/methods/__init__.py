@@ -23,6 +23,8 @@ from camcore.methods import (
     score_cam,
     xgrad_cam,
 )
+from typing import Any
+
 from camcore.methods.base import FAMILIES, NEEDS, CamInputs, MethodSpec
 
 _BUILTIN: tuple[MethodSpec, ...] = (
@@ -61,6 +63,24 @@ def unregister(key: str) -> None:
     METHODS.pop(key, None)
 
 
+def unavailable_reason(spec: MethodSpec, backend: Any) -> str | None:
+    """Why ``spec`` cannot run on ``backend`` (a :class:`camcore.backends.Backend`): the first
+    need whose provider requires a capability the backend lacks, in the backend's words
+    (e.g. "needs gradients — not available for onnx models"); None if it can run."""
+    from camcore.passes import capability_of
+
+    for need in sorted(spec.needs):
+        capability = capability_of(need)
+        if capability is not None and capability not in backend.capabilities:
+            return backend.missing(capability)
+    return None
+
+
+def available_methods(backend: Any) -> list[str]:
+    """The keys of the methods ``backend`` can serve, in display order."""
+    return [key for key, spec in METHODS.items() if unavailable_reason(spec, backend) is None]
+
+
 def get(key: str) -> MethodSpec:
     """The spec of ``key``; ValueError naming the known keys otherwise."""
     spec = METHODS.get(key) if isinstance(key, str) else None
@@ -69,4 +89,7 @@ def get(key: str) -> MethodSpec:
     return spec
 
 
-__all__ = ["FAMILIES", "METHODS", "NEEDS", "ORIGINAL_STUDY", "CamInputs", "MethodSpec", "get", "register", "unregister"]
+__all__ = [
+    "FAMILIES", "METHODS", "NEEDS", "ORIGINAL_STUDY", "CamInputs", "MethodSpec", "available_methods", "get",
+    "register", "unavailable_reason", "unregister",
+]

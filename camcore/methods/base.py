@@ -21,6 +21,8 @@ masked: one forward pass per channel (masked input or ablated channel), batched;
 activation: one forward pass per (image, layer), class-agnostic maps included."""
 
 NEEDS = ("activations", "gradients", "masked_passes", "ablation_passes")
+"""The built-in needs; a provider registered with :func:`camcore.passes.register_provider`
+adds its own (:func:`camcore.passes.needs` lists them all)."""
 
 
 class CamInputs(Protocol):
@@ -60,6 +62,9 @@ class CamInputs(Protocol):
         """Ablation-CAM's passes: (scores (n_classes,) of the image, scores (K, n_classes)
         with channel k of the layer set to zero; all-zero channels get the image's scores)."""
 
+    def read(self, need: str, **arguments: Any) -> Any:
+        """What the provider of ``need`` gives (for kinds of pass registered later)."""
+
 
 CamFunction = Callable[[CamInputs], np.ndarray]
 
@@ -97,9 +102,11 @@ class MethodSpec:
             raise ValueError(f"method key must be an identifier, got {self.key!r}")
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        unknown = set(self.needs) - set(NEEDS)
+        from camcore.passes import needs
+
+        unknown = set(self.needs) - set(needs())
         if unknown:
-            raise ValueError(f"unknown needs {sorted(unknown)}; choose from {NEEDS}")
+            raise ValueError(f"unknown needs {sorted(unknown)}; choose from {needs()}")
         object.__setattr__(self, "needs", frozenset(self.needs))
 
     @property

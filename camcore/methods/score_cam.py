@@ -7,9 +7,9 @@ the input masked by that channel's (upsampled, min-max normalized) map (sec. 4,
 eq. 3-5). Faster-Score-CAM (the 2019 DAGM study) uses only the ``max_n``
 channels whose activation maps vary most (largest standard deviation).
 
-This module holds the pure parts: channel ranking, which channels need a model
-pass, and the weights from the masked-pass scores. The batched masked passes
-themselves run in the Explainer, through one compiled forward.
+This module holds the weights from the masked-pass scores. The channel ranking and the
+batched masked passes themselves are the masked-pass provider's
+(:mod:`camcore.passes.masked`).
 
     >>> cam = camcore.score_cam(model, x, "block5_conv3", 1)                # every channel
     >>> fast = camcore.faster_score_cam(model, x, "block5_conv3", 1, max_n=10)
@@ -17,62 +17,14 @@ themselves run in the Explainer, through one compiled forward.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from camcore.methods.base import CamInputs, MethodSpec, weighted_sum
 
+# the channel plan belongs to the masked passes; kept importable from here
+from camcore.passes.masked import ChannelPlan, clamp_max_n, plan_channels  # noqa: F401
+
 WEIGHTINGS = ("class_softmax", "channel_softmax")
-
-
-@dataclass(frozen=True)
-class ChannelPlan:
-    """Which channels of a (h, w, K) activation need what.
-
-    ``order``: channel indices by decreasing std (stable, so ties keep index order).
-    ``zero``: all-zero channels. Their term w_k A^k is 0 whatever w_k: no pass.
-    ``constant``: constant, non-zero channels. Their normalized mask is all zeros,
-    so one pass on the zero input serves them all.
-    """
-
-    order: np.ndarray
-    zero: np.ndarray
-    constant: np.ndarray
-
-    @property
-    def n_channels(self) -> int:
-        return int(self.order.size)
-
-    def passes_needed(self, n: int) -> tuple[np.ndarray, bool]:
-        """Channels of the first ``n`` (in order) that need their own masked pass,
-        and whether the shared zero-input pass is needed too."""
-        head = self.order[:n]
-        varying = head[~self.constant[head] & ~self.zero[head]]
-        needs_zero_pass = bool(np.any(self.constant[head] & ~self.zero[head]))
-        return varying, needs_zero_pass
-
-
-def plan_channels(activations: np.ndarray) -> ChannelPlan:
-    """Rank channels by the std of their activation map (Faster-Score-CAM's criterion)."""
-    flat = activations.reshape(-1, activations.shape[-1]).astype(np.float32)
-    low, high = flat.min(axis=0), flat.max(axis=0)
-    std = flat.std(axis=0)
-    constant = high == low
-    zero = constant & (high == 0.0)
-    order = np.argsort(-std, kind="stable")
-    return ChannelPlan(order=order, zero=zero, constant=constant)
-
-
-def clamp_max_n(max_n: int | None, n_channels: int) -> int:
-    """``None`` means every channel; larger than the channel count is clamped."""
-    if max_n is None:
-        return n_channels
-    if isinstance(max_n, bool) or not isinstance(max_n, (int, np.integer)):
-        raise TypeError(f"max_n must be an int or None, got {type(max_n).__name__}")
-    if max_n < 1:
-        raise ValueError(f"max_n must be >= 1, got {max_n}")
-    return min(int(max_n), n_channels)
 
 
 def score_cam_weights(

@@ -1,0 +1,28 @@
+"""Model backends: one module per kind of model (see :mod:`camcore.backends.base`).
+
+:func:`as_backend` turns what a user hands the engine into a backend: a
+:class:`~camcore.backends.base.Backend` as it is, a Keras model into a
+:class:`~camcore.backends.keras.KerasBackend`. Importing this package does not import
+TensorFlow; the Keras backend imports it when a Keras model arrives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from camcore.backends.base import CAPABILITIES, Backend, LayerInfo, NotAvailable, masks_from_maps
+
+__all__ = ["CAPABILITIES", "Backend", "LayerInfo", "NotAvailable", "as_backend", "masks_from_maps"]
+
+
+def as_backend(model: Any, target: str = "logit") -> Backend:
+    """The backend serving ``model``: a Backend itself, or a Keras model's KerasBackend."""
+    if isinstance(model, Backend):
+        return model
+    import keras
+
+    if isinstance(model, keras.Model):
+        from camcore.backends.keras import KerasBackend
+
+        return KerasBackend(model, target=target)
+    raise TypeError(f"expected a keras.Model or a camcore Backend, got {type(model).__name__}")
