@@ -6,7 +6,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd

@@ -112,6 +112,7 @@ from camcore.evaluation.spec import ModelSpec, load_model_spec
 from camcore.evaluation.summary import (
     HEADLINE_COLUMN,
     WORST_BY,
+    column_label,
     flagged_methods,
     format_summary,
     mean_curve,
@@ -126,7 +127,7 @@ __all__ = [
     "DEFAULT_WORKERS", "HEADLINE_COLUMN", "JOURNAL_SUFFIX", "METHOD_LABELS", "RANDOM_SIGMA_FRACTION",
     "RECORD_COLUMNS", "REQUIRED_COLUMNS", "SYNTHETIC_SIZE", "WORST_BY", "DagmFormatError", "EvalItem", "Journal",
     "LoadedImage", "ModelSpec", "Progress", "RunSettings", "add_global_threshold", "check_methods",
-    "curve_columns", "dagm_items", "errors", "evaluate", "evaluate_ray", "flagged_methods", "format_summary",
+    "column_label", "curve_columns", "dagm_items", "errors", "evaluate", "evaluate_ray", "flagged_methods", "format_summary",
     "global_thresholds", "iou_column", "journal_path", "load_model_spec", "main", "mean_curve", "open_result_image",
     "read_results", "records_to_frame", "results_only", "run_settings", "summarize", "summary_table",
     "synthetic_image", "synthetic_items", "synthetic_source", "threshold_export", "worst_images", "write_results",

@@ -9,7 +9,7 @@ import pandas as pd
 from camcore import metrics
 from camcore.evaluation.defaults import ALL_METHODS, CONTROLS, METHOD_LABELS
 from camcore.evaluation.results import add_global_threshold, curve_columns, results_only
-from camcore.metrics import Column, find_curve, registered_columns
+from camcore.metrics import Column, find_column, find_curve, registered_columns
 from camcore.metrics.localization import DICE_AT_GLOBAL, GLOBAL_THRESHOLD, IOU_AT_GLOBAL, IOU_CURVE
 
 
@@ -101,6 +101,20 @@ def mean_curve(df: pd.DataFrame, prefix: str, defective_only: bool | None = None
     out = means.T
     out.index = pd.Index([x for x, _ in columns], name=prefix)
     return out.dropna(axis=1, how="all")
+
+
+def column_label(name: str) -> str:
+    """A results column as charts and menus name it: its registry description, the images
+    it covers and which way is better, e.g. "Deletion AUC (lower is better)"; a column no
+    metric registers keeps its name."""
+    found = find_column(name)
+    if found is None:
+        return name
+    metric, column = found
+    notes = ["defective images"] if metric.needs_mask else []
+    if column.higher_is_better is not None:
+        notes.append("higher is better" if column.higher_is_better else "lower is better")
+    return f"{column.description} ({', '.join(notes)})" if notes else column.description
 
 
 HEADLINE_COLUMN = IOU_AT_GLOBAL.name
