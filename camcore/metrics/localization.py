@@ -364,8 +364,8 @@ DICE_AT_GLOBAL = Column(
     "dice_at_global", "Dice@best", "Dice at the best global threshold", True, summary_name="dice_at_best",
     distribution=True, per_image=False,
 )
-ORACLE_THRESHOLD = Column("oracle_threshold", "oracle thr.", "Best per-image threshold (oracle)", None, summary="")
-ORACLE_IOU = Column("oracle_iou", "oracle IoU", "Best per-image IoU (oracle)", True, distribution=True)
+ORACLE_THRESHOLD = Column("oracle_threshold", "oracle thr.", "Best per-image threshold, an oracle", None, summary="")
+ORACLE_IOU = Column("oracle_iou", "oracle IoU", "Best per-image IoU, an oracle", True, distribution=True)
 IOU_CURVE = Curve("iou", "threshold on the map", "mean IoU")
 
 

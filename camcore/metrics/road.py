@@ -44,7 +44,7 @@ DEFAULT_ROAD_PERCENTAGES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7
 # ROAD's noisy linear imputation stencil (Rong et al. 2022): a removed pixel is
 # the weighted mean of its 8 neighbours, 1/6 for the 4 direct and 1/12 for the 4 diagonal
 # ones (the weights sum to 1 in the interior).
-_ROAD_KERNEL = np.array(
+ROAD_KERNEL = np.array(
     [[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=np.float64
 )
 
@@ -56,13 +56,13 @@ _ROAD_KERNEL = np.array(
 
 
 def _neighbour_sum(v: np.ndarray) -> np.ndarray:
-    """Sum of ``_ROAD_KERNEL``-weighted neighbours of every pixel of a (C, h + 1, w) grid.
+    """Sum of ``ROAD_KERNEL``-weighted neighbours of every pixel of a (C, h + 1, w) grid.
 
     Zero padding drops neighbours outside the image.
     """
     c, rows, w = v.shape
     flat = np.ascontiguousarray(v).reshape(c * rows, w)
-    return cv2.filter2D(flat, -1, _ROAD_KERNEL, borderType=cv2.BORDER_CONSTANT).reshape(
+    return cv2.filter2D(flat, -1, ROAD_KERNEL, borderType=cv2.BORDER_CONSTANT).reshape(
         c, rows, w
     )
 
@@ -77,7 +77,7 @@ def _planes(a: np.ndarray) -> np.ndarray:
 
 
 _STENCIL_OFFSETS = tuple(
-    (dy, dx, float(_ROAD_KERNEL[dy + 1, dx + 1]))
+    (dy, dx, float(ROAD_KERNEL[dy + 1, dx + 1]))
     for dy in (-1, 0, 1)
     for dx in (-1, 0, 1)
     if (dy, dx) != (0, 0)

@@ -285,34 +285,26 @@ def parameter_randomization(
     explainer.adapter.layer_info(layer)
     index = explainer.adapter.check_class(class_index)
     clone, randomized_layers = randomized_copy(model, layer, seed=seed)
-    copy_explainer = Explainer(clone)
+    pair = (explainer, Explainer(clone))
     size = explainer.input_shape[:2]
-
-    def map_of(runner: Explainer, one: str | MapFn) -> np.ndarray:
-        if callable(one):
-            cam = one(runner.model, x, layer, index)
-        else:
-            cam = runner.compute(one, x, layer, index, max_n=max_n).cam
-        return np.asarray(cam, dtype=np.float32)
-
     results = []
     for one in methods:
-        original, randomized = map_of(explainer, one), map_of(copy_explainer, one)
+        original, randomized = (_map_of(runner, one, x, layer, index, max_n) for runner in pair)
         rho, structure, passed = compare_maps(original, randomized, size, threshold)
-        results.append(
-            SanityResult(
-                method=str(getattr(one, "__name__", "custom")) if callable(one) else str(one),
-                layer=layer,
-                class_index=index,
-                spearman=rho,
-                ssim=structure,
-                passed=passed,
-                randomized_layers=randomized_layers,
-                original=original,
-                randomized=randomized,
-            )
-        )
+        name = str(getattr(one, "__name__", "custom")) if callable(one) else str(one)
+        results.append(SanityResult(name, layer, index, rho, structure, passed, randomized_layers, original, randomized))
     return results if isinstance(method, (list, tuple)) else results[0]
+
+
+def _map_of(explainer: Any, method: str | MapFn, x: np.ndarray, layer: str, class_index: int,
+            max_n: int | None) -> np.ndarray:
+    """``method``'s map of ``x`` on the explainer's model: a registered method by key, or a
+    plain function of the model."""
+    if callable(method):
+        cam = method(explainer.model, x, layer, class_index)
+    else:
+        cam = explainer.compute(method, x, layer, class_index, max_n=max_n).cam
+    return np.asarray(cam, dtype=np.float32)
 
 
 # ------------------------------------------------------------ the registry entry

@@ -514,7 +514,7 @@ def summary_section(table: pd.DataFrame, rows: pd.DataFrame) -> None:
         st.warning(f"**{label(method)}** {reason}: on this data set its maps are no better "
                    "than an edge detector or noise.", icon="⚠️")
     st.markdown("#### Summary")
-    st.dataframe(ev.summary_table(summary).style.format("{:.3g}", na_rep="–"), width="stretch", key="ds_summary")
+    st.dataframe(ev.summary_table(summary).style.format("{:.3g}", na_rep="–"), width="stretch")
     st.caption("Localization (pointing game, IoU, Dice) over the defective images; faithfulness (Average "
                "Drop, Increase in Confidence, deletion/insertion AUC) over all images, explaining the "
                "“defective” score. Oracle IoU: best threshold chosen per image (an upper bound).")
