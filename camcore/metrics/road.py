@@ -262,6 +262,19 @@ def _solve_imputation(img: np.ndarray, rem: np.ndarray, rtol: float, max_iter: i
     return np.moveaxis(u[:, :h], 0, -1)
 
 
+def _hole_box(removed: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of the removed pixels grown by one pixel, clipped to the image.
+
+    Only the removed pixels and their direct neighbours enter the imputation system, so
+    solving on this box is exact and much cheaper for small holes (the image-border weight
+    renormalization is unaffected: the box is clipped exactly where the image ends).
+    """
+    ys, xs = np.nonzero(removed)
+    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, removed.shape[0])
+    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, removed.shape[1])
+    return slice(y0, y1), slice(x0, x1)
+
+
 def noisy_linear_impute(
     image: np.ndarray,
     removed: np.ndarray,
@@ -308,15 +321,8 @@ def noisy_linear_impute(
     if rem.all():
         raise ValueError("cannot impute: every pixel is removed")
 
-    # Only the removed pixels and their direct neighbours enter the system, so solving
-    # on the bounding box grown by one pixel is exact and much cheaper for small holes
-    # (the image-border weight renormalization is unaffected: the box is clipped
-    # exactly where the image ends).
-    ys, xs = np.nonzero(rem)
-    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, rem.shape[0])
-    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, rem.shape[1])
     result = img.copy()
-    box = (slice(y0, y1), slice(x0, x1))
+    box = _hole_box(rem)
     solution = _solve_imputation(img[box], rem[box], rtol, max_iter)
     result[box] = np.where(rem[box][..., None], solution, img[box])
     if noise_std > 0:
