@@ -12,10 +12,12 @@
    against ``scipy.stats.spearmanr`` behind the same checks and constant-map convention
    (:func:`scipy_spearman`), on smooth maps and on ReLU'd maps (a plateau of zeros, many ties).
 
-Times are the minimum over ``--repeats`` runs, both implementations timed in the same run,
-alternately. Needs scipy (``pip install scipy``).
+Times are the minimum over ``--repeats`` runs (wall time, or the process's CPU time with
+``--cpu-time``), both implementations timed in the same run, alternately, on ``--threads`` threads (OpenCV's and the BLAS's; default 1: SuperLU and
+scipy's ranking use one core, and the evaluation already runs two metric threads).
+Needs scipy (``pip install scipy``).
 
-    python scripts/bench_numerics.py [--repeats 3] [--sizes 224 512]
+    python scripts/bench_numerics.py [--repeats 3] [--sizes 224 512] [--threads 1] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -106,14 +108,18 @@ def removal_masks(saliency: np.ndarray, order: str) -> list[np.ndarray]:
     return [ranks < int(round(p * flat.size)) for p in DEFAULT_ROAD_PERCENTAGES]
 
 
+CLOCK = time.perf_counter
+"""The clock of :func:`best_of`: wall time, or the process's CPU time with ``--cpu-time``."""
+
+
 def best_of(repeats: int, *runs: Callable[[], object]) -> list[float]:
     """Minimum seconds of each run over ``repeats``, the runs alternating."""
     best = [float("inf")] * len(runs)
     for _ in range(repeats):
         for k, run in enumerate(runs):
-            start = time.perf_counter()
+            start = CLOCK()
             run()
-            best[k] = min(best[k], time.perf_counter() - start)
+            best[k] = min(best[k], CLOCK() - start)
     return best
 
 
@@ -159,10 +165,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
     parser.add_argument("--only", choices=("road", "spearman"), default=None)
+    parser.add_argument("--threads", type=int, default=1, help="OpenCV and BLAS threads (default 1)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by the process's CPU time, not wall time: steadier on a shared machine "
+                        "(with --threads 1 only)")
     args = parser.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        if args.threads != 1:
+            parser.error("--cpu-time needs --threads 1")
+        CLOCK = time.process_time
     import scipy
+    from threadpoolctl import threadpool_limits
 
-    print(f"numpy {np.__version__}, scipy {scipy.__version__}, OpenCV {cv2.__version__}\n")
+    cv2.setNumThreads(args.threads)
+    threadpool_limits(args.threads)
+    clock = "CPU time" if args.cpu_time else "wall time"
+    print(f"numpy {np.__version__}, scipy {scipy.__version__}, OpenCV {cv2.__version__}, {args.threads} thread(s), "
+          f"{clock}\n")
     if args.only in (None, "road"):
         bench_road(args.sizes, args.repeats)
     if args.only in (None, "spearman"):

@@ -119,7 +119,8 @@ class ImageRunner:
         scorer.adapter.check_class(spec.class_index)
         self.predict_fn: PredictFn = scorer.probabilities_fn()
         context = RunContext(
-            model=spec.model, layer=spec.layer, class_index=spec.class_index, input_size=tuple(spec.input_size),
+            model=spec.model, layer=spec.layer, class_index=spec.class_index,
+            input_size=(int(spec.input_size[0]), int(spec.input_size[1])),
             preprocessing=spec.preprocessing, preprocess=spec.preprocess, methods=tuple(self.cam_methods),
             seed=settings.seed, max_n=settings.max_n, precision=settings.precision,
         )

@@ -60,11 +60,11 @@ def _flag_below_controls(table: pd.DataFrame, order: list[str]) -> None:
     """Fill ``below_controls`` and ``flag`` of ``table`` for the columns that must beat the controls."""
     table["below_controls"] = pd.Series(pd.NA, index=table.index, dtype="boolean")
     table["flag"] = ""
-    checked = [(c.beat_controls, c.summary_key) for _, c in registered_columns()
-               if c.beat_controls and c.summary_key in table.columns]
+    checked = [(c.beat_controls, key) for _, c in registered_columns()
+               if c.beat_controls and (key := c.summary_key) is not None and key in table.columns]
     if not all(c in table.index for c in CONTROLS) or not checked:
         return
-    scores = {m: {key: table.loc[m, key] for _, key in checked} for m in order}
+    scores = {m: {key: float(table.loc[m, key]) for _, key in checked} for m in order}
     flags = [(reason, metrics.flag_below_controls(scores, key)) for reason, key in checked]
     for method in flags[0][1]:
         reasons = [reason for reason, flagged in flags if flagged[method]]

@@ -124,7 +124,7 @@ class _ImputationGrid:
             hc, wc = (h + 1) // 2, (w + 1) // 2
             padded = np.ones((2 * hc, 2 * wc), bool)
             padded[:h, :w] = removed
-            coarse = padded.reshape(hc, 2, wc, 2).all(axis=(1, 3))
+            coarse = np.asarray(padded.reshape(hc, 2, wc, 2).all(axis=(1, 3)))
             # No all-unknown block means scattered unknowns next to known pixels: well
             # conditioned, smoothing alone preconditions it.
             if coarse.any():
@@ -390,7 +390,7 @@ ROAD_MORF_CURVE = Curve("road_morf", "fraction of pixels removed, most relevant 
                         "class probability (lower AUC is better)")
 ROAD_LERF_CURVE = Curve("road_lerf", "fraction of pixels removed, least relevant first",
                         "class probability (higher AUC is better)")
-_ORDERS = (("morf", ROAD_MORF_CURVE, ROAD_MORF_AUC), ("lerf", ROAD_LERF_CURVE, ROAD_LERF_AUC))
+_ORDERS: tuple[tuple[Literal["morf", "lerf"], Curve, Column], ...] = (("morf", ROAD_MORF_CURVE, ROAD_MORF_AUC), ("lerf", ROAD_LERF_CURVE, ROAD_LERF_AUC))
 
 
 def _noise_std(context: RunContext) -> float:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
@@ -280,7 +280,7 @@ def parameter_randomization(
     """
     from camcore.explainer import Explainer
 
-    methods = list(method) if isinstance(method, (list, tuple)) else [method]
+    methods: list[str | MapFn] = list(method) if isinstance(method, (list, tuple)) else [cast("str | MapFn", method)]
     explainer = Explainer(model)
     explainer.adapter.layer_info(layer)
     index = explainer.adapter.check_class(class_index)
