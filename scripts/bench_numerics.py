@@ -13,9 +13,12 @@
    (:func:`scipy_spearman`), on smooth maps and on ReLU'd maps (a plateau of zeros, many ties).
 
 Times are the minimum over ``--repeats`` runs (wall time, or the process's CPU time with
-``--cpu-time``), both implementations timed in the same run, alternately, on ``--threads`` threads (OpenCV's and the BLAS's; default 1: SuperLU and
-scipy's ranking use one core, and the evaluation already runs two metric threads).
-Needs scipy (``pip install scipy``).
+``--cpu-time``), both implementations timed in the same run, alternately, on ``--threads``
+threads (OpenCV's and the BLAS's; default 1: SuperLU and scipy's ranking use one core, and
+the evaluation already runs two metric threads). The figures in the docstrings were taken
+with ``--cpu-time`` on a shared 2-core machine, where wall times swung 2-4x from run to run.
+Needs scipy, which the project itself does not use: ``pip install scipy==1.17.1`` (the
+version of the figures in camcore/metrics/road.py and sanity.py).
 
     python scripts/bench_numerics.py [--repeats 3] [--sizes 224 512] [--threads 1] [--cpu-time]
 """
@@ -40,7 +43,7 @@ try:
     from scipy import sparse, stats
     from scipy.sparse import linalg as sparse_linalg
 except ImportError:  # pragma: no cover - a message, not a traceback
-    sys.exit("this benchmark needs scipy: pip install scipy")
+    sys.exit("this benchmark needs scipy: pip install scipy==1.17.1")
 
 OFFSETS = [(dy, dx, float(ROAD_KERNEL[dy + 1, dx + 1])) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 

@@ -5,7 +5,10 @@ An explanation of a model should depend on that model. The check copies the mode
 re-draws at random the weights of every layer from the output down to and including the
 explained layer, recomputes the map on the copy and compares it with the original map:
 
-* :func:`spearman_correlation` - rank correlation of the two maps (average ranks for ties);
+* :func:`spearman_correlation` - rank correlation of the two maps (average ranks for ties;
+  written here rather than calling ``scipy.stats.spearmanr``: equal to 1e-17 and 2.0-2.7x
+  faster on the maps the check compares, 4.2 vs 11.2 ms at 224 x 224 and 26 vs 60 ms at
+  512 x 512, by ``scripts/bench_numerics.py``; scipy is not a dependency of camcore);
 * :func:`ssim` - structural similarity (Wang et al. 2004), Gaussian window sigma 1.5.
 
 Both are computed on the two maps upsampled (:func:`camcore.maps.upsample`) to the model's
