@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
+from toy_metrics import map_mean_metric
 
 from camcore import evaluation as ev
 from camcore import metrics
 from camcore.evaluation.runner import metric_row
 from camcore.evaluation.settings import run_settings
-from toy_metrics import map_mean_metric
 from camcore.metrics import Column, Metric, MetricInputs
 
 PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "views" / "dataset.py")

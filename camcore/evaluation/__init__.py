@@ -82,6 +82,7 @@ from camcore.evaluation.defaults import (
     check_methods,
 )
 from camcore.evaluation.journal import JOURNAL_SUFFIX, Journal, journal_path
+from camcore.evaluation.ray_runner import evaluate_ray
 from camcore.evaluation.results import (
     RECORD_COLUMNS,
     REQUIRED_COLUMNS,
@@ -95,7 +96,6 @@ from camcore.evaluation.results import (
     results_only,
     write_results,
 )
-from camcore.evaluation.ray_runner import evaluate_ray
 from camcore.evaluation.runner import evaluate
 from camcore.evaluation.settings import RunSettings, run_settings
 from camcore.evaluation.sources import (

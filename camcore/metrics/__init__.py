@@ -61,15 +61,6 @@ from camcore.metrics.localization import (
     pointing_game,
     threshold_map,
 )
-from camcore.metrics.road import DEFAULT_ROAD_PERCENTAGES, noisy_linear_impute, road_curve
-from camcore.metrics.sanity import (
-    SANITY_THRESHOLD,
-    SanityResult,
-    parameter_randomization,
-    randomized_copy,
-    spearman_correlation,
-    ssim,
-)
 from camcore.metrics.registry import (
     METRICS,
     default_metric_keys,
@@ -82,6 +73,15 @@ from camcore.metrics.registry import (
     select_metrics,
     selectable_metric_keys,
     unregister_metric,
+)
+from camcore.metrics.road import DEFAULT_ROAD_PERCENTAGES, noisy_linear_impute, road_curve
+from camcore.metrics.sanity import (
+    SANITY_THRESHOLD,
+    SanityResult,
+    parameter_randomization,
+    randomized_copy,
+    spearman_correlation,
+    ssim,
 )
 
 __all__ = [

@@ -21,8 +21,8 @@ import numpy as np
 from camcore.metrics._common import (
     PredictFn,
     as_image,
-    checked_map,
     batched_scores,
+    checked_map,
     class_scores,
     pixel_rank,
 )

@@ -43,9 +43,9 @@ import numpy as np
 from camcore.metrics._common import (
     PredictFn,
     as_image,
-    checked_map,
     as_mask,
     batched_scores,
+    checked_map,
     pixel_rank,
 )
 from camcore.metrics.base import Column, Curve, Metric, MetricInputs, RunContext
@@ -55,6 +55,7 @@ from camcore.preprocess import INPUT_RANGE
 __all__ = [
     "DEFAULT_ROAD_PERCENTAGES",
     "NOISE_FRACTION",
+    "ROAD_KERNEL",
     "noisy_linear_impute",
     "road_curve",
     "ROAD_MORF_AUC",

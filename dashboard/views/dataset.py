@@ -33,9 +33,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -45,7 +44,14 @@ from camcore import evaluation as ev
 from camcore.evaluation import archives
 from camcore.evaluation.background import BackgroundEvaluation
 from camcore.methods import ORIGINAL_STUDY
-from camcore.metrics import METRICS, default_metric_keys, find_column, registered_columns, registered_curves
+from camcore.metrics import (
+    METRICS,
+    default_metric_keys,
+    find_column,
+    registered_columns,
+    registered_curves,
+    selectable_metric_keys,
+)
 from camcore.metrics.localization import IOU_CURVE
 from camcore.metrics.timing import SECONDS
 from dashboard import state
@@ -310,9 +316,8 @@ def options_form() -> tuple[list[str], int, list[str]]:
             "beat (Sobel edges, random blobs). Score-CAM and Ablation-CAM cost a model pass per channel.",
         )
         max_n = int(st.number_input("Faster-Score-CAM max_N", 1, 2048, ev.DEFAULT_MAX_N, key="ds_max_n"))
-        choosable = [key for key, metric in METRICS.items() if metric.compute is not None]
         metric_keys = st.multiselect(
-            "Metrics", choosable, default=list(default_metric_keys()), key="ds_metrics",
+            "Metrics", list(selectable_metric_keys()), default=list(default_metric_keys()), key="ds_metrics",
             format_func=lambda key: METRICS[key].label + (" (slower)" if METRICS[key].optional else ""),
             help="Off by default: " + "; ".join(f"{m.label}: {m.help}" for m in METRICS.values() if m.optional),
         )
