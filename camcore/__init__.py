@@ -10,6 +10,7 @@ importing TensorFlow.
     >>> cam = camcore.grad_cam(demo.model, x, demo.layer, 1)       # (14, 14) in [0, 1]
     >>> explainer = camcore.Explainer(demo.model)                  # shares work between methods
     >>> fast = explainer.compute("faster_score_cam", x, demo.layer, 1, max_n=32).cam
+    >>> found = camcore.localize(images, {"model": "vgg_defect", "method": "grad_cam", "threshold": 0.3})
 """
 
 from __future__ import annotations
@@ -59,16 +60,25 @@ _EXPORTS: dict[str, str] = {
     "list_demos": "camcore.demos",
     "load_demo": "camcore.demos",
     "load_application": "camcore.zoo",
+    # two maps (e.g. two models' maps of one image) against each other
+    "compare_maps": "camcore.metrics.agreement",
+    "MapAgreement": "camcore.metrics.agreement",
+    # the tuned threshold put to use (``camcore.localize`` itself is the module, callable)
+    "Localizer": "camcore.localize",
+    "LocalizeSettings": "camcore.localize_settings",
+    "find_regions": "camcore.regions",
+    # a self-contained HTML report
+    "write_report": "camcore.report",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "localize"])
 
 
 _RENAMED = {"register_method": "register"}
 _SUBMODULES = frozenset({
     "adapter", "autoprecision", "backends", "bench", "dagm", "defaults", "demos", "evaluate", "evaluation",
-    "explainer", "functions", "loading", "maps", "methods", "metrics", "models", "passes", "precision",
-    "prepared", "preprocess", "samples", "synth", "visualize", "zoo",
+    "explainer", "functions", "loading", "localize", "localize_settings", "maps", "methods", "metrics", "models",
+    "passes", "precision", "prepared", "preprocess", "regions", "report", "samples", "synth", "visualize", "zoo",
 })
 
 

@@ -25,11 +25,12 @@ per call; keep an Explainer to benefit from the caches.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -47,6 +48,7 @@ from camcore.passes import PROVIDERS, CallRecord, NeedsModelPass, PassContext, P
 from camcore.passes.base import Progress, finite_scores
 from camcore.passes.masked import MaskedPasses, ScoreState, clamp_max_n
 from camcore.prepared import Prepared, image_key
+from camcore.scheduler import PassScheduler, run_inline
 
 if TYPE_CHECKING:
     import keras
@@ -81,30 +83,62 @@ class CamResult:
 
 
 class LRUCache:
-    """A bounded mapping that forgets the least recently used entry (not thread-safe: the
-    explainer's lock guards it)."""
+    """A bounded, thread-safe mapping that forgets the least recently used entry."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: Any) -> Any:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
 
     def put(self, key: Any, value: Any) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
 
     def clear(self) -> None:
-        self._data.clear()
+        with self._lock:
+            self._data.clear()
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class _Flights:
+    """One lock per key of work in flight: a second caller asking for the same work waits
+    for the first and then finds it cached, while callers of other keys never wait."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, list] = {}  # key -> [lock, holders and waiters]
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def __call__(self, key: Any, wait: bool = True) -> Iterator[bool]:
+        """Hold ``key``'s lock; ``wait=False`` yields False at once when another holds it."""
+        with self._lock:
+            entry = self._locks.setdefault(key, [threading.RLock(), 0])
+            entry[1] += 1
+        acquired = entry[0].acquire(blocking=wait)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                entry[0].release()
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class Explainer:
@@ -129,6 +163,13 @@ class Explainer:
             ``precision_note`` says why.
         verdicts: where auto's measured verdicts are kept (default: the process's store,
             backed by a file, :func:`camcore.autoprecision.default_store`).
+        scheduler: runs the batches of per-channel passes (Score-CAM, Ablation-CAM) fairly
+            between the owners passed to :meth:`compute` (:class:`camcore.scheduler.PassScheduler`,
+            one per server); None runs them in the caller's thread.
+
+    Thread-safe without one lock around everything: cached maps are read while other
+    threads compute, and one piece of work (a gradient pass, a layer's masked passes) is
+    computed once however many threads ask for it at the same time (:meth:`flight`).
     """
 
     def __init__(
@@ -139,6 +180,7 @@ class Explainer:
         cache_size: int = 64,
         precision: str = "fp32",
         verdicts: VerdictStore | None = None,
+        scheduler: PassScheduler | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -160,8 +202,10 @@ class Explainer:
         self._layer_verdicts: dict[str, Verdict] = {}
         self._model_hash: str | None = None
         self.cache = LRUCache(cache_size)
+        self.scheduler = scheduler
+        self.flight = _Flights()
         self._providers: dict[str, Provider] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # short bookkeeping only (verdicts, providers)
 
     # ------------------------------------------------------------ model facts
     @property
@@ -236,9 +280,8 @@ class Explainer:
         """The precision of ``layer``'s forward-only passes and why; under "auto" the first
         call per (model, layer, input shape) on a CPU whose flags allow bf16 runs the probe
         of :func:`camcore.autoprecision.probe` on ``x`` (unless a verdict is on disk)."""
-        with self._lock:
-            self.backend.layer_info(layer)
-            return self._verdict(self.prepare(x), layer)
+        self.backend.layer_info(layer)
+        return self._verdict(self.prepare(x), layer)
 
     def _verdict(self, prepared: Prepared, layer: str) -> Verdict:
         known = self.known_verdict(layer)
@@ -286,8 +329,7 @@ class Explainer:
 
     def clear_cache(self) -> None:
         """Drop every cached tensor (the compiled passes stay)."""
-        with self._lock:
-            self.cache.clear()
+        self.cache.clear()
 
     def provider(self, need: str) -> Provider:
         """The provider of ``need`` for this explainer (built on first use)."""
@@ -296,41 +338,59 @@ class Explainer:
             cls = PROVIDERS.get(need)
             if cls is None:
                 raise ValueError(f"no provider for {need!r}; known: {sorted(PROVIDERS)}")
-            found = self._providers[need] = cls(self)
+            with self._lock:
+                found = self._providers.setdefault(need, cls(self))
         return found
 
     # -------------------------------------------------- the shared tensors
     def scores_of(self, prepared: Prepared, call: CallRecord | None = None) -> np.ndarray:
-        """Pre-activation class scores of one prepared input (cached; the caller holds the lock)."""
-        cached = self.cache.get(("scores", prepared.key))
-        if cached is None:
-            if call is not None:
-                call.need_pass()
-            start = time.perf_counter()
-            cached = finite_scores(self.backend.scores(prepared.x))
-            self.cache.put(("scores", prepared.key), cached)
-            if call is not None:
-                call.spent("forward", time.perf_counter() - start, 1)
+        """Pre-activation class scores of one prepared input (cached, computed once)."""
+        key = ("scores", prepared.key)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        if call is not None:
+            call.need_pass()
+        with self.flight(key):
+            cached = self.cache.get(key)  # another thread may have computed it meanwhile
+            if cached is None:
+                start = time.perf_counter()
+                cached = finite_scores(self.backend.scores(prepared.x))
+                self.cache.put(key, cached)
+                if call is not None:
+                    call.spent("forward", time.perf_counter() - start, 1)
         return cached
 
     def activations_of(self, prepared: Prepared, layer: str, call: CallRecord) -> np.ndarray:
-        """A layer's activations (h, w, K) of one prepared input (cached; the caller holds the lock)."""
-        cached = self.cache.get(("activations", layer, prepared.key))
-        if cached is not None:
-            call.reused.append("activations from an earlier pass")
-            return cached
-        call.need_pass()
-        start = time.perf_counter()
-        activations, scores = self.backend.activations(prepared.x, layer)
-        self.cache.put(("activations", layer, prepared.key), activations)
-        self.cache.put(("scores", prepared.key), finite_scores(scores))
-        call.spent("activations", time.perf_counter() - start, 1)
-        return activations
+        """A layer's activations (h, w, K) of one prepared input (cached, computed once)."""
+        key = ("activations", layer, prepared.key)
+        cached = self.cache.get(key)
+        if cached is None:
+            call.need_pass()
+            with self.flight(key):
+                cached = self.cache.get(key)
+                if cached is None:
+                    start = time.perf_counter()
+                    activations, scores = self.backend.activations(prepared.x, layer)
+                    self.cache.put(key, activations)
+                    self.cache.put(("scores", prepared.key), finite_scores(scores))
+                    call.spent("activations", time.perf_counter() - start, 1)
+                    return activations
+        call.reused.append("activations from an earlier pass")
+        return cached
+
+    def run_steps(self, owner: Hashable | None, steps: Sequence[Any], progress: Progress | None,
+                  sizes: Sequence[int]) -> None:
+        """Run a per-channel computation's batches: on the scheduler, fairly between owners
+        and cancelled when the caller stops waiting, or here without one."""
+        if self.scheduler is None:
+            run_inline(steps, progress, sizes)
+        else:
+            self.scheduler.run(owner, steps, progress, sizes)
 
     def scores(self, x: Any) -> np.ndarray:
         """Pre-activation class scores (n_classes,) of one input."""
-        with self._lock:
-            return self.scores_of(self.prepare(x))
+        return self.scores_of(self.prepare(x))
 
     def predict(self, x: Any) -> np.ndarray:
         """The model's class probabilities (n_classes,) for one input."""
@@ -356,29 +416,29 @@ class Explainer:
                                   ) -> tuple[np.ndarray, np.ndarray, int]:
         """The shared tensors of the gradient family: (A (h, w, K), dy_c/dA (h, w, K), c),
         from the cache or one forward+backward. For custom methods and checks."""
-        with self._lock:
-            self.backend.layer_info(layer)
-            prepared = self.prepare(x)
-            index = self._known_class(prepared.key, class_index)
-            context = PassContext(self, prepared, layer, index, None, None, {}, CallRecord())
-            return self.provider("gradients").read(context)
+        self.backend.layer_info(layer)
+        prepared = self.prepare(x)
+        index = self._known_class(prepared.key, class_index)
+        context = PassContext(self, prepared, layer, index, None, None, {}, CallRecord())
+        return self.provider("gradients").read(context)
 
     def guided_backprop(self, x: Any, class_index: int | None = None) -> np.ndarray:
         """Guided backpropagation (Springenberg et al. 2015, eq. 6): d score / d input with
         only positive gradients passed through every ReLU. (H, W, C) float32, raw
         gradient values (signed); see ``camcore.visualize`` for display. ValueError on a
         backend without gradients."""
-        with self._lock:
-            prepared = self.prepare(x)
-            index = self._known_class(prepared.key, class_index)
-            cached = self.cache.get(("guided", prepared.key, index))
+        prepared = self.prepare(x)
+        index = self._known_class(prepared.key, class_index)
+        key = ("guided", prepared.key, index)
+        with self.flight(key):
+            cached = self.cache.get(key)
             if cached is None:
                 try:
                     cached, chosen = self.backend.guided_backprop(prepared.x, index)
                 except NotAvailable as exc:
                     raise ValueError(f"guided backpropagation {exc}") from None
                 self.cache.put(("guided", prepared.key, chosen), cached)
-            return cached
+        return cached
 
     def _known_class(self, key: str, class_index: Any) -> int:
         """The explicit class, or top-1 if the scores are cached; -1 lets the pass pick top-1
@@ -423,6 +483,7 @@ class Explainer:
         class_index: int | None = None,
         max_n: int | None = None,
         progress: Progress | None = None,
+        owner: Hashable | None = None,
         **options: Any,
     ) -> CamResult:
         """Run the registered method ``method`` (see ``camcore.METHODS``).
@@ -435,24 +496,30 @@ class Explainer:
             class_index: the explained class; None = top-1.
             max_n: channels for max_N methods (Faster-Score-CAM; default 10, clamped to
                 the layer's channel count).
-            progress: ``progress(done, total)`` as per-channel passes finish.
+            progress: ``progress(done, total)`` as per-channel passes finish; anything it raises
+                stops the computation (with a scheduler, its remaining batches are dropped).
+            owner: who asks (e.g. a browser session): with a scheduler, owners take turns.
             options: method options, e.g. Score-CAM's ``weighting="channel_softmax"`` or
                 ``raw_image=..., preprocessing=...`` (mask the raw image, re-preprocess).
 
         Raises ValueError for a method this model cannot serve (see :meth:`unavailable_reason`).
         """
-        return self._run(method, x, layer, class_index, max_n, progress, options, offline=False)
+        return self._run(method, x, layer, class_index, max_n, progress, options, offline=False, owner=owner)
 
     def peek(self, method: str, x: Any, layer: str | Sequence[str], class_index: int | None = None,
              max_n: int | None = None, **options: Any) -> CamResult | None:
-        """The result of :meth:`compute` if it needs no model pass, else None."""
+        """The result of :meth:`compute` if it needs no model pass, else None (also for a
+        method this model cannot serve)."""
+        if self.unavailable_reason(method) is not None:
+            return None
         try:
             return self._run(method, x, layer, class_index, max_n, None, options, offline=True)
         except NeedsModelPass:
             return None
 
     def _run(self, method: str, x: Any, layer: str | Sequence[str], class_index: int | None,
-             max_n: int | None, progress: Progress | None, options: Any, offline: bool) -> CamResult:
+             max_n: int | None, progress: Progress | None, options: Any, offline: bool,
+             owner: Hashable | None = None) -> CamResult:
         start = time.perf_counter()
         spec = get_method(method)
         missing = unavailable_reason(spec, self.backend)
@@ -462,14 +529,13 @@ class Explainer:
             max_n = DEFAULT_MAX_N
         if max_n is not None:
             clamp_max_n(max_n, 1)  # type and range check before any work
-        call = CallRecord(offline)
-        with self._lock:
-            layers = self._layers(layer)
-            prepared = self.prepare(x)
-            if class_index is not None:
-                self.backend.check_class(class_index)
-            cam, index, used_n, layer_id = self._run_layers(spec, prepared, layers, class_index, max_n, progress,
-                                                            options, call)
+        call = CallRecord(offline, owner)
+        layers = self._layers(layer)
+        prepared = self.prepare(x)
+        if class_index is not None:
+            self.backend.check_class(class_index)
+        cam, index, used_n, layer_id = self._run_layers(spec, prepared, layers, class_index, max_n, progress,
+                                                        options, call)
         return CamResult(
             method=spec.key, cam=cam, seconds=time.perf_counter() - start, cached=call.passes == 0,
             model_passes=call.passes, timings=call.timings, reused=tuple(dict.fromkeys(call.reused)),
@@ -497,8 +563,7 @@ class Explainer:
     def score_state(self, x: Any, layer: str) -> ScoreState | None:
         """The cached Score-CAM state of (x, layer) - channel plan, masked-pass scores, what
         ran - for inspection by tests and benchmarks; None before any masked pass."""
-        with self._lock:
-            return self._cached_score_state(self.prepare(x), layer)
+        return self._cached_score_state(self.prepare(x), layer)
 
     def _cached_score_state(self, prepared: Prepared, layer: str) -> ScoreState | None:
         verdict = self.known_verdict(layer)  # None: no masked pass ran for this layer yet
@@ -519,15 +584,14 @@ class Explainer:
         time measured when they ran) and the correlation of its map with full
         Score-CAM. Runs full Score-CAM first if needed; then costs no pass.
         """
-        with self._lock:
-            prepared = self.prepare(x)
-            full = self.compute("score_cam", prepared, layer, class_index)
-            state = self._cached_score_state(prepared, layer)
-            assert state is not None  # full Score-CAM just ran
-            total = state.plan.n_channels
-            if ns is None:
-                ns = sorted({int(round(v)) for v in np.geomspace(1, total, num=min(total, 24))})
-            return [self._tradeoff_row(state, clamp_max_n(int(n), total), full) for n in ns]
+        prepared = self.prepare(x)
+        full = self.compute("score_cam", prepared, layer, class_index)
+        state = self._cached_score_state(prepared, layer)
+        assert state is not None  # full Score-CAM just ran
+        total = state.plan.n_channels
+        if ns is None:
+            ns = sorted({int(round(v)) for v in np.geomspace(1, total, num=min(total, 24))})
+        return [self._tradeoff_row(state, clamp_max_n(int(n), total), full) for n in ns]
 
     def _tradeoff_row(self, state: ScoreState, n: int, full: CamResult) -> dict[str, float]:
         varying, needs_zero = state.plan.passes_needed(n)

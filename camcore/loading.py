@@ -23,6 +23,7 @@ from camcore.models import (
     RANDOM,
     LoadedModel,
     UploadStore,
+    from_backend,
     from_bytes,
     from_file,
     from_keras,
@@ -48,8 +49,8 @@ def load_model(
 
     ``source`` is a model key (module docstring), a demo name, a Keras Application name
     (``weights``: see :func:`camcore.zoo.load_application`), the bytes of a ``.keras`` /
-    ``.h5`` file (``filename`` names it in messages), a file path, or a ``keras.Model``.
-    ``"upload:<sha>"`` keys are read from ``uploads``.
+    ``.h5`` / ``.onnx`` file (``filename`` names it, its extension the format), a file path,
+    or a ``keras.Model``; ``"upload:<sha>"`` keys are read from ``uploads``.
 
     ``preprocessing``: demos and applications know theirs (a different one is an error);
     for other models None infers it when the model starts with its own Rescaling or
@@ -62,25 +63,45 @@ def load_model(
     if isinstance(source, os.PathLike):
         return from_file(Path(source), preprocessing, input_size, class_names)
     if not isinstance(source, str):
-        import keras
+        return _from_object(source, preprocessing, input_size, class_names)
+    if source.partition(":")[0] in KEY_KINDS and ":" in source:
+        return _from_key(source, preprocessing, input_size, class_names, uploads)
+    return _from_name(source, preprocessing, input_size, class_names, weights)
 
-        if isinstance(source, keras.Model):
-            size = input_size if input_size_is_variable(source) else None
-            return from_keras(source, source.name, preprocessing, class_names, size)
-        raise ValueError(f"cannot load a model from a {type(source).__name__}")
-    kind = source.partition(":")[0]
-    if kind in KEY_KINDS and ":" in source:
-        key = parse_model_key(source)
-        if key.kind == "demo":
-            return _from_demo(key.name, preprocessing)
-        if key.kind == "app":
-            return _from_application(key.name, RANDOM if key.option == RANDOM else "imagenet", preprocessing)
-        if key.kind == "file":
-            return from_file(Path(key.name), preprocessing, input_size, class_names)
-        if uploads is None:
-            raise ValueError(f"{source!r} names an uploaded file, but no upload store was given")
-        data, name = uploads.get(key.name)
-        return from_bytes(data, name, key.option or preprocessing, key.input_size or input_size, class_names)
+
+def _from_object(model: Any, preprocessing: str | None, input_size: tuple[int, int] | None,
+                 class_names: Sequence[str] | None) -> LoadedModel:
+    """An in-memory Keras model or camcore backend."""
+    from camcore.backends import Backend
+
+    if isinstance(model, Backend):
+        return from_backend(model, model.kind, preprocessing, class_names, input_size)
+    import keras
+
+    if isinstance(model, keras.Model):
+        size = input_size if input_size_is_variable(model) else None
+        return from_keras(model, model.name, preprocessing, class_names, size)
+    raise ValueError(f"cannot load a model from a {type(model).__name__}")
+
+
+def _from_key(source: str, preprocessing: str | None, input_size: tuple[int, int] | None,
+              class_names: Sequence[str] | None, uploads: UploadStore | None) -> LoadedModel:
+    key = parse_model_key(source)
+    if key.kind == "demo":
+        return _from_demo(key.name, preprocessing)
+    if key.kind == "app":
+        return _from_application(key.name, RANDOM if key.option == RANDOM else "imagenet", preprocessing)
+    if key.kind == "file":
+        return from_file(Path(key.name), preprocessing, input_size, class_names)
+    if uploads is None:
+        raise ValueError(f"{source!r} names an uploaded file, but no upload store was given")
+    data, name = uploads.get(key.name)
+    return from_bytes(data, name, key.option or preprocessing, key.input_size or input_size, class_names)
+
+
+def _from_name(source: str, preprocessing: str | None, input_size: tuple[int, int] | None,
+               class_names: Sequence[str] | None, weights: str) -> LoadedModel:
+    """A demo name, a Keras Application name or a file path."""
     from camcore.demos import list_demos
     from camcore.zoo import APPLICATIONS
 
@@ -93,7 +114,7 @@ def load_model(
         return from_file(path, preprocessing, input_size, class_names)
     raise ValueError(
         f"unknown model {source!r}: give a demo name ({', '.join(list_demos()) or 'none installed'}), "
-        f"a Keras Application ({', '.join(APPLICATIONS)}) or a .keras/.h5 file"
+        f"a Keras Application ({', '.join(APPLICATIONS)}) or a model file ({', '.join(model_extensions())})"
     )
 
 

@@ -12,6 +12,8 @@ what every source shares (the type, the keys, the upload store, reading model fi
 
 Model files are read in Keras safe mode (no code from the file runs), by their content:
 a zip archive is read as ``.keras``, an HDF5 file as ``.h5``, whatever the name says.
+``.onnx`` files are read by :mod:`camcore.backends.onnx` (standard operators only, no
+external data, dry-run before use) and served by ONNX Runtime, gradient-free methods only.
 
 When the loader needs a decision only the user can make it raises a typed error, a
 ``ValueError`` subclass: :class:`NeedsInputSize` (the model accepts any height × width)
@@ -65,6 +67,7 @@ RANDOM = "random"  # the application key option for random weights
 INFERRED = "-"  # the preprocessing of an upload key that carries a size but infers the mode
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 2048
 MODEL_EXTENSIONS = (".keras", ".h5", ".hdf5")
+ONNX_EXTENSION = ".onnx"  # read by camcore.backends.onnx, imported when such a file arrives
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _UPLOAD_PREFIX = "camcore-upload-"  # temporary folder of a file being read (never shown)
@@ -288,8 +291,8 @@ def register_model_format(model_format: ModelFormat, *, replace: bool = False) -
 
 
 def unregister_model_format(extension: str) -> None:
-    """Forget the format of ``extension`` (Keras files stay)."""
-    if extension in MODEL_EXTENSIONS:
+    """Forget the format of ``extension`` (Keras and ONNX files stay)."""
+    if extension in (*MODEL_EXTENSIONS, ONNX_EXTENSION):
         raise ValueError(f"{extension} is a built-in model format")
     MODEL_FORMATS.pop(extension, None)
 
@@ -407,7 +410,9 @@ def model_file_format(data: bytes, filename: str = "model") -> str:
 def load_model_bytes(data: bytes, filename: str) -> Any:
     """The bytes of a model file → the model, read by the format its name's extension
     chooses (:data:`MODEL_FORMATS`): a ``keras.Model`` for ``.keras`` / ``.h5`` / ``.hdf5``
-    (loaded in Keras safe mode), a :class:`camcore.backends.Backend` for other formats.
+    (loaded in Keras safe mode), a :class:`camcore.backends.Backend` for other formats (an
+    :class:`~camcore.backends.onnx.OnnxBackend` for ``.onnx``; a graph that accepts any input
+    size gives its ``OnnxGraph``, built at a size by ``load_model(..., input_size=)``).
     Raises ValueError with a user-facing message for a wrong extension or a bad file."""
     filename = Path(str(filename)).name or "upload"
     return model_format_of(filename).read(data, filename)
@@ -635,26 +640,7 @@ def from_keras(
 
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    if input_size is not None:
-        input_size = _check_input_size(input_size)
-    shape = _image_input_shape(model)
-    if input_size_is_variable(model):
-        if input_size is None:
-            raise NeedsInputSize(name, shape)
-        if shape[3] is None:
-            raise ValueError(f"the number of input channels of {name} is not fixed (input {shape})")
-        try:
-            model = with_fixed_input(model, (*input_size, int(shape[3])))
-        except Exception as exc:  # noqa: BLE001 - a Keras failure becomes a user message
-            raise ValueError(
-                f"could not fix the input size of {name} to {input_size[0]}×{input_size[1]}: "
-                f"{_first_line(str(exc))}"
-            ) from exc
-    elif shape is not None and input_size is not None and tuple(shape[1:3]) != input_size:
-        raise ValueError(
-            f"{name} fixes its input size at {shape[1]}×{shape[2]}, not "
-            f"{input_size[0]}×{input_size[1]}"
-        )
+    model = _with_input_size(model, name, None if input_size is None else _check_input_size(input_size))
     adapter = ModelAdapter(model)
     # a model that cannot be explained fails before the user is asked anything
     if layer is None:
@@ -665,24 +651,49 @@ def from_keras(
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
     preprocessing = _checked_preprocessing(name, preprocessing or guess_preprocessing(model), channels)
-    n = adapter.n_classes
-    if class_names is None:
-        class_names = [f"class {i}" for i in range(n)]
-    elif len(class_names) != n:
-        raise ValueError(f"{name} has {n} classes but {len(class_names)} class names were given")
     return LoadedModel(
         name=name,
         model=model,
         preprocessing=preprocessing,
         input_size=(height, width),
         channels=channels,
-        class_names=tuple(str(c) for c in class_names),
+        class_names=_class_names(name, adapter.n_classes, class_names),
         layer=layer,
         source=source,
         key=key or f"memory:{name}",
         note=note,
         card=dict(card or {}),
     )
+
+
+def _with_input_size(model: keras.Model, name: str, input_size: tuple[int, int] | None) -> keras.Model:
+    """``model``, or a copy with its input fixed at ``input_size`` when it accepts any size."""
+    shape = _image_input_shape(model)
+    if input_size_is_variable(model):
+        if input_size is None:
+            raise NeedsInputSize(name, shape)
+        if shape[3] is None:
+            raise ValueError(f"the number of input channels of {name} is not fixed (input {shape})")
+        try:
+            return with_fixed_input(model, (*input_size, int(shape[3])))
+        except Exception as exc:  # noqa: BLE001 - a Keras failure becomes a user message
+            raise ValueError(
+                f"could not fix the input size of {name} to {input_size[0]}×{input_size[1]}: "
+                f"{_first_line(str(exc))}"
+            ) from exc
+    if shape is not None and input_size is not None and tuple(shape[1:3]) != input_size:
+        raise ValueError(
+            f"{name} fixes its input size at {shape[1]}×{shape[2]}, not {input_size[0]}×{input_size[1]}"
+        )
+    return model
+
+
+def _class_names(name: str, n: int, class_names: Sequence[str] | None) -> tuple[str, ...]:
+    if class_names is None:
+        return tuple(f"class {i}" for i in range(n))
+    if len(class_names) != n:
+        raise ValueError(f"{name} has {n} classes but {len(class_names)} class names were given")
+    return tuple(str(c) for c in class_names)
 
 
 
@@ -714,14 +725,9 @@ def from_backend(
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
     preprocessing = _checked_preprocessing(name, preprocessing or getattr(backend, "preprocessing", None), channels)
-    n = backend.n_classes
-    if class_names is None:
-        class_names = [f"class {i}" for i in range(n)]
-    elif len(class_names) != n:
-        raise ValueError(f"{name} has {n} classes but {len(class_names)} class names were given")
     return LoadedModel(name=name, model=backend, preprocessing=preprocessing, input_size=(height, width),
-                       channels=channels, class_names=tuple(str(c) for c in class_names), layer=layer,
-                       source=source, key=key or f"memory:{name}", note=note)
+                       channels=channels, class_names=_class_names(name, backend.n_classes, class_names),
+                       layer=layer, source=source, key=key or f"memory:{name}", note=note)
 
 
 def _checked_preprocessing(name: str, preprocessing: str | None, channels: int) -> str:
@@ -734,4 +740,32 @@ def _checked_preprocessing(name: str, preprocessing: str | None, channels: int) 
     return preprocessing
 
 
+def _read_onnx_bytes(data: bytes, filename: str) -> Any:
+    """An ``.onnx`` file → its :class:`~camcore.backends.onnx.OnnxBackend` (checked, dry-run), or
+    the :class:`~camcore.backends.onnx_graph.OnnxGraph` of a graph that accepts any input size.
+    ONNX and ONNX Runtime are imported here, when an ONNX file arrives."""
+    from camcore.backends.onnx import read_onnx_bytes
+
+    return read_onnx_bytes(data, filename)
+
+
+def _describe_onnx(model: Any, name: str, preprocessing: str | None, class_names: Sequence[str] | None,
+                   input_size: tuple[int, int] | None, *, source: str,
+                   key: Callable[[tuple[int, int] | None], str]) -> LoadedModel:
+    """An ONNX model as a LoadedModel: a graph that accepts any size is built at ``input_size``
+    (:class:`NeedsInputSize` without one); preprocessing and class names default to the
+    file's metadata."""
+    from camcore.backends.onnx import OnnxBackend, OnnxGraph
+
+    size = None
+    if isinstance(model, OnnxGraph):
+        if input_size is None:
+            raise NeedsInputSize(name, model.image.shape)
+        size = _check_input_size(input_size)
+        model = OnnxBackend(model, size)
+    return from_backend(model, name, preprocessing, class_names or model.class_names, input_size,
+                        source=source, key=key(size))
+
+
 register_model_format(ModelFormat("Keras", MODEL_EXTENSIONS, _read_keras_bytes, _describe_keras))
+register_model_format(ModelFormat("ONNX", (ONNX_EXTENSION,), _read_onnx_bytes, _describe_onnx))

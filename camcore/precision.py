@@ -222,21 +222,40 @@ def bf16_copy(model: keras.Model) -> tuple[keras.Model | None, str]:
     model is not modified. A layer that cannot be rebuilt this way gives
     ``(None, "one-line reason")``; on success the string describes the copy.
     """
-    import keras
-
     if not _is_graph_model(model) or not getattr(model, "built", False):
         return None, f"{type(model).__name__} is not a built Functional or Sequential model"
     try:
         head_ids = {id(layer) for layer in _head_layers(model)}
     except Exception as exc:
         return None, f"cannot find the model's head: {_first_line(exc)}"
+    copy, failure = _clone_in_bf16(model, head_ids)
+    if copy is None:
+        return None, failure
+    failure = _copy_weights(model, copy)
+    if failure:
+        return None, failure
+    out_dtype = str(copy.outputs[0].dtype)
+    if out_dtype != "float32":
+        return None, f"the bf16 copy outputs {out_dtype}, not float32"
+    n_bf16 = sum(
+        1
+        for _, layer in _layer_paths(copy)
+        if not _is_graph_model(layer) and layer.dtype_policy.name == BF16_POLICY
+    )
+    head = ", ".join(layer.name for layer in _head_layers(copy)) or "none"
+    return copy, f"{n_bf16} layers in {BF16_POLICY}; head float32 ({head})"
+
+
+def _clone_in_bf16(model: keras.Model, head_ids: set[int]) -> tuple[keras.Model | None, str]:
+    """The model's architecture with every layer but the head under the bf16 policy."""
+    import keras
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         try:
             config = layer.get_config()
             config["dtype"] = "float32" if id(layer) in head_ids else BF16_POLICY
             for key, value in config.items():
-                # Every variable is overwritten with the model's own values below:
+                # Every variable is overwritten with the model's own values afterwards:
                 # drawing random initial values first cost seconds on VGG16's 138M.
                 if key.endswith("_initializer") and isinstance(value, dict) and "class_name" in value:
                     config[key] = "zeros"
@@ -250,22 +269,26 @@ def bf16_copy(model: keras.Model) -> tuple[keras.Model | None, str]:
             raise _LayerError(layer, exc) from exc
 
     try:
-        copy = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+        return keras.models.clone_model(model, clone_function=clone_layer, recursive=True), ""
     except _LayerError as err:
         return None, err.reason
     except Exception as exc:
         return None, f"{_failing_layer(exc)} cannot be rebuilt in bf16: {_first_line(exc)}"
 
+
+def _copy_weights(model: keras.Model, copy: keras.Model) -> str:
+    """The model's weights into its copy, layer by layer; "" or why they do not fit."""
+    import keras
+
     source_layers = list(_layer_paths(model))
     copy_layers = list(_layer_paths(copy))
-    source_paths = [path for path, _ in source_layers]
-    if source_paths != [path for path, _ in copy_layers]:
-        return None, "the bf16 copy's layer paths differ from the model's"
+    if [path for path, _ in source_layers] != [path for path, _ in copy_layers]:
+        return "the bf16 copy's layer paths differ from the model's"
     for (path, source), (_, target) in zip(source_layers, copy_layers):
         if _is_graph_model(source):
             continue  # its layers are listed and copied one by one
         if [tuple(v.shape) for v in source.weights] != [tuple(v.shape) for v in target.weights]:
-            return None, f"layer {path!r}: its bf16 copy has different weights"
+            return f"layer {path!r}: its bf16 copy has different weights"
         try:
             for variable, value in zip(target.weights, source.weights):
                 # variable to variable, no numpy round trip; a cast only if the user's
@@ -274,14 +297,5 @@ def bf16_copy(model: keras.Model) -> tuple[keras.Model | None, str]:
                     value = keras.ops.cast(value, variable.dtype)
                 variable.assign(value)
         except Exception as exc:
-            return None, f"layer {path!r}: weights do not fit its bf16 copy: {_first_line(exc)}"
-    out_dtype = str(copy.outputs[0].dtype)
-    if out_dtype != "float32":
-        return None, f"the bf16 copy outputs {out_dtype}, not float32"
-    n_bf16 = sum(
-        1
-        for _, layer in copy_layers
-        if not _is_graph_model(layer) and layer.dtype_policy.name == BF16_POLICY
-    )
-    head = ", ".join(layer.name for layer in _head_layers(copy)) or "none"
-    return copy, f"{n_bf16} layers in {BF16_POLICY}; head float32 ({head})"
+            return f"layer {path!r}: weights do not fit its bf16 copy: {_first_line(exc)}"
+    return ""

@@ -1,25 +1,26 @@
 """A model input prepared once: the array, the picture it came from, and its cache key.
 
-Hashing a 224×224×3 float input costs about 0.5 ms; on a small model whose compiled
-forward+backward takes 3 ms, hashing it again for every method and cache lookup was
-half the time of a Grad-CAM call. A :class:`Prepared` is hashed once, made
-read-only so the key stays true, and passed to every ``Explainer`` call and panel.
+Hashing a 224×224×3 float input with blake2b cost 0.96 ms (AMD EPYC, 2026-12-07); on a
+small model whose compiled forward+backward takes 3 ms, hashing it again for every method
+and cache lookup was half the time of a Grad-CAM call. A :class:`Prepared` is hashed once,
+made read-only so the key stays true, and passed to every ``Explainer`` call and panel;
+the hash is XXH3-128 (0.018 ms for the same 600 KB): a cache key needs no cryptographic
+strength, and 128 bits keep accidental collisions out of reach.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import xxhash
 
 
 def image_key(x: np.ndarray) -> str:
     """Content hash of an array (shape, dtype and bytes)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((x.shape, x.dtype.str)).encode())
-    digest.update(np.ascontiguousarray(x).tobytes())
+    digest = xxhash.xxh3_128(repr((x.shape, x.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(x).data)
     return digest.hexdigest()
 
 

@@ -3,10 +3,13 @@
     cam-studio run [--server.port 8600 --server.address 0.0.0.0 ...]   # the dashboard
     cam-studio evaluate [...]                                            # = python -m camcore.evaluate
     cam-studio bench [...]                                               # = python -m camcore.bench
+    cam-studio localize --settings s.json IMAGES... --out regions.json  # = python -m camcore.localize
+    cam-studio report RESULTS.parquet --out report.html                 # = python -m camcore.report
 
 ``run`` is ``streamlit run`` on the installed ``dashboard/app.py``, in this process,
 on 127.0.0.1:8501 unless told otherwise (any other streamlit option passes through),
-with the default page warmed in the background while the server starts. ``evaluate`` and ``bench`` run those modules exactly as ``python -m`` does.
+with the default page warmed in the background while the server starts. ``evaluate``, ``bench``,
+``localize`` and ``report`` run those modules exactly as ``python -m`` does.
 """
 
 from __future__ import annotations
@@ -19,14 +22,19 @@ from typing import Sequence
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_PORT = 8501
-MODULES = {"evaluate": "camcore.evaluate", "bench": "camcore.bench"}
-USAGE = """usage: cam-studio {run,evaluate,bench} [options]
+MODULES = {"evaluate": "camcore.evaluate", "bench": "camcore.bench", "localize": "camcore.localize",
+           "report": "camcore.report"}
+USAGE = """usage: cam-studio {run,evaluate,bench,localize,report} [options]
 
   run        start the dashboard (streamlit run <installed dashboard/app.py>); streamlit's
              options pass through, e.g. --server.port 8600 --server.address 0.0.0.0
              (default 127.0.0.1:8501)
   evaluate   evaluate CAM methods over a data set (python -m camcore.evaluate; --help for options)
   bench      time each method against its floor (python -m camcore.bench; --help for options)
+  localize   defect regions for new images with a saved method, layer and threshold
+             (python -m camcore.localize --settings s.json IMAGES... --out regions.json)
+  report     a self-contained HTML report of an evaluation results file
+             (python -m camcore.report RESULTS.parquet --out report.html)
 """
 
 

@@ -15,6 +15,8 @@ Sharing
 one ``camcore.Explainer`` per key for the whole server. The Explainer is thread-safe
 and caches activations, gradients and Score-CAM's masked passes by image content, so
 two sessions looking at the same image share work and never see each other's state.
+Per-channel passes run on the server's one :func:`pass_scheduler`: sessions take turns
+batch by batch, and a cached map is read without waiting for anyone's Score-CAM.
 
 The open-in-compare contract (Dataset page → Compare page)::
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
@@ -48,6 +50,11 @@ from camcore.models import (  # noqa: F401 - RANDOM and the key builders are for
     demo_key,
     upload_key,
 )
+
+if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
+    from camcore.explainer import CamResult, Explainer
+    from camcore.prepared import Prepared
+    from camcore.scheduler import PassScheduler
 
 OPEN_IN_COMPARE = "open_in_compare"
 MODEL_KINDS = ("demo", "app", "upload")  # never "file": a browser must not name server paths
@@ -155,7 +162,7 @@ def get_model(model_key: str) -> LoadedModel:
 DEFAULT_PRECISION = "auto"  # bf16 forward passes only where measured faster and faithful, else exact fp32
 
 
-def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION):
+def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION) -> Explainer:
     """One ``camcore.Explainer`` per (model key, precision as far as it is known without
     measuring), shared by all sessions (it is thread-safe): "auto" and "fp32" share one
     explainer where the CPU's flags rule bf16 out."""
@@ -165,10 +172,28 @@ def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION):
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Preparing the explainer…")
-def _explainer(model_key: str, resolved: str, _requested: str):
+def _explainer(model_key: str, resolved: str, _requested: str) -> Explainer:
     from camcore.explainer import Explainer
 
-    return Explainer(get_model(model_key).model, precision=_requested)
+    return Explainer(get_model(model_key).model, precision=_requested, scheduler=pass_scheduler())
+
+
+@st.cache_resource(show_spinner=False)
+def pass_scheduler() -> PassScheduler:
+    """The server's one scheduler of per-channel passes (camcore.scheduler): sessions take
+    turns batch by batch, a cached map is read without waiting, and a request the user
+    replaced stops after its current batch."""
+    from camcore.scheduler import PassScheduler
+
+    return PassScheduler()
+
+
+def session_owner() -> str:
+    """This browser session's id: whose turn a batch of passes is, for the scheduler."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    return context.session_id if context is not None else "script"
 
 
 def model_label(model_key: str) -> str:
@@ -205,6 +230,9 @@ def load_sample(name: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 # --------------------------------------------------------------- timing records
+_NO_MAP = np.zeros((0, 0), np.float32)
+
+
 class TimingLog:
     """How each map was first computed: CamResults by (context, method, max_n).
 
@@ -214,23 +242,32 @@ class TimingLog:
     Grad-CAM's forward+backward pass, Score-CAM continues Faster-Score-CAM's passes.
     """
 
-    def __init__(self, maxsize: int = 512) -> None:
-        self._data: OrderedDict[Any, list] = OrderedDict()
+    def __init__(self, maxsize: int = 512, per_key: int = 4) -> None:
+        self._data: OrderedDict[Any, list[tuple[CamResult, str | None]]] = OrderedDict()
         self._lock = threading.Lock()
         self.maxsize = maxsize
+        self.per_key = per_key
 
-    def record(self, key: Any, result: Any, shared_from: str | None = None) -> None:
-        """Remember ``result`` (a CamResult) under ``key``: every computed result, and a
-        cached one only if nothing is recorded for ``key`` yet."""
+    def record(self, key: Any, result: CamResult, shared_from: str | None = None) -> None:
+        """Remember ``result`` (a CamResult, its map dropped: the chart needs its timings)
+        under ``key``: every computed result, and a cached one only if nothing is recorded
+        for ``key`` yet. At most ``maxsize`` keys and the last ``per_key`` results of each."""
+        import dataclasses
+
         with self._lock:
             if result.cached and key in self._data:
                 return
-            self._data.setdefault(key, []).append((result, shared_from))
+            entries = self._data.setdefault(key, [])
+            entries.append((dataclasses.replace(result, cam=_NO_MAP), shared_from))
+            del entries[: -self.per_key]
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
 
-    def get(self, key: Any) -> list[tuple[Any, str | None]]:
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: Any) -> list[tuple[CamResult, str | None]]:
         """[(CamResult, shared_from or None), ...] recorded under ``key``."""
         with self._lock:
             return list(self._data.get(key, []))
@@ -242,7 +279,7 @@ def timing_log() -> TimingLog:
 
 
 # ------------------------------------------------------------------ model input
-def prepare_input(model_key: str, bundle, explainer, choice):
+def prepare_input(model_key: str, bundle: LoadedModel, explainer: Explainer, choice: Any) -> Prepared:
     """The chosen image as this model's input, prepared once per page run
     (``camcore.Prepared``: preprocessed, checked and hashed a single time)."""
     return explainer.prepare(bundle.preprocess(choice.image), choice.image)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dashboard.cli import app_path
+from dashboard.components.grid import ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
@@ -132,7 +133,7 @@ def wait_full_grid(page, timeout_ms: float = 180_000) -> None:
     """Wait until the grid, the charts and the downloads are all drawn and the run is over."""
     page.wait_for_function(
         f"""() => document.querySelectorAll('[data-testid=stDownloadButton]').length >= {DOWNLOADS}
-              && document.querySelectorAll('{FSC_PANELS} [data-testid=stImage] img').length >= 4
+              && document.querySelectorAll('{FSC_PANELS} [data-testid=stImage] img').length >= {len(ROWS)}
               && !document.querySelector('{GRID} [data-testid=stProgress]')""",
         timeout=timeout_ms,
         polling=50,

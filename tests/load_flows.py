@@ -36,7 +36,7 @@ _IDLE_JS = """() => {
         && !document.querySelector('[data-testid=stSkeleton]');
 }"""
 _FULL_GRID_JS = f"""() => document.querySelectorAll('[data-testid=stDownloadButton]').length >= {browser.DOWNLOADS}
-    && document.querySelectorAll('{browser.FSC_PANELS} [data-testid=stImage] img').length >= 4
+    && document.querySelectorAll('{browser.FSC_PANELS} [data-testid=stImage] img').length >= {len(browser.ROWS)}
     && !document.querySelector('{browser.GRID} [data-testid=stProgress]')
     && ({_IDLE_JS})()"""
 _HEADLINE_JS = """() => {

@@ -149,3 +149,37 @@ def test_a_toy_model_format_loads_through_the_one_loader(tmp_path):
         models.unregister_model_format(".toy")
     with pytest.raises(ValueError, match="expected a model file"):
         load_model(b"toy:3", filename="m.toy", preprocessing="unit")
+
+
+def test_the_compare_page_runs_a_backend_model_and_says_what_it_cannot(monkeypatch):
+    """A toy model file uploaded on the Compare page: the gradient-free columns render, the
+    gradient columns and the guided row say "needs gradients", nothing fails."""
+    from test_dashboard_apptest import assert_clean, caption_of, errors, grid_images, run_app
+
+    from camcore import models
+    from dashboard.components.grid import ROWS
+
+    def describe(model, name, preprocessing, class_names, input_size, *, source, key):
+        return models.from_backend(model, name, preprocessing, class_names, input_size, source=source, key=key(None))
+
+    models.register_model_format(models.ModelFormat("Toy", (".toy",), lambda data, name: ToyBackend(int(data[4:])),
+                                                    describe))
+    try:
+        at = run_app({"methods": ["grad_cam", "score_cam", "faster_score_cam", "eigen_cam"]})
+        at.radio(key="model_source").set_value("upload").run()
+        at.file_uploader(key="model_file").upload("model.toy", b"toy:5", "application/octet-stream").run()
+        at.selectbox(key="upload_preprocessing").set_value("unit").run()
+        assert_clean(at)
+        assert not errors(at), errors(at)
+        captions = [caption_of(image) for image in grid_images(at)]
+        for method in ("Score-CAM", "Faster-Score-CAM", "Eigen-CAM"):
+            assert f"{method} · overlay" in captions and f"Sobel × {method}" in captions, method
+            assert f"Guided {method} · needs gradients" in captions
+        assert "Grad-CAM · overlay" not in captions
+        headers = [c.value for c in at.main.caption]
+        assert "needs gradients — not available for toy models" in headers
+        placeholders = [h.body for h in at.main.get("html")]
+        assert sum("Grad-CAM · not available" in body for body in placeholders) == 1
+        assert len(grid_images(at)) == len(ROWS) * 4  # the input column and three methods drawn
+    finally:
+        models.unregister_model_format(".toy")

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import browser_helpers as browser
 
+from camcore.methods import ORIGINAL_STUDY
+from dashboard.components.grid import ROWS
+
 pytestmark = pytest.mark.browser
 
 
@@ -28,7 +31,7 @@ def test_grid_live_max_n_and_charts(dashboard_url: str, tmp_path: Path) -> None:
         page.goto(app_url)
         browser.wait_full_grid(page)
         grid_images = page.locator(f"{browser.GRID} [data-testid=stImage] img")
-        expect(grid_images).to_have_count(20)  # input + 4 methods, 4 rows each
+        expect(grid_images).to_have_count(len(ROWS) * (1 + len(ORIGINAL_STUDY)))  # the input and 4 methods
         for title in ("Grad-CAM", "Grad-CAM++", "Score-CAM", "Faster-Score-CAM"):
             expect(page.get_by_text(f"{title} · overlay", exact=True)).to_be_visible()
         expect(page.locator(".js-plotly-plot")).to_have_count(3)

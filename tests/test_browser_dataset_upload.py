@@ -95,7 +95,7 @@ def test_upload_a_data_set_and_a_model_run_cancel_and_see_the_plots(dashboard_ur
         browser.wait_idle(page)
         page.get_by_text("Upload a model", exact=True).click()
         browser.wait_idle(page)
-        upload("Keras model file", model)
+        upload("Model file", model)
         expect(page.get_by_role("combobox", name="Layer")).to_be_visible(timeout=60_000)
         browser.wait_idle(page)
 

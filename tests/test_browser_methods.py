@@ -8,6 +8,7 @@ import pytest
 import browser_helpers as browser
 
 from camcore.methods import METHODS
+from dashboard.components.grid import ROWS
 
 pytestmark = pytest.mark.browser
 
@@ -25,7 +26,8 @@ def test_all_methods_selected_show_every_column_without_console_errors(dashboard
         browser.wait_full_grid(page)
         browser.select_all_methods(page)
         images = page.locator(f"{browser.GRID} [data-testid=stImage] img")
-        expect(images).to_have_count(4 * (len(METHODS) + 2))  # 9 methods in two rows, each led by the input
+        # 9 methods in two rows of columns, each led by the input column; a tile per grid row
+        expect(images).to_have_count(len(ROWS) * (len(METHODS) + 2))
         for spec in METHODS.values():
             expect(page.get_by_text(f"{spec.label} · overlay", exact=True)).to_be_visible()
         expect(page.locator("[data-testid=stException]")).to_have_count(0)

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from camcore.methods import METHODS
+from dashboard.components.grid import ROWS
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
@@ -43,7 +44,7 @@ def test_every_method_is_a_column_and_nine_wrap_into_two_rows(all_methods: AppTe
         assert f"Sobel × {spec.label}" in captions, spec.key
     # 9 methods in rows of at most 5, each row led by the input column: 2 input columns
     assert captions.count("Guided backprop") == 2
-    assert len(captions) == 4 * (len(METHODS) + 2)
+    assert len(captions) == len(ROWS) * (len(METHODS) + 2)
     titles = [m.value for m in all_methods.main.markdown]
     for spec in METHODS.values():
         assert f"**{spec.label}**" in titles
@@ -63,7 +64,7 @@ def test_choosing_methods_changes_the_columns() -> None:
     captions = _captions(at)
     assert "LayerCAM · overlay" in captions and "Eigen-CAM · overlay" in captions
     assert not any(c.startswith("Grad-CAM") or c.startswith("Score-CAM") for c in captions)
-    assert len(captions) == 4 * 3
+    assert len(captions) == len(ROWS) * 3
 
 
 def test_fusing_layers_gives_input_resolution_maps_and_says_so() -> None:

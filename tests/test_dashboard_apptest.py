@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from camcore.demos import list_demos
+from dashboard.components.grid import ROWS
 
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 TIMEOUT = 120
-GRID_ROWS = 4
 TITLES = ("Grad-CAM", "Grad-CAM++", "Score-CAM", "Faster-Score-CAM")
 
 @pytest.fixture(autouse=True, scope="module")
@@ -96,7 +96,7 @@ def default_app() -> AppTest:
 def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
     at = default_app
     images = grid_images(at)
-    assert len(images) == GRID_ROWS * (1 + len(TITLES))
+    assert len(images) == len(ROWS) * (1 + len(TITLES))
     captions = [caption_of(i) for i in images]
     for title in TITLES:
         assert f"{title} · overlay" in captions
@@ -162,7 +162,7 @@ def test_change_model_layer_image_class_and_methods() -> None:
     at.selectbox(key="demo_name").select("resnet_defect").run()
     assert_clean(at)
     assert "resnet_defect" in headline(at) and "act_last" in headline(at)
-    assert len(grid_images(at)) == GRID_ROWS * 5
+    assert len(grid_images(at)) == len(ROWS) * 5
 
     layers = at.selectbox(key="layer").options
     other = next(o for o in layers if not o.startswith("act_last"))
@@ -189,7 +189,7 @@ def test_change_model_layer_image_class_and_methods() -> None:
     at.button_group(key="methods").set_value(["grad_cam", "faster_score_cam"]).run()
     assert_clean(at)
     captions = [caption_of(i) for i in grid_images(at)]
-    assert len(captions) == GRID_ROWS * 3
+    assert len(captions) == len(ROWS) * 3
     assert "Score-CAM · overlay" not in captions and "Faster-Score-CAM · overlay" in captions
 
 
@@ -222,7 +222,7 @@ def test_corrupt_image_upload_shows_an_error() -> None:
     assert not grid_images(at)
     at.radio(key="image_source").set_value("sample").run()  # the rest keeps working
     assert_clean(at)
-    assert len(grid_images(at)) == GRID_ROWS * 5
+    assert len(grid_images(at)) == len(ROWS) * 5
 
 
 def test_16_bit_rgba_upload_renders() -> None:
@@ -248,7 +248,7 @@ def test_not_a_model_file_shows_an_error() -> None:
     assert any("Could not load the model" in e and "notes.keras" in e for e in errors(at))
     at.radio(key="model_source").set_value("demo").run()
     assert_clean(at)
-    assert len(grid_images(at)) == GRID_ROWS * 5
+    assert len(grid_images(at)) == len(ROWS) * 5
 
 
 def test_model_without_spatial_layer_shows_an_error() -> None:
@@ -290,7 +290,7 @@ def test_uploaded_model_asks_for_preprocessing_then_renders() -> None:
     assert not errors(at)
     assert "tiny.keras" in headline(at) and "`conv`" in headline(at)
     assert at.slider(key="max_n").max == 4
-    assert len(grid_images(at)) == GRID_ROWS * 5
+    assert len(grid_images(at)) == len(ROWS) * 5
 
 
 def test_variable_input_size_model_asks_for_the_size_then_renders() -> None:
@@ -317,7 +317,7 @@ def test_variable_input_size_model_asks_for_the_size_then_renders() -> None:
     assert not any("input size" in w.value for w in at.warning)
     assert "anysize.keras" in headline(at) and "`conv` (48×40×5)" in headline(at)
     assert at.slider(key="max_n").max == 5
-    assert len(grid_images(at)) == GRID_ROWS * 5
+    assert len(grid_images(at)) == len(ROWS) * 5
 
 
 def test_random_weight_application_needs_consent() -> None:
@@ -350,8 +350,9 @@ def test_downloads_build(default_app: AppTest) -> None:
     x = bundle.preprocess(image)
     top = explainer.top_classes(x, 2)
     display = sidebar.Display(("grad_cam", "grad_cam_plus_plus", "score_cam", "faster_score_cam"), 0.5, "jet", 0.5)
-    view = grid.make_view("demo:vgg_defect", bundle, explainer, bundle.default_layer, info.name, "", image,
-                          mask, x, top[0][0], top[0][1], display)
+    view = grid.make_view(model_key="demo:vgg_defect", bundle=bundle, explainer=explainer, layer=bundle.default_layer,
+                          image_name=info.name, image=image, mask=mask, prepared=x, class_index=top[0][0],
+                          probability=top[0][1], display=display)
     results = analysis.current_results(view, 10)
     assert set(results) == set(display.methods)  # all cached by the page: no model pass here
     npz = np.load(io.BytesIO(analysis.maps_npz(view, results)))

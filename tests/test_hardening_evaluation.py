@@ -167,7 +167,7 @@ def _no_model_loading(monkeypatch):
         raise AssertionError("work started before the output was checked")
 
     monkeypatch.setattr(cli, "load_model_spec", refuse)
-    monkeypatch.setattr(cli, "dagm_items", refuse)
+    monkeypatch.setattr(cli, "open_data", refuse)
 
 
 def test_an_unwritable_output_is_refused_before_any_work(model_file, dagm_root, tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ distinct model files and 200 distinct images in sequence.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -166,3 +167,44 @@ def test_an_evicted_model_releases_its_explainer_compiled_passes_and_traces():
 if __name__ == "__main__":
     if sys.argv[1] == "plateau":
         _plateau_child(int(sys.argv[2]), int(sys.argv[3]))
+
+
+def test_every_cache_of_the_engine_and_the_page_has_a_bound_that_is_hit():
+    """The explainer's LRU, the Keras backend's compiled passes (with their traces) and the
+    page's timing log stop growing at their bounds; what they drop is freed."""
+    import gc
+    import weakref
+
+    import keras
+
+    import camcore
+    from camcore.backends.keras import KerasBackend
+    from dashboard.state import TimingLog
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    h = inp
+    for i in range(8):
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=f"c{i}")(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h)))
+    backend = KerasBackend(model)
+    backend.max_traced = 5
+    explainer = camcore.Explainer(backend, cache_size=6)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
+    first = None
+    for i in range(8):
+        explainer.compute("grad_cam", x + i, f"c{i}", 0)
+        if first is None:
+            first = weakref.ref(backend.compiled_passes()[0])
+    assert len(backend._compiled) == 5 and set(backend._concrete) <= set(backend._compiled)
+    assert len(explainer.cache) == 6
+    gc.collect()
+    assert first() is None  # the least recently used pass and its traces were released
+
+    log = TimingLog(maxsize=3, per_key=2)
+    result = explainer.compute("grad_cam", x, "c7", 0)
+    for key in range(5):
+        for _ in range(4):
+            log.record(key, dataclasses.replace(result, cached=False))
+    assert len(log) == 3 and len(log.get(4)) == 2
+    assert log.get(4)[0][0].cam.size == 0 and log.get(4)[0][0].timings == result.timings  # no map kept

@@ -1,10 +1,12 @@
 """A user's own data set: a ``.zip`` unpacked safely into a temporary folder, and its images.
 
-Layouts (:func:`items_from_folder`), looked for after stepping into single wrapper
+Layouts (:func:`read_folder`, :func:`items_from_folder`), looked for after stepping into single wrapper
 folders (a zip of ``mydata/`` holds ``mydata/images/...``):
 
 * DAGM 2007 (:mod:`camcore.dagm`): ``Class<k>/{Train,Test}/`` with ``Label/Labels.txt``;
   both splits of every class, in the index's order.
+* MVTec AD (:mod:`camcore.evaluation.mvtec`): ``<category>/test/<defect type>/``,
+  ``<category>/ground_truth/<defect type>/<name>_mask.png``, optionally ``train/good/``.
 * flat: ``images/`` with the image files (PNG, JPEG, BMP, TIFF; sub-folders allowed) and
   optionally ``masks/``. The mask of ``images/<p>/<name>.<ext>`` is
   ``masks/<p>/<name>.<any image ext>`` (so ``a.jpg`` may have the lossless mask ``a.png``);
@@ -22,7 +24,8 @@ sizes the archive declares before anything is written *and* on the bytes actuall
 written, since headers can lie - and on the number of entries; no entry may leave the
 folder (``..``, absolute names, drive letters, backslash variants of both), be a
 symbolic link or other special file, be encrypted or be listed twice. macOS metadata
-(``__MACOSX/``, ``._*``, ``.DS_Store``) is skipped. Images are decoded with
+(``__MACOSX/``, ``._*``, ``.DS_Store``) is skipped. Everything the central directory
+shows is checked before the destination folder is created or any entry decompressed. Images are decoded with
 :func:`camcore.preprocess.read_image`, which refuses oversized images from their header
 (a small PNG can declare gigapixels). Messages name files relative to the archive, never
 the server's temporary folder.
@@ -53,12 +56,20 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 
 from camcore.dagm import read_dagm
-from camcore.evaluation.sources import EvalItem, LoadedImage
+from camcore.evaluation.datafiles import IMAGE_EXTENSIONS, ArchiveError
+from camcore.evaluation.datafiles import gray as _gray
+from camcore.evaluation.datafiles import image_files as _image_files
+from camcore.evaluation.datafiles import is_junk as _is_junk
+from camcore.evaluation.datafiles import listing as _listing
+from camcore.evaluation.datafiles import read_mask as _read_mask
+from camcore.evaluation.datafiles import read_pixels as _read_pixels
+from camcore.evaluation.datafiles import relative_message as _relative_message
+from camcore.evaluation.mvtec import find_categories, is_category, mvtec_set
+from camcore.evaluation.sources import EvalItem, LoadedImage, dagm_items
 
 MAX_COMPRESSED = 300 * 2**20  # the dashboard's upload limit (server.maxUploadSize = 300 MB)
 MAX_UNCOMPRESSED = 2**30
 MAX_FILES = 20_000
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 IMAGES_DIR, MASKS_DIR = "images", "masks"
 UPLOAD_PREFIX = "camstudio-upload-"  # temporary folders of uploaded data sets
 RUN_PREFIX = "camstudio-run-"  # temporary folders of in-page runs (their journals)
@@ -66,15 +77,9 @@ STALE_HOURS = 24.0
 UPLOAD_SOURCE = "upload:"  # ``source`` of an uploaded set's items: "upload:<name>:<sha>"
 
 _CHUNK = 1 << 20
-_JUNK_DIRS = {"__MACOSX"}
-_JUNK_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CLASS_DIR = re.compile(r"Class\d+")
 _MAX_WRAPPERS = 8
-
-
-class ArchiveError(ValueError):
-    """An archive or folder that cannot be used as a data set; the message is for the user."""
 
 
 # ------------------------------------------------------------------ temporary folders
@@ -190,10 +195,6 @@ def _member_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
     return parts
 
 
-def _is_junk(parts: tuple[str, ...]) -> bool:
-    return bool(parts) and (parts[0] in _JUNK_DIRS or parts[-1] in _JUNK_FILES or parts[-1].startswith("._"))
-
-
 def _checked_members(zf: zipfile.ZipFile, max_uncompressed: int, max_files: int) -> list[_Member]:
     """Every entry checked from the central directory, before anything is written."""
     infos = zf.infolist()
@@ -276,6 +277,35 @@ def _clear(folder: Path) -> None:
             child.unlink(missing_ok=True)
 
 
+def _open_checked(
+    stream: BinaryIO, max_compressed: int, max_uncompressed: int, max_files: int
+) -> tuple[zipfile.ZipFile, list[_Member]]:
+    """The open zip and its entries, every check that needs no decompression passed:
+    the archive's size, its entry count, names and kinds, and the sizes it declares."""
+    size = _stream_size(stream)
+    if size > max_compressed:
+        raise ArchiveError(f"refused: the archive is {_megabytes(size)}, more than the limit of {_megabytes(max_compressed)}")
+    try:
+        zf = zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError):
+        raise ArchiveError("not a zip archive (or a damaged one)") from None
+    try:
+        return zf, _checked_members(zf, max_uncompressed, max_files)
+    except BaseException:
+        zf.close()
+        raise
+
+
+def _extract_checked(zf: zipfile.ZipFile, members: list[_Member], dest: Path, max_uncompressed: int) -> Path:
+    root = _empty_folder(dest)
+    try:
+        _write_members(zf, members, root, max_uncompressed)
+    except BaseException:
+        _clear(root)
+        raise
+    return root
+
+
 def safe_extract(
     archive: bytes | BinaryIO,
     dest: str | os.PathLike[str],
@@ -288,32 +318,16 @@ def safe_extract(
     empty folder) and return ``dest``, resolved.
 
     Raises :class:`ArchiveError` naming the problem - see the module docstring for what
-    is refused; on any refusal ``dest`` is left empty.
+    is refused. Whatever the central directory shows (sizes, names, kinds) is refused
+    before ``dest`` is created or any entry decompressed; on a later refusal ``dest`` is
+    left empty.
     """
-    stream = _stream(archive)
-    size = _stream_size(stream)
-    if size > max_compressed:
-        raise ArchiveError(f"refused: the archive is {_megabytes(size)}, more than the limit of {_megabytes(max_compressed)}")
-    try:
-        zf = zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError):
-        raise ArchiveError("not a zip archive (or a damaged one)") from None
+    zf, members = _open_checked(_stream(archive), max_compressed, max_uncompressed, max_files)
     with zf:
-        members = _checked_members(zf, max_uncompressed, max_files)
-        root = _empty_folder(Path(dest))
-        try:
-            _write_members(zf, members, root, max_uncompressed)
-        except BaseException:
-            _clear(root)
-            raise
-    return root
+        return _extract_checked(zf, members, Path(dest), max_uncompressed)
 
 
 # ---------------------------------------------------------------------------- layouts
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("._")
-
-
 def _layout_names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not _is_junk((p.name,)))
 
@@ -323,46 +337,14 @@ def _data_root(folder: Path) -> Path:
     root = folder
     for _ in range(_MAX_WRAPPERS):
         names = _layout_names(root)
-        if len(names) != 1 or names[0] in (IMAGES_DIR, MASKS_DIR) or _CLASS_DIR.fullmatch(names[0]):
+        if len(names) != 1 or names[0] in (IMAGES_DIR, MASKS_DIR) or _CLASS_DIR.fullmatch(names[0]) \
+                or is_category(root):
             break
         only = root / names[0]
         if only.is_symlink() or not only.is_dir():
             break
         root = only
     return root
-
-
-def _relative_message(message: str, root: Path) -> str:
-    """A camcore message with the server folder cut out of its paths."""
-    return message.replace(f"{root}{os.sep}", "").replace(str(root), ".")
-
-
-def _read_pixels(path: Path, shown: str) -> np.ndarray:
-    from camcore.preprocess import read_image
-
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ArchiveError(f"{shown}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return read_image(data)
-    except ValueError as exc:
-        raise ArchiveError(f"{shown}: {exc}") from None
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-
-
-def _read_mask(path: Path, shown: str, image_shape: tuple[int, ...], image_shown: str) -> np.ndarray:
-    pixels = _read_pixels(path, shown)
-    mask = (pixels.max(axis=-1) if pixels.ndim == 3 else pixels) > 0
-    if mask.shape != image_shape[:2]:
-        (mh, mw), (ih, iw) = mask.shape, image_shape[:2]
-        raise ArchiveError(f"{shown}: mask size {mw}×{mh} differs from the size {iw}×{ih} of its image {image_shown}")
-    return mask
 
 
 def _dagm_loader(root: Path, image: Path, mask: Path | None, defective: bool, class_name: str) -> Callable[[], LoadedImage]:
@@ -409,22 +391,8 @@ def _flat_loader(root: Path, image: Path, mask: Path | None, class_name: str) ->
     return load
 
 
-def _image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        (p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and _is_image(p)),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
-
-
 def _stem_key(path: Path, folder: Path) -> str:
     return PurePosixPath(path.relative_to(folder).as_posix()).with_suffix("").as_posix()
-
-
-def _listing(paths: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(paths[:limit])
-    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _flat_items(root: Path, source: str) -> list[EvalItem]:
@@ -469,36 +437,73 @@ def _flat_items(root: Path, source: str) -> list[EvalItem]:
 
 
 def detect_layout(folder: str | os.PathLike[str]) -> tuple[str, Path]:
-    """``("dagm" | "flat", data root)`` of a folder (after single wrapper folders): DAGM when
-    a ``Class<k>`` folder is there, else flat when ``images/`` is; otherwise
-    :class:`ArchiveError` saying what was expected and what was found."""
+    """``("dagm" | "mvtec" | "flat", data root)`` of a folder (after single wrapper folders):
+    DAGM when a ``Class<k>`` folder is there, else MVTec AD when the root or one of its
+    folders is a category (``test/<defect type>/``), else flat when ``images/`` is there;
+    otherwise :class:`ArchiveError` saying what was expected and what was found."""
     root = _data_root(Path(folder).resolve())
     if any(p.is_dir() and _CLASS_DIR.fullmatch(p.name) for p in root.iterdir()):
         return "dagm", root
+    if find_categories(root):
+        return "mvtec", root
     if (root / IMAGES_DIR).is_dir():
         return "flat", root
     found = _layout_names(root)
     raise ArchiveError(
-        "no images found: expected a DAGM layout (Class1/Train/Label/Labels.txt ...) or a flat one "
-        f"({IMAGES_DIR}/ with the images, optionally {MASKS_DIR}/ with their masks); found "
+        "no images found: expected a DAGM layout (Class1/Train/Label/Labels.txt ...), an MVTec AD one "
+        "(<category>/test/<defect type>/*.png, <category>/ground_truth/<defect type>/*_mask.png) or a flat "
+        f"one ({IMAGES_DIR}/ with the images, optionally {MASKS_DIR}/ with their masks); found "
         + (_listing([f"{name}/" if (root / name).is_dir() else name for name in found]) if found else "nothing")
     )
 
 
-def _layout_items(folder: str | os.PathLike[str], source: str | None) -> tuple[str, list[EvalItem]]:
+@dataclass(frozen=True)
+class FolderSet:
+    """What :func:`read_folder` found: the layout, the data root, the items, the categories
+    (MVTec AD; empty otherwise) and notes for the user (e.g. a defective image without a mask)."""
+
+    layout: str
+    root: Path
+    items: tuple[EvalItem, ...]
+    categories: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def read_folder(
+    folder: str | os.PathLike[str],
+    *,
+    source: str | None = None,
+    category: str | None = None,
+    train_good: bool = False,
+    top_name: str | None = None,
+) -> FolderSet:
+    """The data set in ``folder``, any layout (:func:`detect_layout`). ``source`` defaults to
+    the data root's path. MVTec AD only: ``category`` keeps one category (default: all),
+    ``train_good`` adds ``train/good/`` as clean images, ``top_name`` names a category found
+    at the top of ``folder`` itself (default: its folder name). Nothing is decoded here."""
     layout, root = detect_layout(folder)
     source = str(root) if source is None else source
+    if layout != "mvtec" and category is not None:
+        raise ArchiveError(f"a category ({category!r}) can be chosen in an MVTec AD layout only; this is a {layout} one")
+    if layout == "mvtec":
+        # a wrapper folder stepped into names the category better than the caller's guess
+        top_name = top_name if root == Path(folder).resolve() else None
+        found = mvtec_set(root, source, category=category, train_good=train_good, top_name=top_name)
+        return FolderSet(layout, root, found.items, found.categories, found.notes)
     items = _dagm_items(root, source) if layout == "dagm" else _flat_items(root, source)
     if not items:
         raise ArchiveError("no images found: the DAGM index lists no image")
-    return layout, items
+    return FolderSet(layout, root, tuple(items))
 
 
-def items_from_folder(folder: str | os.PathLike[str], *, source: str | None = None) -> list[EvalItem]:
-    """The images of a DAGM-layout or flat folder (see the module docstring for the
+def items_from_folder(
+    folder: str | os.PathLike[str], *, source: str | None = None, category: str | None = None, train_good: bool = False
+) -> list[EvalItem]:
+    """The images of a DAGM, MVTec AD or flat folder (see the module docstring for the
     rules) as evaluation items, ids and ``path`` relative to the data root; ``source``
-    defaults to the data root's path. Nothing is decoded here."""
-    return _layout_items(folder, source)[1]
+    defaults to the data root's path; ``category`` / ``train_good`` as in :func:`read_folder`.
+    Nothing is decoded here."""
+    return list(read_folder(folder, source=source, category=category, train_good=train_good).items)
 
 
 # ------------------------------------------------------------------- uploaded sets
@@ -508,14 +513,26 @@ class UploadedDataset:
 
     name: str  # the archive's file name
     source: str  # "upload:<name>:<sha256 prefix>", the ``source`` of its items and results
-    layout: str  # "dagm" or "flat"
+    layout: str  # "dagm", "mvtec" or "flat"
     items: tuple[EvalItem, ...]
     folder: SessionFolder
+    categories: tuple[str, ...] = ()  # MVTec AD: every category in the archive (a choice for the user)
+    notes: tuple[str, ...] = ()  # for the user: e.g. a defective image without a mask (skipped)
 
     @property
     def masked(self) -> int:
-        """Images that have a mask (defective ones for DAGM; flat: a mask file, maybe empty)."""
+        """Images that have or need a mask (defective ones for DAGM and MVTec AD; flat: a mask
+        file, maybe empty)."""
         return sum(item.defective is not False for item in self.items)
+
+    def items_of(self, category: str | None) -> tuple[EvalItem, ...]:
+        """The items of one MVTec AD ``category`` (None: every item), without unpacking again;
+        ValueError naming the categories for an unknown one."""
+        if category is None:
+            return self.items
+        if category not in self.categories:
+            raise ValueError(f"no category {category!r} in {self.name}; it holds {', '.join(self.categories) or 'none'}")
+        return tuple(item for item in self.items if (item.class_name or "").startswith(f"{category}/"))
 
     def item(self, image_id: str) -> EvalItem:
         """The item ``image_id`` (looked up by id, never opened by a given path)."""
@@ -545,20 +562,62 @@ def open_archive(
     max_compressed: int = MAX_COMPRESSED,
     max_uncompressed: int = MAX_UNCOMPRESSED,
     max_files: int = MAX_FILES,
+    category: str | None = None,
+    train_good: bool = False,
 ) -> UploadedDataset:
     """:func:`safe_extract` into a new :class:`SessionFolder` (under ``parent``, default
-    the system's temporary folder), then :func:`items_from_folder`. The folder is removed
-    again when either refuses (:class:`ArchiveError`)."""
+    the system's temporary folder), then :func:`read_folder` (``category``, ``train_good``:
+    MVTec AD only; a category at the archive's top is named after the archive). The
+    folder is made only once the archive passed every check that needs no decompression,
+    and removed again when a later step refuses (:class:`ArchiveError`)."""
     stream = _stream(archive)
-    folder = SessionFolder(UPLOAD_PREFIX, parent)
-    try:
-        root = safe_extract(
-            stream, folder.path / "data", max_compressed=max_compressed, max_uncompressed=max_uncompressed,
-            max_files=max_files,
-        )
-        source = f"{UPLOAD_SOURCE}{Path(name).name}:{_digest(stream)[:16]}"
-        layout, items = _layout_items(root, source)
-    except BaseException:
-        folder.close()
-        raise
-    return UploadedDataset(Path(name).name, source, layout, tuple(items), folder)
+    zf, members = _open_checked(stream, max_compressed, max_uncompressed, max_files)
+    with zf:  # checked before the session folder exists: a refused archive leaves nothing behind
+        folder = SessionFolder(UPLOAD_PREFIX, parent)
+        try:
+            root = _extract_checked(zf, members, folder.path / "data", max_uncompressed)
+            source = f"{UPLOAD_SOURCE}{Path(name).name}:{_digest(stream)[:16]}"
+            found = read_folder(root, source=source, category=category, train_good=train_good,
+                                top_name=_archive_stem(name))
+        except BaseException:
+            folder.close()
+            raise
+    return UploadedDataset(Path(name).name, source, found.layout, found.items, folder, found.categories, found.notes)
+
+
+def _archive_stem(name: str) -> str:
+    """``bottle`` for ``bottle.zip``: the name of a category unpacked at the archive's top."""
+    return Path(Path(name).name).stem
+
+
+def open_data(
+    path: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    category: str | None = None,
+    train_good: bool = False,
+    parent: str | os.PathLike[str] | None = None,
+) -> FolderSet | UploadedDataset:
+    """The data set at ``path`` for the command line: a ``.zip`` (:func:`open_archive`; keep
+    the returned set alive while its items are used, its folder goes with it) or a folder
+    of any layout. A DAGM folder is read by :func:`camcore.evaluation.sources.dagm_items`
+    (absolute paths, ``split`` "Train" / "Test"); ``split`` is refused for other layouts,
+    ``category`` and ``train_good`` apply to MVTec AD (:func:`read_folder`)."""
+    path = Path(path)
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise ArchiveError(f"{path.name}: expected a folder or a .zip of one")
+        with path.open("rb") as stream:
+            found: FolderSet | UploadedDataset = open_archive(
+                stream, path.name, parent=parent, category=category, train_good=train_good
+            )
+    elif path.is_dir():
+        layout, root = detect_layout(path)
+        if layout == "dagm" and category is None:
+            return FolderSet("dagm", root, tuple(dagm_items(root, split=split)))
+        found = read_folder(path, category=category, train_good=train_good)
+    else:
+        raise FileNotFoundError(f"{path} not found")
+    if split is not None and found.layout != "dagm":
+        raise ArchiveError(f"--split applies to DAGM folders; this is a {found.layout} layout")
+    return found

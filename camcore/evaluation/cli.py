@@ -21,11 +21,12 @@ from camcore.evaluation.defaults import (
     DEFAULT_WORKERS,
     check_methods,
 )
+from camcore.evaluation.archives import open_data
 from camcore.evaluation.journal import journal_path
 from camcore.evaluation.results import check_writable, errors, results_only
 from camcore.evaluation.runner import evaluate
 from camcore.evaluation.settings import metric_choice
-from camcore.evaluation.sources import SYNTHETIC_SIZE, EvalItem, dagm_items, synthetic_items
+from camcore.evaluation.sources import SYNTHETIC_SIZE, EvalItem, synthetic_items
 from camcore.evaluation.spec import ModelSpec, load_model_spec
 from camcore.evaluation.summary import format_summary, summarize
 from camcore.metrics import METRICS, default_metric_keys, select_metrics, selectable_metric_keys
@@ -47,16 +48,18 @@ def _metrics_help() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m camcore.evaluate",
-        description="Evaluate CAM methods over a DAGM-layout folder or a generated set.",
+        description="Evaluate CAM methods over a data set (DAGM, MVTec AD or flat; a folder or a .zip) or a generated set.",
     )
-    parser.add_argument("--model", default=None, help="demo name or .keras/.h5 file (default: the default demo)")
+    parser.add_argument("--model", default=None, help="demo name or .keras/.h5/.hdf5 file (default: the default demo)")
     parser.add_argument("--preprocessing", choices=sorted(PREPROCESSING_MODES), help="needed for a model file")
     parser.add_argument("--class-index", type=int, default=None, help='index of the "defective" class (default 1)')
     parser.add_argument("--layer", default=None, help="layer to explain (default: the demo's, or the last spatial one)")
     data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", type=Path, help="DAGM-layout folder")
+    data.add_argument("--data", type=Path, help="DAGM, MVTec AD or flat folder, or a .zip of one")
     data.add_argument("--synthetic", type=int, metavar="N", help="generate N DAGM-style images instead")
     parser.add_argument("--split", choices=("Train", "Test"), default=None, help="DAGM split (default both)")
+    parser.add_argument("--category", default=None, help="MVTec AD: evaluate this category only (default all)")
+    parser.add_argument("--train-good", action="store_true", help="MVTec AD: add train/good/ as clean images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated set and the random control")
     parser.add_argument("--defect-rate", type=float, default=0.5, help="share of defective generated images")
     parser.add_argument("--size", type=int, default=SYNTHETIC_SIZE, help="side of generated images in pixels")
@@ -125,12 +128,15 @@ def _quiet_ray_data() -> None:
 
 @dataclass(frozen=True)
 class _Run:
-    """A checked command line: what to evaluate, with which model, on which images."""
+    """A checked command line: what to evaluate, with which model, on which images
+    (``data``: the opened data set, which keeps an unpacked zip's folder alive until the
+    run ends; None for a generated set)."""
 
     spec: ModelSpec
     items: list[EvalItem]
     methods: list[str]
     metrics: list[str]
+    data: Any = None
 
 
 def _checked_run(args: argparse.Namespace) -> _Run:
@@ -139,8 +145,12 @@ def _checked_run(args: argparse.Namespace) -> _Run:
     check_writable(args.out, journal_path(args.out))  # a full or read-only disk fails here, not at the end
     methods = _methods_arg(args.methods)
     metric_keys = _metrics_arg(args.metrics, args.road, args.sanity)
+    dataset = None
     if args.data is not None:
-        items = dagm_items(args.data, split=args.split)
+        dataset = open_data(args.data, split=args.split, category=args.category, train_good=args.train_good)
+        items = list(dataset.items)
+        for note in dataset.notes:
+            print(f"note: {note}", file=sys.stderr)
     else:
         items = synthetic_items(args.synthetic, seed=args.seed, size=args.size, defect_rate=args.defect_rate)
     if args.limit is not None:
@@ -148,7 +158,7 @@ def _checked_run(args: argparse.Namespace) -> _Run:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
         items = items[: args.limit]
     spec = load_model_spec(args.model, preprocessing=args.preprocessing, layer=args.layer, class_index=args.class_index)
-    return _Run(spec, list(items), methods, metric_keys)
+    return _Run(spec, list(items), methods, metric_keys, dataset)
 
 
 def _evaluate(args: argparse.Namespace, run: _Run, progress: Callable[[int, int], None]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ layer and class): its named accessors (``activations``, ``gradients``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -30,10 +30,12 @@ class NeedsModelPass(Exception):
 
 
 class CallRecord:
-    """Bookkeeping of one ``compute`` call: timings by stage, model passes, reuse notes."""
+    """Bookkeeping of one ``compute`` call: timings by stage, model passes, reuse notes, and
+    who asked (``owner``: with a scheduler, owners take turns for per-channel work)."""
 
-    def __init__(self, offline: bool = False) -> None:
+    def __init__(self, offline: bool = False, owner: Hashable | None = None) -> None:
         self.offline = offline
+        self.owner = owner
         self.timings: dict[str, float] = {}
         self.passes = 0
         self.reused: list[str] = []
@@ -63,8 +65,12 @@ class Engine(Protocol):
     def activations_of(self, prepared: Prepared, layer: str, call: CallRecord) -> np.ndarray: ...
     def scores_of(self, prepared: Prepared, call: CallRecord | None = None) -> np.ndarray: ...
     def pass_precision(self, prepared: Prepared, layer: str) -> str: ...
+    def known_verdict(self, layer: str) -> Any: ...
     def prepare(self, x: Any, image: np.ndarray | None = None) -> Prepared: ...
     def provider(self, need: str) -> Provider: ...
+    def flight(self, key: Any, wait: bool = True) -> Any: ...
+    def run_steps(self, owner: Hashable | None, steps: Sequence[Callable[[], None]], progress: Progress | None,
+                  sizes: Sequence[int]) -> None: ...
 
 
 class Provider:

@@ -22,17 +22,25 @@ class GradientPasses(Provider):
         engine, call = self.engine, context.call
         key = ("gradient", context.layer, context.prepared.key, context.class_hint)
         cached = engine.cache.get(key)
-        if cached is not None:
-            call.reused.append("forward+backward shared with earlier gradient methods")
-            return cached[0], cached[1], context.class_hint
-        call.need_pass()
+        if cached is None:
+            call.need_pass()
+            with engine.flight(key):
+                cached = engine.cache.get(key)  # computed meanwhile by another thread?
+                if cached is None:
+                    return self._run(context, key)
+        call.reused.append("forward+backward shared with earlier gradient methods")
+        return cached
+
+    def _run(self, context: PassContext, key: tuple) -> tuple[np.ndarray, np.ndarray, int]:
+        engine, call, prepared, layer = self.engine, context.call, context.prepared, context.layer
         start = time.perf_counter()
-        activations, gradients, scores, chosen = engine.backend.gradients(
-            context.prepared.x, context.layer, context.class_hint
-        )
+        activations, gradients, scores, chosen = engine.backend.gradients(prepared.x, layer, context.class_hint)
         finite_scores(scores)
-        engine.cache.put(("gradient", context.layer, context.prepared.key, chosen), (activations, gradients))
-        engine.cache.put(("activations", context.layer, context.prepared.key), activations)
-        engine.cache.put(("scores", context.prepared.key), scores)
+        result = (activations, gradients, chosen)
+        engine.cache.put(("gradient", layer, prepared.key, chosen), result)
+        if key[-1] != chosen:  # asked as top-1: found again under that name too
+            engine.cache.put(key, result)
+        engine.cache.put(("activations", layer, prepared.key), activations)
+        engine.cache.put(("scores", prepared.key), scores)
         call.spent("forward+gradients", time.perf_counter() - start, 1)
-        return activations, gradients, chosen
+        return result

@@ -10,13 +10,14 @@ so one pass on the zero input serves them all.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from camcore.passes.base import CallRecord, PassContext, Progress, Provider, clamp_max_n, one_row_per_copy
+from camcore.passes.base import PassContext, Provider, clamp_max_n, one_row_per_copy
 from camcore.prepared import Prepared
 
 
@@ -99,43 +100,48 @@ class MaskedPasses(Provider):
     def read(self, context: PassContext, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
         """(channel indices, pre-activation scores (n', n_classes) of X∘H^k) of the first
         ``n`` channels in decreasing-std order (see :meth:`ScoreState.rows`)."""
-        n = arguments["n"]
         raw, preprocessing = context.options.get("raw_image"), context.options.get("preprocessing")
         if (raw is None) != (preprocessing is None):
             raise ValueError("raw_image and preprocessing go together: give both or neither")
         raw = None if raw is None else self.engine.prepare(raw)
-        state = self._state(context.prepared, context.layer, raw, preprocessing, context.call)
-        n = clamp_max_n(n, state.plan.n_channels)
-        source = context.prepared.x if raw is None else raw.x
-        self._run(state, source, context.layer, n, preprocessing, context.progress, context.call)
+        masking = "input" if raw is None else ("raw", preprocessing, raw.key)
+        call = context.call
+        if call.offline and self.engine.known_verdict(context.layer) is None:
+            call.need_pass()  # the precision is not measured yet: nothing can be cached
+        precision = self.engine.pass_precision(context.prepared, context.layer)
+        key = self.state_key(context.prepared, context.layer, precision, masking)
+        # a read (offline call) never waits for another thread's passes: it uses what is done
+        with self.engine.flight(key, wait=not call.offline):
+            state = self.engine.cache.get(key)
+            if state is None:
+                call.need_pass()  # an offline read stops here: no state, no passes yet
+                state = self._new_state(context, key)
+            n = clamp_max_n(arguments["n"], state.plan.n_channels)
+            source = context.prepared.x if raw is None else raw.x
+            self._run(state, source, context.layer, n, preprocessing, context)
         return state.rows(n)
 
     @staticmethod
     def state_key(prepared: Prepared, layer: str, precision: str, masking: Any = "input") -> tuple:
         return ("score", layer, prepared.key, masking, precision)
 
-    def _state(self, prepared: Prepared, layer: str, raw: Prepared | None, preprocessing: str | None,
-               call: CallRecord) -> ScoreState:
-        masking = "input" if raw is None else ("raw", preprocessing, raw.key)
-        precision = self.engine.pass_precision(prepared, layer)
-        key = self.state_key(prepared, layer, precision, masking)
-        state = self.engine.cache.get(key)
-        if state is None:
-            activations = self.engine.activations_of(prepared, layer, call)
-            k = activations.shape[-1]
-            state = ScoreState(
-                activations=activations,
-                plan=plan_channels(activations),
-                scores=np.full((k, self.engine.backend.n_classes), np.nan, np.float32),
-                done=np.zeros(k, bool),
-                precision=precision,
-            )
-            self.engine.cache.put(key, state)
+    def _new_state(self, context: PassContext, key: tuple) -> ScoreState:
+        activations = self.engine.activations_of(context.prepared, context.layer, context.call)
+        k = activations.shape[-1]
+        state = ScoreState(
+            activations=activations,
+            plan=plan_channels(activations),
+            scores=np.full((k, self.engine.backend.n_classes), np.nan, np.float32),
+            done=np.zeros(k, bool),
+            precision=key[-1],
+        )
+        self.engine.cache.put(key, state)
         return state
 
     def _run(self, state: ScoreState, source: np.ndarray, layer: str, n: int, preprocessing: str | None,
-             progress: Progress | None, call: CallRecord) -> None:
-        """Run the masked passes the first ``n`` channels still need, in batches."""
+             context: PassContext) -> None:
+        """Run the masked passes the first ``n`` channels still need, one step per batch."""
+        call = context.call
         varying, needs_zero = state.plan.passes_needed(n)
         todo = varying[~state.done[varying]]
         zero_todo = needs_zero and state.zero_scores is None
@@ -148,24 +154,25 @@ class MaskedPasses(Provider):
         call.need_pass()
         backend, batch_size = self.engine.backend, self.engine.batch_size
         maps = np.moveaxis(state.activations, -1, 0)  # (K, h, w)
-        done = 0
-        if progress is not None:
-            progress(0, total)
-        start = time.perf_counter()
-        if zero_todo:
+
+        def zero_pass() -> None:
             zero = np.zeros((1, *maps.shape[1:]), np.float32)
             state.zero_scores = backend.masked_scores(source, layer, zero, preprocessing, state.precision)[0]
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        for begin in range(0, todo.size, batch_size):
-            channels = todo[begin : begin + batch_size]
+
+        def batch(channels: np.ndarray) -> None:
             scores = backend.masked_scores(source, layer, maps[channels], preprocessing, state.precision)
             state.scores[channels] = one_row_per_copy(scores, channels.size, "Score-CAM")
-            state.done[channels] = True
-            done += channels.size
-            if progress is not None:
-                progress(done, total)
-        seconds = time.perf_counter() - start
-        state.seconds_per_pass = seconds / total
-        call.spent("masked passes", seconds, total)
+            state.done[channels] = True  # after the scores: a concurrent read sees both or neither
+
+        batches = [todo[begin : begin + batch_size] for begin in range(0, todo.size, batch_size)]
+        steps = ([zero_pass] if zero_todo else []) + [functools.partial(batch, b) for b in batches]
+        sizes = ([1] if zero_todo else []) + [int(b.size) for b in batches]
+        start = time.perf_counter()
+        try:
+            self.engine.run_steps(call.owner, steps, context.progress, sizes)
+        finally:
+            seconds = time.perf_counter() - start
+            ran = int(state.done[todo].sum()) + int(zero_todo and state.zero_scores is not None)
+            if ran:
+                state.seconds_per_pass = seconds / ran
+            call.spent("masked passes", seconds, ran)

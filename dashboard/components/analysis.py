@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,13 +26,18 @@ from dashboard import state
 from dashboard.components import charts, grid
 from dashboard.components.grid import View, label
 
+if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
+    from camcore.explainer import CamResult
+
+Results = dict[str, "CamResult"]  # the shown methods' maps, by method key
+
 
 # ------------------------------------------------------------------- results
 def score_cam_complete(view: View) -> bool:
     return view.explainer.score_cam_channels_done(view.x, view.layer) >= view.channels
 
 
-def current_results(view: View, max_n: int) -> dict[str, Any]:
+def current_results(view: View, max_n: int) -> Results:
     """CamResults of the shown methods, from the explainer's caches (no model pass:
     the grid computed them). A method whose passes are not all done is left out."""
     results = {}
@@ -48,7 +53,7 @@ def _n(method: str, max_n: int) -> int | None:
     return max_n if METHODS[method].uses_max_n else None
 
 
-def timing_rows(view: View, results: dict[str, Any], max_n: int) -> list[dict]:
+def timing_rows(view: View, results: Results, max_n: int) -> list[dict]:
     """One row per (method, recorded call, stage): the timings of the calls that computed
     each map. ``shared_with`` names the method whose call did that work for both."""
     log = state.timing_log()
@@ -104,7 +109,7 @@ def render(view: View, max_n: int) -> None:
     _downloads(view, results, max_n)
 
 
-def _timing_section(view: View, results: dict[str, Any], max_n: int) -> None:
+def _timing_section(view: View, results: Results, max_n: int) -> None:
     st.subheader("Compute time", anchor=False)
     precision = grid.precision_text(view)
     st.caption(f"Precision: {precision}")
@@ -177,7 +182,7 @@ def _localization(record_key: tuple, mask_id: str, threshold: float, _cam: np.nd
 
 
 def localization_table(
-    view: View, results: dict[str, Any], mask_id: str, max_n: int
+    view: View, results: Results, mask_id: str, max_n: int
 ) -> tuple[pd.DataFrame, dict]:
     """Per method: IoU and Dice at the current threshold, pointing game, best threshold."""
     records, scores = [], {}
@@ -200,7 +205,7 @@ def localization_table(
     return pd.DataFrame.from_records(records), scores
 
 
-def _threshold_section(view: View, results: dict[str, Any], max_n: int) -> None:
+def _threshold_section(view: View, results: Results, max_n: int) -> None:
     st.subheader("Threshold tuning", anchor=False)
     if view.mask is None:
         st.info("This image has no ground-truth mask (a clean sample or an upload), so there is nothing "
@@ -244,6 +249,7 @@ def _threshold_section(view: View, results: dict[str, Any], max_n: int) -> None:
 
 # -------------------------------------------------------------- sanity check
 SANITY = "_sanity_results"  # session key: {record key: [SanityResult]}
+SANITY_KEPT = 8
 
 
 def _sanity_key(view: View, methods: tuple[str, ...], max_n: int) -> tuple:
@@ -262,11 +268,14 @@ def sanity_rows(found: list) -> pd.DataFrame:
     )
 
 
-def _sanity_section(view: View, results: dict[str, Any], max_n: int) -> None:
+def _sanity_section(view: View, results: Results, max_n: int) -> None:
     """Adebayo et al. 2018's model-parameter randomization, on demand (it costs a model copy)."""
     st.subheader("Sanity check", anchor=False)
     methods = tuple(results)
     if not methods:
+        return
+    if view.explainer.backend.kind != "keras":
+        st.info("The model-randomization check re-draws a Keras model's weights: it needs a Keras model.")
         return
     store = st.session_state.setdefault(SANITY, {})
     key = _sanity_key(view, methods, max_n)
@@ -279,6 +288,8 @@ def _sanity_section(view: View, results: dict[str, Any], max_n: int) -> None:
         with st.spinner("Randomizing a copy of the model and recomputing the maps…"):
             store[key] = parameter_randomization(model, view.x.x, view.layer, view.class_index, list(methods),
                                                  max_n=max_n, seed=0)
+            for stale in list(store)[:-SANITY_KEPT]:  # a session keeps its last few checks, not all
+                del store[stale]
     found = store.get(key)
     if found is None:
         st.caption("A method whose map barely changes when the model's top layers are random explains the "
@@ -297,17 +308,19 @@ def _sanity_section(view: View, results: dict[str, Any], max_n: int) -> None:
 
 
 # ------------------------------------------------------------------ downloads
-def maps_npz(view: View, results: dict[str, Any]) -> bytes:
+def maps_npz(view: View, results: Results) -> bytes:
     buffer = io.BytesIO()
     arrays = {method: result.cam for method, result in results.items()}
-    arrays |= {"guided_backprop": view.saliency, "sobel_gradient": view.sobel, "input_rgb": view.rgb}
+    arrays |= {"sobel_gradient": view.sobel, "input_rgb": view.rgb}
+    if view.saliency is not None:  # a model without gradients has no guided backprop
+        arrays["guided_backprop"] = view.saliency
     if view.mask is not None:
         arrays["ground_truth"] = np.asarray(view.mask, bool)
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
 
 
-def timings_csv(view: View, results: dict[str, Any], max_n: int) -> str:
+def timings_csv(view: View, results: Results, max_n: int) -> str:
     return pd.DataFrame.from_records(timing_rows(view, results, max_n)).to_csv(index=False)
 
 
@@ -320,7 +333,7 @@ def file_stem(view: View) -> str:
     return "".join(ch for ch in stem if ch.isalnum() or ch in "-_.")[:120]
 
 
-def _downloads(view: View, results: dict[str, Any], max_n: int) -> None:
+def _downloads(view: View, results: Results, max_n: int) -> None:
     st.subheader("Downloads", anchor=False)
     stem = file_stem(view)
     cams = {method: result.cam for method, result in results.items()}

@@ -31,6 +31,8 @@ def method_color(method: str) -> str:
         return CONTROL_COLORS[method]
     keys = list(METHODS)
     return PALETTE[keys.index(method) % len(PALETTE)] if method in keys else "#495057"
+
+
 FONT = dict(size=13)
 MARGIN = dict(l=10, r=10, t=30, b=10)
 
@@ -48,25 +50,17 @@ def _layout(fig: go.Figure, height: int) -> go.Figure:
     return fig
 
 
-def timing_figure(rows: Sequence[dict], method_labels: dict[str, str], totals: dict[str, str],
-                  note: str = "") -> go.Figure:
-    """Stacked horizontal bars: one per method, one segment per stage.
-
-    ``rows``: dicts with method, stage, seconds, shared (bool: work done once for two
-    methods, hatched). ``totals[method]`` is the text written after the bar; ``note`` is
-    written under the axis (the passes' precision and why).
-    """
-    fig = go.Figure()
-    methods = list(dict.fromkeys(row["method"] for row in rows))
-    y_labels = {m: method_labels.get(m, m) for m in methods}
-    seen: set[str] = set()
+def _stage_bars(rows: Sequence[dict], y_labels: dict[str, str]) -> list[go.Bar]:
+    """One bar trace per (stage, shared or not), in STAGE_COLORS' order; a stage's legend
+    entry once. Shared work is hatched and paler."""
+    bars, seen = [], set()
     for stage in STAGE_COLORS:
         for shared in (False, True):
             part = [r for r in rows if r["stage"] == stage and bool(r["shared"]) == shared]
             if not part:
                 continue
             name = stage + (" (shared)" if shared else "")
-            fig.add_trace(
+            bars.append(
                 go.Bar(
                     name=stage,
                     orientation="h",
@@ -84,6 +78,20 @@ def timing_figure(rows: Sequence[dict], method_labels: dict[str, str], totals: d
                 )
             )
             seen.add(stage)
+    return bars
+
+
+def timing_figure(rows: Sequence[dict], method_labels: dict[str, str], totals: dict[str, str],
+                  note: str = "") -> go.Figure:
+    """Stacked horizontal bars: one per method, one segment per stage.
+
+    ``rows``: dicts with method, stage, seconds, shared (bool: work done once for two
+    methods, hatched). ``totals[method]`` is the text written after the bar; ``note`` is
+    written under the axis (the passes' precision and why).
+    """
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    y_labels = {m: method_labels.get(m, m) for m in methods}
+    fig = go.Figure(_stage_bars(rows, y_labels))
     totals_x = {m: sum(r["seconds"] for r in rows if r["method"] == m) for m in methods}
     peak = max(totals_x.values(), default=0.0) or 1.0
     fig.add_trace(

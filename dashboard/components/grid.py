@@ -5,12 +5,20 @@ Rows, as in the 2019 Faster-Score-CAM study: the heatmap overlay; the thresholde
 backprop); the Sobel variant (× the image gradient). The first column shows the
 input, its ground truth, the guided-backprop saliency and the Sobel gradient.
 All pictures come from ``camcore.visualize`` / ``camcore.methods.combine``.
+
+The rows are data: :data:`ROWS` lists one :class:`GridRow` per row (its name, how to
+draw its tile in the input column, how to draw a method's tile from the method's map).
+The page's columns, the placeholder tiles and the exported PNG all iterate it, so a
+new row is one more entry there, e.g. each map inverted::
+
+    GridRow("Inverted", input_tile=lambda view: ("Input inverted", 255 - view.rgb),
+            method_tile=lambda view, method, cam: (f"1 - {label(method)}", visualize.colorize(1 - cam)))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import streamlit as st
@@ -20,13 +28,21 @@ from camcore.maps import upsample
 from camcore.methods import METHODS
 from camcore.methods.combine import guided_variant, sobel_variant
 
-ROW_NAMES = ("Overlay", "Thresholded", "Guided", "Sobel")
+if TYPE_CHECKING:  # for the annotations only: importing camcore.explainer imports TensorFlow
+    from camcore.explainer import CamResult, Explainer
+    from camcore.models import LoadedModel
+    from camcore.prepared import Prepared
+    from dashboard.components.sidebar import Display
+
 MAX_METHOD_COLUMNS = 5  # more methods wrap into another row of columns: tiles stay readable
 OUTLINE = (0, 255, 0)  # ground truth, green as in the study
 EMPTY_SHADE = 246  # placeholder tiles: a light gray that keeps rows aligned
 
+Tile = tuple[str, np.ndarray]  # (caption, uint8 RGB picture at the view's size)
+RecordKey = tuple[Any, ...]  # what the timing log files a computed map under
 
-@dataclass
+
+@dataclass(frozen=True, eq=False)
 class View:
     """Everything one rendering of the grid needs (built once per full run)."""
 
@@ -39,22 +55,22 @@ class View:
     class_name: str
     probability: float
     image_name: str
-    prepared: Any  # camcore.Prepared: the model input, hashed once
+    prepared: Prepared  # the model input, hashed once
     rgb: np.ndarray  # the input at the model's size, uint8 RGB: what panels are drawn on
     mask: np.ndarray | None  # bool ground truth (any size)
     mask_id: str  # content hash of the mask ("none" without one)
-    saliency: np.ndarray  # guided backprop (H, W, C)
+    saliency: np.ndarray | None  # guided backprop (H, W, C); None for a model without gradients
     sobel: np.ndarray  # image gradient (H, W) in [0, 1]
     methods: tuple[str, ...]
     threshold: float
     colormap: str
     alpha: float
-    explainer: Any = field(repr=False)
+    explainer: Explainer = field(repr=False)
     precision: str = "fp32"  # of the layer's forward-only passes: part of every map's cache key
     requested_precision: str = "auto"  # the user's choice ("fp32": exact)
 
     @property
-    def x(self) -> Any:
+    def x(self) -> Prepared:
         """What every explainer call takes: the prepared input (hashed once)."""
         return self.prepared
 
@@ -69,10 +85,10 @@ class View:
             return self.fused_layers
         return self.layer
 
-    def record_key(self, method: str, max_n: int | None = None) -> tuple:
+    def record_key(self, method: str, max_n: int | None = None) -> RecordKey:
         return (self.model_key, self.precision, self.layers_for(method), self.image_id, self.class_index, method, max_n)
 
-    def settings(self, max_n: int) -> dict:
+    def settings(self, max_n: int) -> dict[str, Any]:
         return {
             "model": self.model_key,
             "layer": self.layer,
@@ -90,23 +106,25 @@ class View:
 
 
 def make_view(
+    *,
     model_key: str,
-    bundle: Any,
-    explainer: Any,
+    bundle: LoadedModel,
+    explainer: Explainer,
     layer: str,
     image_name: str,
-    detail: str,
     image: np.ndarray,
     mask: np.ndarray | None,
-    prepared: Any,
+    prepared: Prepared,
     class_index: int,
     probability: float,
-    display: Any,
+    display: Display,
+    detail: str = "",
     fused_layers: tuple[str, ...] = (),
     requested_precision: str = "auto",
 ) -> View:
     """A View for one (model, layer, image, class) and display settings: the image at the
-    model's size, its guided-backprop saliency and Sobel gradient (camcore computes them)."""
+    model's size, its guided-backprop saliency and Sobel gradient (camcore computes them).
+    ``detail`` (e.g. "scratch") is shown after the image's name."""
     from camcore.methods.sobel import sobel_gradient
     from camcore.prepared import image_key
     from camcore.preprocess import resize_for_model
@@ -119,7 +137,7 @@ def make_view(
         model_name=bundle.label,
         layer=layer,
         fused_layers=tuple(fused_layers),
-        channels=explainer.adapter.layer_info(layer).channels,
+        channels=explainer.layer_info(layer).channels,
         class_index=int(class_index),
         class_name=names[class_index] if class_index < len(names) else f"class {class_index}",
         probability=float(probability),
@@ -128,7 +146,7 @@ def make_view(
         rgb=rgb,
         mask=mask,
         mask_id="none" if mask is None else image_key(np.asarray(mask, bool)),
-        saliency=explainer.guided_backprop(prepared, class_index),
+        saliency=_guided_backprop_of(explainer, prepared, class_index),
         sobel=sobel_gradient(rgb),
         methods=tuple(display.methods),
         threshold=float(display.threshold),
@@ -140,6 +158,12 @@ def make_view(
     )
 
 
+def _guided_backprop_of(explainer: Explainer, prepared: Prepared, class_index: int) -> np.ndarray | None:
+    if explainer.unavailable_reason("grad_cam") is not None:  # no gradients: no guided backprop
+        return None
+    return explainer.guided_backprop(prepared, class_index)
+
+
 def label(method: str) -> str:
     return METHODS[method].label
 
@@ -148,39 +172,85 @@ def blank_tile(like: np.ndarray) -> np.ndarray:
     return np.full(like.shape[:2] + (3,), EMPTY_SHADE, np.uint8)
 
 
-def input_panels(view: View) -> list[tuple[str, np.ndarray]]:
+# ------------------------------------------------------------------------ rows
+@dataclass(frozen=True)
+class GridRow:
+    """One row of the grid. ``input_tile(view)`` draws its tile in the input column;
+    ``method_tile(view, method, cam)`` draws a method's tile from the method's map,
+    already upsampled to the view's size (``view.rgb``'s height and width)."""
+
+    name: str
+    input_tile: Callable[[View], Tile]
+    method_tile: Callable[[View, str, np.ndarray], Tile]
+
+
+def _input_image(view: View) -> Tile:
     height, width = view.rgb.shape[:2]
-    if view.mask is not None:
-        truth = ("Ground truth (green outline)", visualize.draw_outline(view.rgb, view.mask, OUTLINE))
-    else:
-        truth = ("No ground truth", blank_tile(view.rgb))
-    return [
-        (f"Input · {width}×{height}", view.rgb),
-        truth,
-        ("Guided backprop", visualize.saliency_to_rgb(view.saliency)),
-        ("Sobel gradient", visualize.map_to_rgb(view.sobel)),
-    ]
+    return f"Input · {width}×{height}", view.rgb
 
 
-def method_panels(view: View, method: str, cam: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    name = label(method)
-    # Upsampled once to the display size; every panel below then works at that size.
-    cam = upsample(cam, view.rgb.shape[:2])
+def _overlay(view: View, method: str, cam: np.ndarray) -> Tile:
+    return f"{label(method)} · overlay", visualize.overlay(view.rgb, cam, view.colormap, view.alpha)
+
+
+def _ground_truth(view: View) -> Tile:
+    if view.mask is None:
+        return "No ground truth", blank_tile(view.rgb)
+    return "Ground truth (green outline)", visualize.draw_outline(view.rgb, view.mask, OUTLINE)
+
+
+def _thresholded(view: View, method: str, cam: np.ndarray) -> Tile:
     emphasized = visualize.emphasize(view.rgb, cam, view.threshold, view.colormap, view.alpha)
     if view.mask is not None:
         emphasized = visualize.draw_outline(emphasized, view.mask, OUTLINE)
-    return [
-        (f"{name} · overlay", visualize.overlay(view.rgb, cam, view.colormap, view.alpha)),
-        (f"{name} · map ≥ {view.threshold:.2f}", emphasized),
-        (f"Guided {name}", visualize.saliency_to_rgb(guided_variant(cam, view.saliency))),
-        (f"Sobel × {name}", visualize.map_to_rgb(sobel_variant(cam, view.sobel))),
-    ]
+    return f"{label(method)} · map ≥ {view.threshold:.2f}", emphasized
+
+
+def _guided_backprop(view: View) -> Tile:
+    if view.saliency is None:
+        return "Guided backprop · needs gradients", blank_tile(view.rgb)
+    return "Guided backprop", visualize.saliency_to_rgb(view.saliency)
+
+
+def _guided(view: View, method: str, cam: np.ndarray) -> Tile:
+    if view.saliency is None:
+        return f"Guided {label(method)} · needs gradients", blank_tile(view.rgb)
+    return f"Guided {label(method)}", visualize.saliency_to_rgb(guided_variant(cam, view.saliency))
+
+
+def _sobel_gradient(view: View) -> Tile:
+    return "Sobel gradient", visualize.map_to_rgb(view.sobel)
+
+
+def _sobel(view: View, method: str, cam: np.ndarray) -> Tile:
+    return f"Sobel × {label(method)}", visualize.map_to_rgb(sobel_variant(cam, view.sobel))
+
+
+ROWS: tuple[GridRow, ...] = (
+    GridRow("Overlay", input_tile=_input_image, method_tile=_overlay),
+    GridRow("Thresholded", input_tile=_ground_truth, method_tile=_thresholded),
+    GridRow("Guided", input_tile=_guided_backprop, method_tile=_guided),
+    GridRow("Sobel", input_tile=_sobel_gradient, method_tile=_sobel),
+)
+
+
+def input_panels(view: View) -> list[Tile]:
+    """The input column, one tile per row."""
+    return [row.input_tile(view) for row in ROWS]
+
+
+def method_panels(view: View, method: str, cam: np.ndarray) -> list[Tile]:
+    """A method's column, one tile per row."""
+    # Upsampled once to the display size; every row's tile then works at that size.
+    cam = upsample(cam, view.rgb.shape[:2])
+    return [row.method_tile(view, method, cam) for row in ROWS]
 
 
 def show_placeholders(view: View, method: str, note: str) -> None:
-    """Gray tiles for a column whose maps are not ready ("queued", "computing"), drawn as HTML
-    rather than images: Streamlit deletes an image the moment the run that replaced it ends,
-    and a browser that had not fetched it yet logged a 404 (seen with 8 concurrent sessions)."""
+    """Gray tiles for a column whose maps are not ready ("queued", "computing"), one per
+    row, drawn as HTML rather than images: Streamlit deletes an image the moment the run
+    that replaced it ends, and a browser that had not fetched it yet logged a 404 (seen
+    with 8 concurrent sessions)."""
     import html
 
     height, width = view.rgb.shape[:2]
@@ -188,7 +258,8 @@ def show_placeholders(view: View, method: str, note: str) -> None:
     # the tile and its caption spaced as st.image draws them, so the rows stay aligned
     caption = ("margin-top:6px;padding:2px 0;text-align:center;font-size:14px;line-height:22.4px;"
                "color:rgba(49,51,63,0.6);white-space:nowrap;overflow:hidden;text-overflow:ellipsis")
-    for title in [f"{label(method)} · {note}"] + ["\u00a0"] * (len(ROW_NAMES) - 1):
+    for number, _row in enumerate(ROWS):
+        title = f"{label(method)} · {note}" if number == 0 else "\u00a0"
         st.html(f'<div style="width:100%;aspect-ratio:{width}/{height};background:{shade}"></div>'
                 f'<div style="{caption}">{html.escape(title)}</div>')
 
@@ -205,7 +276,7 @@ def column_header(title: str, detail: str, help: str | None = None) -> None:
     st.caption(detail or " ")
 
 
-def show_panels(panels: list[tuple[str, np.ndarray]]) -> None:
+def show_panels(panels: list[Tile]) -> None:
     """The panels as images sent inside the page update (data URLs), not as files the
     browser fetches afterwards. Streamlit deletes an image file once a newer run no longer
     shows it, so a browser that had not fetched it yet (several sessions at once, or two
@@ -230,7 +301,7 @@ def precision_text(view: View) -> str:
     return f"**fp32** — {verdict.reason}"
 
 
-def result_detail(result: Any) -> str:
+def result_detail(result: CamResult) -> str:
     """Header line under a method's name: its time, model passes, what it reused."""
     if result.cached:
         text = f"cached · {result.seconds * 1000:.0f} ms"
@@ -242,10 +313,11 @@ def result_detail(result: Any) -> str:
     return text
 
 
-def grid_rows(view: View, cams: dict[str, np.ndarray]) -> list[list[tuple[str, np.ndarray | None]]]:
-    """The whole grid as rows of (title, RGB) for ``visualize.compose_grid``."""
+def grid_rows(view: View, cams: dict[str, np.ndarray]) -> list[list[Tile]]:
+    """The whole grid as rows of (title, RGB) for ``visualize.compose_grid``: one per
+    entry of :data:`ROWS`, each led by the input column's tile."""
     columns = [input_panels(view)] + [method_panels(view, m, cams[m]) for m in view.methods if m in cams]
-    return [[column[row] for column in columns] for row in range(len(ROW_NAMES))]
+    return [[column[number] for column in columns] for number in range(len(ROWS))]
 
 
 _ASCII = str.maketrans({"≥": ">=", "·": "-", "×": "x", "—": "-"})

@@ -9,7 +9,7 @@ upload widgets (:func:`upload_model_inputs`) and the loading with its prompts
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Final, Sequence
 
 import numpy as np
 import streamlit as st
@@ -17,12 +17,18 @@ import streamlit as st
 from dashboard import state
 from dashboard.components.common import FAILED, attempt, failed, show_error
 
+from camcore.defaults import DEFAULT_MAX_N
+
+if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
+    from camcore.explainer import Explainer
+    from streamlit.delta_generator import DeltaGenerator
+
+    from camcore.samples import SampleInfo
+
 MODEL_SOURCES = {"demo": "Demo models", "app": "Keras Applications", "upload": "Upload a model"}
 IMAGE_SOURCES = {"sample": "Bundled samples", "upload": "Upload an image", "dataset": "From Dataset page"}
-MODEL_TYPES = ["keras", "h5"]
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
 AUTO = "auto"
-DEFAULT_MAX_N = 10
 TOP_K = 5
 THUMBNAIL = 96
 DEFAULT_INPUT_SIZE = 224  # suggested (placeholder) input height and width for variable-size uploads
@@ -32,7 +38,7 @@ INPUT_SIZE_KEYS = ("upload_height", "upload_width")
 EXTERNAL_IMAGE = "_external_image"  # the image sent by the Dataset page
 UPLOAD_SHAS = "_upload_shas"  # uploaded file id -> sha, so big files are hashed once
 PENDING_LAYER = "_pending_layer"
-PERSIST = "session"
+PERSIST: Final = "session"  # a Literal for the widgets' persist_state
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,13 @@ class UploadChoice:
     input_size: tuple[int, int] | None
 
 
+def model_types() -> tuple[str, ...]:
+    """The model file extensions camcore reads (its format registry: .keras, .h5, .hdf5, ...)."""
+    from camcore.models import model_extensions
+
+    return model_extensions()
+
+
 def upload_model_inputs(prefix: str = "") -> UploadChoice:
     """The model upload widgets (file, preprocessing, input height and width), shared by the
     Compare sidebar (no prefix: keys "model_file", "upload_preprocessing", "upload_height",
@@ -174,8 +187,9 @@ def upload_model_inputs(prefix: str = "") -> UploadChoice:
     from camcore.preprocess import PREPROCESSING_MODES
 
     file = st.file_uploader(
-        "Keras model file (.keras or .h5)", type=MODEL_TYPES, key=f"{prefix}model_file",
-        help="Loaded in Keras safe mode (no custom code runs).",
+        f"Model file ({', '.join(model_types())})", type=[t.lstrip(".") for t in model_types()],
+        key=f"{prefix}model_file",
+        help="Keras files load in Keras safe mode (no custom code runs); every format camcore reads is accepted.",
     )
     modes = [AUTO, *PREPROCESSING_MODES]
     labels = {AUTO: "auto: infer from the model", **{k: f"{k}: {v}" for k, v in PREPROCESSING_MODES.items()}}
@@ -274,7 +288,7 @@ def precision_toggle() -> str:
 
 
 # --------------------------------------------------------------------- layer
-def layer_picker(explainer: Any, default: str, model_key: str) -> str | None:
+def layer_picker(explainer: Explainer, default: str, model_key: str) -> str | None:
     """A layer with a spatial map (nested layers by path), camcore's default first chosen."""
     infos = [info for info in explainer.layers if info.spatial]
     if not infos:
@@ -302,7 +316,7 @@ def layer_picker(explainer: Any, default: str, model_key: str) -> str | None:
     return layer
 
 
-def fuse_layers_picker(explainer: Any, layer: str, model_key: str) -> tuple[str, ...]:
+def fuse_layers_picker(explainer: Explainer, layer: str, model_key: str) -> tuple[str, ...]:
     """Layers to fuse with ``layer`` for the one-pass methods (empty: no fusion)."""
     options = [info.path for info in explainer.layers if info.spatial and info.path != layer]
     marker, context = "_fuse_layers_context", (model_key, layer)
@@ -321,8 +335,8 @@ def fuse_layers_picker(explainer: Any, layer: str, model_key: str) -> tuple[str,
 
 
 # --------------------------------------------------------------------- image
-def _sample_label(info: Any) -> str:
-    return info.defect if info.defective else "clean"
+def _sample_label(info: SampleInfo) -> str:
+    return (info.defect or "defective") if info.defective else "clean"
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -425,7 +439,7 @@ def class_picker(top: list[tuple[int, float]], class_names: Sequence[str], conte
 @dataclass(frozen=True)
 class Controls:
     display: Display
-    max_n_slot: Any  # sidebar container the live fragment draws the max_N slider into
+    max_n_slot: DeltaGenerator  # sidebar container the live fragment draws the max_N slider into
 
 
 def display_controls() -> Controls:

@@ -1,23 +1,34 @@
-"""Compare: Grad-CAM, Grad-CAM++, Score-CAM and Faster-Score-CAM side by side.
+"""Compare: CAM methods side by side on one image, one column per method.
+
+The columns are the methods chosen in the sidebar, any of ``camcore.methods.METHODS``
+(nine today: the gradient, activation and masked-pass families); the default is
+``camcore.methods.ORIGINAL_STUDY``, the four methods of the 2019 Faster-Score-CAM study
+(Grad-CAM, Grad-CAM++, Score-CAM, Faster-Score-CAM). More than ``MAX_METHOD_COLUMNS``
+methods wrap into further rows of columns, each led by the input column. The rows of
+each column are ``dashboard.components.grid.ROWS``.
 
 How a page run unfolds
 ----------------------
 1. Sidebar: model → layer → image → class → display settings (cached resources from
    ``dashboard.state``; every choice has a stable widget key).
-2. The grid, progressively: the input column; Grad-CAM and Grad-CAM++ (one shared
-   forward+backward pass); then the *live fragment*: the Faster-Score-CAM column runs
-   only the masked passes of its max_N channels (progress bar) and shows its map; then
-   Score-CAM continues from those passes to every channel (progress bar in its column).
+2. The grid, progressively: the input column; the one-pass methods (gradient and
+   activation families: one shared forward+backward pass, or one forward pass); then the
+   *live fragment*: a max_N method (Faster-Score-CAM) runs only the masked passes of its
+   max_N channels (progress bar) and shows its map; then the per-channel methods
+   (Score-CAM, Ablation-CAM), queued in their columns until then, run with a progress bar
+   each; Score-CAM continues from the masked passes Faster-Score-CAM already ran.
 3. Below the grid, still drawn by the live fragment: compute times, the max_N
-   trade-off, threshold tuning, downloads.
+   trade-off, threshold tuning, the sanity check, downloads.
 
 Live max_N: the live fragment (``@st.fragment``) draws the max_N slider into the
-sidebar, the Faster-Score-CAM column, the Score-CAM column and the analysis. Moving the
+sidebar, the max_N columns, the per-channel columns and the analysis. Moving the
 slider reruns that fragment only, not the page; the explainer's Score-CAM prefix cache
 makes any max_N up to the computed channels cost no model pass.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
 
 import streamlit as st
 
@@ -40,17 +51,27 @@ from dashboard.components.grid import (
     show_placeholders,
 )
 
+if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
+    from streamlit.delta_generator import DeltaGenerator
+
+    from camcore.explainer import CamResult, Explainer
+    from camcore.models import LoadedModel
+
+Progress = Callable[[int, int], None]  # (passes done, passes in all)
+Slots = tuple["DeltaGenerator", "DeltaGenerator", "DeltaGenerator"]  # a column's header, progress bar, panels
+
 # ------------------------------------------------------------------ computing
-def compute(view: View, method: str, max_n: int | None = None, progress=None):
+def compute(view: View, method: str, max_n: int | None = None, progress: Progress | None = None) -> CamResult:
     """One CAM through the shared explainer; its timings are logged when computed."""
     result = view.explainer.compute(
-        method, view.x, view.layers_for(method), view.class_index, max_n=max_n, progress=progress
+        method, view.x, view.layers_for(method), view.class_index, max_n=max_n, progress=progress,
+        owner=state.session_owner(),
     )
     state.timing_log().record(view.record_key(method, max_n), result)
     return result
 
 
-def _passes_progress(bar, before: int = 0):
+def _passes_progress(bar: DeltaGenerator, before: int = 0) -> Progress:
     def progress(done: int, total: int) -> None:
         if total > 0:
             value = min(max((before + done) / (before + total), 0.0), 1.0)
@@ -64,9 +85,9 @@ class _Sharing:
     reused its passes can show whose they were in the timing chart."""
 
     def __init__(self) -> None:
-        self.first: dict[str, tuple[str, object]] = {}
+        self.first: dict[str, tuple[str, CamResult]] = {}
 
-    def note(self, view: View, method: str, result, max_n: int | None = None) -> None:
+    def note(self, view: View, method: str, result: CamResult, max_n: int | None = None) -> None:
         family = METHODS[method].family
         earlier = self.first.get(family)
         if earlier is None:
@@ -97,6 +118,13 @@ def _one_pass_column(view: View, method: str, sharing: _Sharing) -> None:
     show_panels(method_panels(view, method, result.cam))
 
 
+def _unavailable_column(view: View, method: str, reason: str) -> None:
+    """A method this model cannot serve (e.g. a gradient method on an ONNX model): its
+    column says why, with gray tiles keeping the rows aligned."""
+    _header(view, method, reason)
+    show_placeholders(view, method, "not available")
+
+
 def _max_n_column(view: View, method: str, n: int, sharing: _Sharing) -> None:
     """A max_N method (Faster-Score-CAM) at max_N = n (runs only the passes not cached)."""
     with st.container(key=f"{method}_header"):
@@ -116,7 +144,7 @@ def _max_n_column(view: View, method: str, n: int, sharing: _Sharing) -> None:
         show_panels(method_panels(view, method, result.cam))
 
 
-def _queued_slots(view: View, method: str, box) -> tuple:
+def _queued_slots(view: View, method: str, box: DeltaGenerator) -> Slots:
     """Header, progress and panel slots of a per-channel method ("queued" until it runs)."""
     with box:
         head, bar, panels = st.empty(), st.empty(), st.empty()
@@ -128,7 +156,7 @@ def _queued_slots(view: View, method: str, box) -> tuple:
     return head, bar, panels
 
 
-def _per_channel_column(view: View, method: str, slots: tuple, sharing: _Sharing) -> None:
+def _per_channel_column(view: View, method: str, slots: Slots, sharing: _Sharing) -> None:
     """Score-CAM, Ablation-CAM: one pass per channel, with progress; Score-CAM continues
     from whatever masked passes a max_N method already ran."""
     head, bar, panels = slots
@@ -152,7 +180,8 @@ def _per_channel_column(view: View, method: str, slots: tuple, sharing: _Sharing
 
 
 @st.fragment
-def live(view: View, slider_box, max_n_boxes: dict, per_channel: dict, analysis_box) -> None:
+def live(view: View, slider_box: DeltaGenerator, max_n_boxes: dict[str, DeltaGenerator],
+         per_channel: dict[str, DeltaGenerator], analysis_box: DeltaGenerator) -> None:
     """Everything that depends on max_N. Its widget (the slider) lives here, so a slider
     move reruns only this fragment: it redraws the max_N columns (the first one is its own
     body), the per-channel columns queued behind them (their passes are cached after the
@@ -180,23 +209,26 @@ def _rows_of_methods(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [methods[i : i + size] for i in range(0, len(methods), size)] or [()]
 
 
-def render_grid(view: View, slider_box, analysis_box) -> None:
+def render_grid(view: View, slider_box: DeltaGenerator, analysis_box: DeltaGenerator) -> None:
     """One column per method, in rows of at most MAX_METHOD_COLUMNS, each row led by the
     input column. One-pass methods draw at once; the live fragment then draws the max_N
     methods and the per-channel methods queued in their columns."""
     sharing = _Sharing()
-    max_n_boxes: dict = {}
-    per_channel: dict = {}
+    max_n_boxes: dict[str, DeltaGenerator] = {}
+    per_channel: dict[str, DeltaGenerator] = {}
     fragment_column = None
     rows = _rows_of_methods(view.methods)
-    for number, row in enumerate(rows):
+    for row in rows:
         columns = st.columns(1 + (MAX_METHOD_COLUMNS if len(rows) > 1 else len(row)), gap="small")
         with columns[0]:
             _input_column(view)
         for column, method in zip(columns[1:], row):
             spec = METHODS[method]
             with column:
-                if spec.uses_max_n:
+                missing = view.explainer.unavailable_reason(method)
+                if missing is not None:
+                    _unavailable_column(view, method, missing)
+                elif spec.uses_max_n:
                     if fragment_column is None:
                         fragment_column = column
                     else:
@@ -214,53 +246,64 @@ def render_grid(view: View, slider_box, analysis_box) -> None:
 
 
 # ----------------------------------------------------------------------- page
-def build_view() -> tuple[View, object] | tuple[None, None]:
-    """Run the sidebar and gather what the grid needs; None (after a message) if not ready."""
+def _model_and_layer() -> tuple[str, LoadedModel, Explainer, str, str] | None:
+    """Sidebar, first part: the model, its precision, its explainer and the layer
+    (model key, bundle, explainer, layer, requested precision); None after a message."""
+    model_key = sidebar.model_picker()
+    if model_key is None:
+        return None
+    bundle = sidebar.load_model(model_key)
+    if failed(bundle):
+        return None
+    if bundle.note:
+        st.caption(bundle.note)
+    precision = sidebar.precision_toggle()
+    explainer = attempt("Could not prepare the model", state.get_explainer, model_key, precision)
+    if failed(explainer):
+        return None
+    default_layer = getattr(bundle, "default_layer", None) or explainer.default_layer
+    layer = sidebar.layer_picker(explainer, default_layer, model_key)
+    if layer is None:
+        return None
+    return model_key, bundle, explainer, layer, precision
+
+
+def build_view() -> tuple[View, DeltaGenerator] | None:
+    """Run the sidebar and gather what the grid needs (the View and the sidebar's slot for the
+    max_N slider); None (after a message) if not ready."""
     sidebar.apply_open_in_compare()
     with st.sidebar:
-        model_key = sidebar.model_picker()
-        if model_key is None:
-            return None, None
-        bundle = sidebar.load_model(model_key)
-        if failed(bundle):
-            return None, None
-        if bundle.note:
-            st.caption(bundle.note)
-        precision = sidebar.precision_toggle()
-        explainer = attempt("Could not prepare the model", state.get_explainer, model_key, precision)
-        if failed(explainer):
-            return None, None
-        default_layer = getattr(bundle, "default_layer", None) or explainer.default_layer
-        layer = sidebar.layer_picker(explainer, default_layer, model_key)
-        if layer is None:
-            return None, None
+        chosen = _model_and_layer()
+        if chosen is None:
+            return None
+        model_key, bundle, explainer, layer, precision = chosen
         choice = sidebar.image_picker()
         if choice is None:
-            return None, None
+            return None
         fused = sidebar.fuse_layers_picker(explainer, layer, model_key)
         prepared = attempt("Could not prepare the image for this model", state.prepare_input,
                            model_key, bundle, explainer, choice)
         if failed(prepared):
-            return None, None
+            return None
         top = attempt("Could not run the model", explainer.top_classes, prepared, explainer.n_classes)
         if failed(top):
-            return None, None
+            return None
         class_index = sidebar.class_picker(top, bundle.class_names, (model_key, prepared.key))
         controls = sidebar.display_controls()
-        display = controls.display
 
     view = attempt(
-        "Could not prepare the maps", make_view, model_key, bundle, explainer, layer, choice.name,
-        choice.detail, choice.image, choice.mask, prepared, class_index, dict(top)[class_index], display,
-        fused, precision,
+        "Could not prepare the maps", make_view, model_key=model_key, bundle=bundle, explainer=explainer,
+        layer=layer, image_name=choice.name, detail=choice.detail, image=choice.image, mask=choice.mask,
+        prepared=prepared, class_index=class_index, probability=dict(top)[class_index],
+        display=controls.display, fused_layers=fused, requested_precision=precision,
     )
     if failed(view):
-        return None, None
+        return None
     return view, controls.max_n_slot
 
 
 def _headline(view: View) -> None:
-    info = view.explainer.adapter.layer_info(view.layer)
+    info = view.explainer.layer_info(view.layer)
     fused = f" (one-pass methods fuse {len(view.fused_layers)} layers)" if view.fused_layers else ""
     st.markdown(
         f"**{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
@@ -272,14 +315,15 @@ def _headline(view: View) -> None:
 def main() -> None:
     st.title("CAM Studio", anchor=False)
     st.caption("Why did the classifier decide what it decided? Class-activation-map methods, side by side.")
-    view, slider_box = build_view()
-    if view is None:
+    built = build_view()
+    if built is None:
         st.info(
             "Choose a model and an image in the sidebar to see the comparison; any problem with your "
             "choices is explained there.",
             icon=":material/arrow_back:",
         )
         return
+    view, slider_box = built
     _headline(view)
     if not view.methods:
         st.info("Select at least one method in the sidebar.")
