@@ -26,6 +26,11 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
 
+INPUT_RANGE: dict[str, float] = {"unit": 1.0, "symmetric": 2.0, "none": 255.0, "caffe": 255.0, "torch": 1.0 / 0.226}
+"""Width of the model-input value range each mode produces from 0..255 pixels (``torch``:
+1 over the mean of its standard deviations), for quantities stated relative to it (e.g.
+ROAD's imputation noise, 1 % of the range)."""
+
 
 def apply_preprocessing(batch: Any, mode: str) -> Any:
     """Apply ``mode`` to a float batch (N, H, W, C) of 0..255 values (NumPy or TF)."""

@@ -152,12 +152,12 @@ def _counts(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _worst_columns(worst: pd.DataFrame) -> pd.DataFrame:
     """The worst-images table for a reader: method first, by label; bookkeeping columns out."""
+    from camcore.evaluation.summary import WORST_BY
     from camcore.report_sections import label
 
     shown = worst.assign(method=worst["method"].map(label))
     metric = str(worst["worst_by"].iloc[0])
-    order = ["method", "image_id", "class_name", "defective", metric, "pointing_game", "average_drop",
-             "insertion_auc", "p_target"]
+    order = ["method", "image_id", "class_name", "defective", metric, *WORST_BY, "p_target"]
     return shown[[c for c in dict.fromkeys(order) if c in shown.columns]]
 
 

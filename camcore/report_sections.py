@@ -18,6 +18,8 @@ import pandas as pd
 from camcore.evaluation.defaults import CONTROLS, METHOD_LABELS
 from camcore.evaluation.results import errors, results_only
 from camcore.evaluation.summary import (
+    HEADLINE_COLUMN,
+    column_label,
     flagged_methods,
     mean_curve,
     summarize,
@@ -25,6 +27,10 @@ from camcore.evaluation.summary import (
     threshold_export,
     worst_images,
 )
+from camcore.metrics import registered_columns
+from camcore.metrics.faithfulness import INSERTION_AUC
+from camcore.metrics.localization import IOU_CURVE
+from camcore.metrics.timing import SECONDS
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -36,15 +42,16 @@ PALETTE = ("#1c7ed6", "#7048e8", "#e8590c", "#2b8a3e", "#c2255c", "#0c8599", "#f
            "#364fc7", "#d9480f", "#087f5b")
 CONTROL_COLORS = {"sobel": "#7f7f7f", "random": "#bcbd22"}
 
-# metric column -> (chart title, defective images only); every one is a per-image number
-DISTRIBUTIONS: dict[str, tuple[str, bool]] = {
-    "iou_at_global": ("IoU at each method's best global threshold (defective images, higher is better)", True),
-    "energy_pointing_game": ("Energy in the defect (defective images, higher is better)", True),
-    "average_drop": ("Average Drop % (every image, lower is better)", False),
-    "deletion_auc": ("Deletion AUC (every image, lower is better)", False),
-    "insertion_auc": ("Insertion AUC (every image, higher is better)", False),
-}
-WORST_METRIC = "iou_at_global"
+
+
+def distributions() -> dict[str, tuple[str, bool]]:
+    """Metric column -> (chart title, defective images only): every column of the metric
+    registry (:data:`camcore.metrics.METRICS`) that has a distribution chart."""
+    return {column.name: (column_label(column.name), metric.needs_mask)
+            for metric, column in registered_columns() if column.distribution}
+
+
+WORST_METRIC = HEADLINE_COLUMN
 
 
 @dataclass(frozen=True)
@@ -133,16 +140,16 @@ def _charts(table: pd.DataFrame) -> list[ReportFigure]:
     rows = results_only(table)
     defective = rows[rows["defective"].fillna(False).astype(bool)]
     figures = []
-    for metric, (title, defective_only) in DISTRIBUTIONS.items():
+    for metric, (title, defective_only) in distributions().items():
         subset = defective if defective_only else rows
         if metric in subset.columns and subset[metric].notna().any():
             figures.append(ReportFigure(title, distribution_figure(subset, metric, title)))
-    iou = mean_curve(table, "iou")
+    iou = mean_curve(table, IOU_CURVE.prefix)
     if not iou.empty:
         figures.append(ReportFigure("Mean IoU vs threshold", curve_figure(
             iou, "Mean IoU vs threshold (defective images; ★ each method's best)", "threshold on the map", "mean IoU")))
     figures.append(ReportFigure("Time per image", distribution_figure(
-        rows, "seconds", "Seconds to compute each map, per image")))
+        rows, SECONDS.name, "Seconds to compute each map, per image")))
     return figures
 
 
@@ -159,7 +166,7 @@ def _thresholds(table: pd.DataFrame) -> pd.DataFrame:
 def _worst(table: pd.DataFrame, n: int) -> pd.DataFrame:
     rows = results_only(table)
     has_defects = bool(rows["defective"].fillna(False).astype(bool).any())
-    metric = WORST_METRIC if has_defects else "insertion_auc"
+    metric = WORST_METRIC if has_defects else INSERTION_AUC.name
     parts = []
     for method in dict.fromkeys(rows["method"]):
         if method in CONTROLS:

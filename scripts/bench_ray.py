@@ -76,7 +76,7 @@ def main() -> int:
     local_s = _run([*common, "--out", str(folder / "local.parquet")], folder / "local.log")
     ray_s = _run([*common, *on_ray, "--out", str(folder / "ray.parquet")], folder / "ray.log")
 
-    from camcore.evaluate import read_results
+    from camcore.evaluation import read_results
 
     worst, where = _largest_difference(read_results(folder / "local.parquet"), read_results(folder / "ray.parquet"))
     ratio = ray_s / local_s

@@ -256,7 +256,7 @@ def _write_results(path: Path) -> None:
     """A real results file: a tiny model on 5 generated 64-px images (about a second)."""
     import keras
 
-    from camcore import evaluate as ev
+    from camcore import evaluation as ev
 
     keras.utils.set_random_seed(2)
     inputs = keras.Input((32, 32, 1), name="image")

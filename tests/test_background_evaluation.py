@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.evaluation import archives
 from camcore.evaluation.background import BackgroundEvaluation, journal_table
 

@@ -13,7 +13,7 @@ import keras
 import pytest
 import browser_helpers as browser
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 
 
 def _results_csv(tmp_path: Path) -> str:

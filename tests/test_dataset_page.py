@@ -12,7 +12,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.demos import list_demos, load_demo
 from dashboard import state
 

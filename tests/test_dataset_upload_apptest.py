@@ -21,7 +21,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore import synth
 from camcore.dagm import write_dagm
 from camcore.evaluation import archives

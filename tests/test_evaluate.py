@@ -6,13 +6,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.dagm import DagmFormatError, write_dagm
 from camcore.metrics import DEFAULT_THRESHOLDS
 from camcore.synth import generate

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import camcore
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.metrics.sanity import compare_maps, randomized_copy
 from toy_models import small_convnet
 

@@ -21,12 +21,13 @@ import pandas as pd
 import psutil
 import pytest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.dagm import write_dagm
 from camcore.evaluation import ray_runner
-from camcore.evaluation.runner import _settings
-from camcore.metrics import DEFAULT_THRESHOLDS
+from camcore.evaluation.settings import run_settings
+from camcore.metrics import DEFAULT_THRESHOLDS, register_metric, unregister_metric
 from camcore.synth import generate
+from toy_metrics import map_mean_metric
 
 SIZE = 64  # generated images
 N_IMAGES = 8
@@ -183,7 +184,7 @@ def test_the_actor_computes_the_local_rows(model_file, tmp_path, monkeypatch):
     methods = ["grad_cam", "score_cam", "sobel", "random"]
     local = ev.evaluate(spec, items, methods, max_n=3, curve_steps=4, workers=1)
 
-    settings = _settings(methods, 3, False, 4, DEFAULT_THRESHOLDS, 0)
+    settings = run_settings(methods, max_n=3, curve_steps=4, thresholds=DEFAULT_THRESHOLDS, seed=0)
     versions = ray_runner.software_versions()
     actor = ray_runner._EvaluationActor(ray_runner.model_payload(spec), settings, cpus=1, workers=1, versions=versions)
     payloads = [p for window, _ in ray_runner._windows(items, ray_runner.DEFAULT_WINDOW_BYTES) for p in window]
@@ -213,6 +214,22 @@ def test_ray_rows_match_the_local_run(cluster, model_file, tmp_path):
     before = ev.journal_path(ray_out).read_text()
     assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address)) == 0
     assert ev.journal_path(ray_out).read_text() == before
+
+
+def test_a_metric_registered_alone_reaches_the_ray_table(cluster, model_file):
+    """The actors compute a metric the driver registered (its entry travels with the
+    settings; the nodes never import the module that defines it), as the local run does."""
+    spec = ev.load_model_spec(str(model_file), preprocessing="unit")
+    items = ev.synthetic_items(2, seed=9, size=SIZE)
+    methods = ["grad_cam", "sobel", "random"]
+    entry = register_metric(map_mean_metric())
+    try:
+        remote = ray_runner.evaluate_ray(spec, items, methods, curve_steps=2, max_n=3, address=cluster.address)
+        local = ev.evaluate(spec, items, methods, curve_steps=2, max_n=3, workers=1)
+    finally:
+        unregister_metric(entry.key)
+    assert remote["map_mean"].notna().all() and len(ev.curve_columns(remote, "map_mean_curve")) == 2
+    _assert_same_rows(local, remote)
 
 
 def _actor_processes(nodes) -> list[psutil.Process]:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 
 KILL_SEED = 13
 KILLS = 5

@@ -197,7 +197,7 @@ def test_no_widget_takes_a_server_path(tmp_path, audited):
 def test_a_results_file_cannot_point_the_server_at_a_folder(tmp_path):
     """A results file's ``source`` is a DAGM folder for rows of the command line: opening
     its image is refused outside the configured data folder, by the library itself."""
-    from camcore import evaluate as ev
+    from camcore import evaluation as ev
 
     with pytest.raises(PermissionError, match="outside the configured data folder"):
         ev.open_result_image("/etc", "passwd", 0, allowed_roots=[tmp_path])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.samples import load_sample, load_sample_index
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")

@@ -65,7 +65,7 @@ def test_registered_method_is_computed_by_the_explainer(throwaway_method) -> Non
 
 
 def test_registered_method_is_evaluated(throwaway_method) -> None:
-    from camcore import evaluate as ev
+    from camcore import evaluation as ev
 
     model = small_convnet(size=32, channels=4, classes=2)
     spec = ev.ModelSpec.from_model(model, "unit", layer="conv2", class_index=1)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import camcore
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore import metrics
 from camcore.dagm import write_dagm
 from camcore.synth import generate
@@ -29,7 +29,7 @@ from camcore.synth import generate
 IMAGE_SIZE, INPUT = 128, 32
 STEPS, MAX_N = 4, 3
 CLASS = 2
-BLUR_SIGMA = 5.0  # the deletion baseline and insertion canvas (documented in camcore.evaluate)
+BLUR_SIGMA = 5.0  # the deletion baseline and insertion canvas (camcore.evaluation.BLUR_SIGMA)
 CAMS = ("grad_cam", "grad_cam_plus_plus", "score_cam", "faster_score_cam")
 
 

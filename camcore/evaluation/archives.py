@@ -429,10 +429,10 @@ def _flat_items(root: Path, source: str) -> list[EvalItem]:
     for index, image in enumerate(images):
         relative = image.relative_to(root).as_posix()
         key = _stem_key(image, images_dir)
-        mask = masks.get(key)
+        mask_path = masks.get(key)
         class_name = PurePosixPath(relative).parent.as_posix()
-        loader = _flat_loader(root, image, mask, class_name)
-        items.append(EvalItem(relative, source, index, loader, relative, class_name, None if mask else False))
+        loader = _flat_loader(root, image, mask_path, class_name)
+        items.append(EvalItem(relative, source, index, loader, relative, class_name, None if mask_path else False))
     return items
 
 

@@ -96,7 +96,7 @@ class _Job:
 class BackgroundEvaluation:
     """:func:`camcore.evaluation.evaluate` of ``items`` in a daemon thread.
 
-    ``options`` are ``evaluate``'s keyword arguments (``max_n``, ``road``, ``seed`` ...)
+    ``options`` are ``evaluate``'s keyword arguments (``max_n``, ``metrics``, ``seed`` ...)
     but ``out``, ``overwrite`` and ``progress``. Read ``done`` / ``total`` while it runs;
     once ``finished``, ``table`` holds the results (of the finished images if
     ``cancelled``; None if none finished) and ``error`` the message of a failed run.

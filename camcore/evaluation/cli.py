@@ -6,8 +6,11 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
+
+import pandas as pd
 
 from camcore.dagm import DagmFormatError
 from camcore.evaluation.defaults import (
@@ -16,16 +19,29 @@ from camcore.evaluation.defaults import (
     DEFAULT_CURVE_STEPS,
     DEFAULT_MAX_N,
     DEFAULT_WORKERS,
-    _check_methods,
+    check_methods,
 )
+from camcore.evaluation.archives import open_data
 from camcore.evaluation.journal import journal_path
 from camcore.evaluation.results import check_writable, errors, results_only
 from camcore.evaluation.runner import evaluate
-from camcore.evaluation.archives import open_data
-from camcore.evaluation.sources import SYNTHETIC_SIZE, synthetic_items
-from camcore.evaluation.spec import load_model_spec
+from camcore.evaluation.settings import metric_choice
+from camcore.evaluation.sources import SYNTHETIC_SIZE, EvalItem, synthetic_items
+from camcore.evaluation.spec import ModelSpec, load_model_spec
 from camcore.evaluation.summary import format_summary, summarize
+from camcore.metrics import METRICS, default_metric_keys, select_metrics, selectable_metric_keys
+from camcore.metrics.road import METRIC as ROAD
+from camcore.metrics.sanity import METRIC as SANITY
 from camcore.preprocess import PREPROCESSING_MODES
+
+ALL_METRICS = "all"
+"""``--metrics all``: every registered metric, the optional ones included."""
+
+
+def _metrics_help() -> str:
+    keys = [f"{key}{' (optional)' if METRICS[key].optional else ''}" for key in selectable_metric_keys()]
+    return (f"metrics to compute (space or comma separated, or {ALL_METRICS!r}): {', '.join(keys)}; "
+            f"default: {' '.join(default_metric_keys())}")
 
 
 
@@ -53,10 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         "the sobel and random controls are always added",
     )
     parser.add_argument("--max-n", type=int, default=DEFAULT_MAX_N, help="Faster-Score-CAM channels")
-    parser.add_argument("--road", action="store_true", help="also compute ROAD MoRF/LeRF (slower)")
+    parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC", help=_metrics_help())
+    parser.add_argument("--road", action="store_true",
+                        help=f"add {ROAD.key} to the metrics: ROAD MoRF/LeRF (Rong et al. 2022; slower)")
     parser.add_argument("--sanity", action="store_true",
-                        help="also the model-randomization sanity check per image and method (one randomized "
-                        "copy of the model, seeded by --seed; Adebayo et al. 2018)")
+                        help=f"add {SANITY.key} to the metrics: the model-randomization sanity check per image and "
+                        "method (one randomized copy of the model, seeded by --seed; Adebayo et al. 2018)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                         help="forward-only passes (masked, ablated, metric passes): fp32 exact (default), "
                         "bf16 copy, or auto (bf16 only where the CPU has native bf16)")
@@ -78,8 +96,23 @@ def _parser() -> argparse.ArgumentParser:
 def _methods_arg(values: Sequence[str] | None) -> list[str]:
     if not values:
         return list(ALL_METHODS)
-    chosen = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    return _check_methods([*chosen, *CONTROLS])
+    return check_methods([*_split(values), *CONTROLS])
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    """Values given space or comma separated, as one list."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _metrics_arg(values: Sequence[str] | None, road: bool, sanity: bool) -> list[str]:
+    """The metric keys of ``--metrics`` (``all``: every one) with ``--road`` / ``--sanity``
+    added; ValueError naming an unknown one."""
+    chosen = None if not values else _split(values)
+    if chosen is not None and ALL_METRICS in chosen:
+        chosen = list(selectable_metric_keys())
+    keys = metric_choice(chosen, road=road, sanity=sanity)
+    select_metrics(keys)
+    return keys
 
 
 def _quiet_ray_data() -> None:
@@ -93,81 +126,75 @@ def _quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        check_writable(args.out, journal_path(args.out))  # a full or read-only disk fails here, not at the end
-        methods = _methods_arg(args.methods)
-        if args.data is not None:
-            dataset = open_data(args.data, split=args.split, category=args.category, train_good=args.train_good)
-            items = list(dataset.items)  # ``dataset`` keeps an unpacked zip's folder alive until the end
-            for note in dataset.notes:
-                print(f"note: {note}", file=sys.stderr)
-        else:
-            items = synthetic_items(args.synthetic, seed=args.seed, size=args.size, defect_rate=args.defect_rate)
-        if args.limit is not None:
-            if args.limit < 1:
-                raise ValueError(f"--limit must be >= 1, got {args.limit}")
-            items = items[: args.limit]
-        spec = load_model_spec(
-            args.model, preprocessing=args.preprocessing, layer=args.layer, class_index=args.class_index
-        )
-    except (DagmFormatError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+@dataclass(frozen=True)
+class _Run:
+    """A checked command line: what to evaluate, with which model, on which images
+    (``data``: the opened data set, which keeps an unpacked zip's folder alive until the
+    run ends; None for a generated set)."""
 
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    spec: ModelSpec
+    items: list[EvalItem]
+    methods: list[str]
+    metrics: list[str]
+    data: Any = None
 
-    bar = tqdm(total=len(items), unit="image", desc=spec.key, dynamic_ncols=True)
 
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
+def _checked_run(args: argparse.Namespace) -> _Run:
+    """The run the arguments ask for; ValueError / DagmFormatError / FileNotFoundError
+    naming what is wrong, before any work."""
+    check_writable(args.out, journal_path(args.out))  # a full or read-only disk fails here, not at the end
+    methods = _methods_arg(args.methods)
+    metric_keys = _metrics_arg(args.metrics, args.road, args.sanity)
+    dataset = None
+    if args.data is not None:
+        dataset = open_data(args.data, split=args.split, category=args.category, train_good=args.train_good)
+        items = list(dataset.items)
+        for note in dataset.notes:
+            print(f"note: {note}", file=sys.stderr)
+    else:
+        items = synthetic_items(args.synthetic, seed=args.seed, size=args.size, defect_rate=args.defect_rate)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        items = items[: args.limit]
+    spec = load_model_spec(args.model, preprocessing=args.preprocessing, layer=args.layer, class_index=args.class_index)
+    return _Run(spec, list(items), methods, metric_keys, dataset)
 
-    start = time.perf_counter()
-    try:
-        with logging_redirect_tqdm():
-            options = dict(
-                max_n=args.max_n, road=args.road, curve_steps=args.steps, seed=args.seed, out=args.out,
-                sanity=args.sanity, precision=args.precision,
-                overwrite=args.overwrite, workers=args.workers, progress=progress,
-            )
-            if args.ray or args.ray_address:
-                from camcore.evaluation.ray_runner import evaluate_ray
 
-                _quiet_ray_data()
-                table = evaluate_ray(
-                    spec, items, methods, address=args.ray_address, actors=args.ray_actors,
-                    cpus_per_actor=args.ray_cpus_per_actor, **options,
-                )
-            else:
-                table = evaluate(spec, items, methods, **options)
-    except KeyboardInterrupt:
-        bar.close()
-        print(
-            f"\ninterrupted: {bar.n} of {len(items)} images are saved in {journal_path(args.out)}; "
-            "run the same command again to finish",
-            file=sys.stderr,
-        )
+def _evaluate(args: argparse.Namespace, run: _Run, progress: Callable[[int, int], None]) -> pd.DataFrame:
+    """The evaluation of ``run``, locally or on Ray."""
+    options: dict[str, Any] = dict(
+        max_n=args.max_n, metrics=run.metrics, curve_steps=args.steps, seed=args.seed, out=args.out,
+        precision=args.precision, overwrite=args.overwrite, workers=args.workers, progress=progress,
+    )
+    if args.ray or args.ray_address:
+        from camcore.evaluation.ray_runner import evaluate_ray
+
+        _quiet_ray_data()
+        return evaluate_ray(run.spec, run.items, run.methods, address=args.ray_address, actors=args.ray_actors,
+                            cpus_per_actor=args.ray_cpus_per_actor, **options)
+    return evaluate(run.spec, run.items, run.methods, **options)
+
+
+def _stopped(exc: BaseException, saved: int, run: _Run, out: Path) -> int:
+    """Say why the run stopped and what is saved; the exit status."""
+    journal = journal_path(out)
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"\ninterrupted: {saved} of {len(run.items)} images are saved in {journal}; "
+              "run the same command again to finish", file=sys.stderr)
         return 130
-    except (DagmFormatError, ValueError, ImportError, ConnectionError) as exc:
-        bar.close()
-        print(f"error: {exc}", file=sys.stderr)
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):  # e.g. the disk filled up
+        print(f"error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
+              f"{saved} of {len(run.items)} images are saved in {journal}: "
+              "make room and run the same command again to finish", file=sys.stderr)
         return 2
-    except OSError as exc:  # e.g. the disk filled up during the run
-        bar.close()
-        print(
-            f"error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
-            f"{bar.n} of {len(items)} images are saved in {journal_path(args.out)}: "
-            "make room and run the same command again to finish",
-            file=sys.stderr,
-        )
-        return 2
-    bar.close()
-    wall = time.perf_counter() - start
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _report(run: _Run, table: pd.DataFrame, wall: float, out: Path) -> int:
+    """Print the summary, the skipped images and where the results are; the exit status."""
+    spec = run.spec
     failed = errors(table)
     evaluated = results_only(table)["image_id"].nunique()
     print(f"\n{spec.key}, layer {spec.layer}: {evaluated} images evaluated, {len(failed)} skipped, "
@@ -179,5 +206,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{len(failed)} image(s) could not be read and were skipped:")
         for _, row in failed.iterrows():
             print(f"  {row['error']}")
-    print(f"\nresults: {args.out} (journal: {journal_path(args.out)})")
+    print(f"\nresults: {out} (journal: {journal_path(out)})")
     return 0 if evaluated else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        run = _checked_run(args)
+    except (DagmFormatError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = tqdm(total=len(run.items), unit="image", desc=run.spec.key, dynamic_ncols=True)
+    start = time.perf_counter()
+    try:
+        with logging_redirect_tqdm():
+            table = _evaluate(args, run, lambda done, total: bar.update(done - bar.n))
+    except (KeyboardInterrupt, DagmFormatError, ValueError, ImportError, OSError) as exc:
+        bar.close()
+        return _stopped(exc, bar.n, run, args.out)
+    bar.close()
+    return _report(run, table, time.perf_counter() - start, args.out)

@@ -6,7 +6,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Callable, Iterator
 
+from camcore.defaults import DEFAULT_MAX_N
 from camcore.methods import METHODS
+
+__all__ = [
+    "ALL_METHODS", "BLUR_SIGMA", "CAM_METHODS", "CONTROLS", "DEFAULT_CURVE_STEPS", "DEFAULT_MAX_N", "DEFAULT_WORKERS",
+    "METHOD_LABELS", "RANDOM_SIGMA_FRACTION", "Progress", "check_methods",
+]
 
 CONTROLS: tuple[str, ...] = ("sobel", "random")
 _CONTROL_LABELS = {"sobel": "Sobel (control)", "random": "Random (control)"}
@@ -50,16 +56,12 @@ class _RegistryLabels(Mapping):
 CAM_METHODS: Sequence[str] = _RegistryKeys(with_controls=False)
 ALL_METHODS: Sequence[str] = _RegistryKeys(with_controls=True)
 METHOD_LABELS: Mapping[str, str] = _RegistryLabels()
-DEFAULT_MAX_N = 10
 DEFAULT_CURVE_STEPS = 20
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 # The random control is Gaussian-smoothed so that it has blobs of about the size of an
 # upsampled 14 x 14 CAM (sigma = side / 28, 8 px at 224), a fairer control than
 # per-pixel noise.
 RANDOM_SIGMA_FRACTION = 1 / 28
-# ROAD imputation noise: 1 % of the input range for each preprocessing mode
-# (Rong et al. 2022 use 0.01 on inputs of about unit range).
-_INPUT_RANGE = {"unit": 1.0, "symmetric": 2.0, "none": 255.0, "caffe": 255.0, "torch": 1.0 / 0.226}
 # Deletion replaces pixels by a Gaussian blur of the image (sigma in pixels at the model's
 # input size), the canvas insertion starts from (Petsiuk et al. 2018 use it for
 # insertion). RISE's constant-0 deletion baseline paints black holes, which a defect
@@ -71,7 +73,9 @@ Progress = Callable[[int, int], None]
 """``progress(done, total)``: images finished (resumed ones included) out of all."""
 
 
-def _check_methods(methods: Sequence[str]) -> list[str]:
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """``methods`` without repeats, in their order; ValueError if one is neither a registered
+    CAM method nor a control, or if there is none."""
     chosen = list(dict.fromkeys(methods))
     unknown = [m for m in chosen if m not in ALL_METHODS]
     if unknown:

@@ -85,7 +85,10 @@ class Journal:
         self._handle.close()
 
 
-class _MemoryJournal:
+class MemoryJournal:
+    """A :class:`Journal` that keeps its records in memory only (a run without an output
+    file): the same ``records``, ``done``, ``add`` and ``close``."""
+
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
 

@@ -11,17 +11,19 @@ from typing import IO, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-def _x_label(value: float) -> str:
-    return f"{value:.2f}"
+from camcore.metrics import registered_columns
+from camcore.metrics.localization import DICE_AT_GLOBAL, GLOBAL_THRESHOLD, IOU_AT_GLOBAL, IOU_CURVE
+from camcore.metrics.timing import SECONDS
 
 
 def iou_column(threshold: float) -> str:
-    return f"iou@{_x_label(threshold)}"
+    """The column of the IoU curve's point at ``threshold`` (e.g. ``iou@0.50``)."""
+    return IOU_CURVE.column(threshold)
 
 
 def curve_columns(df: pd.DataFrame, prefix: str) -> list[tuple[float, str]]:
-    """``[(x, column)]`` of the curve ``prefix`` ("iou", "deletion", "insertion",
-    "road_morf", "road_lerf") present in ``df``, sorted by x."""
+    """``[(x, column)]`` of the curve ``prefix`` (a :class:`camcore.metrics.Curve`'s, e.g.
+    "iou", "deletion", "road_morf") present in ``df``, sorted by x."""
     found = []
     for column in df.columns:
         name, _, x = str(column).partition("@")
@@ -74,13 +76,18 @@ def check_writable(out: str | os.PathLike[str], journal: str | os.PathLike[str] 
 
 
 
-_FIRST_COLUMNS = [
+RECORD_COLUMNS: tuple[str, ...] = (
     "model", "layer", "source", "image_id", "index", "path", "class_name", "defect_kind", "defective",
-    "method", "error", "target_class", "p_target", "predicted", "seconds", "model_passes",
-    "pointing_game", "energy_pointing_game", "global_threshold", "iou_at_global", "dice_at_global",
-    "oracle_threshold", "oracle_iou", "average_drop", "increased_confidence",
-    "deletion_auc", "insertion_auc", "road_morf_auc", "road_lerf_auc", "metric_seconds",
-]
+    "method", "error", "target_class", "p_target", "predicted",
+)
+"""What a row is about - the model, the image, the method (or the image's error) and the
+model's prediction - ahead of the metric columns of :data:`camcore.metrics.METRICS`."""
+
+
+def first_columns() -> list[str]:
+    """The results table's leading columns: :data:`RECORD_COLUMNS`, then every registered
+    metric column in registry order (curve points follow all other columns)."""
+    return [*RECORD_COLUMNS, *(column.name for _, column in registered_columns())]
 
 
 def records_to_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -104,7 +111,7 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
     df["method"] = df["method"].where(df["method"].notna() & (df["method"].astype(str) != ""), None)
     if "defective" in df.columns:
         df["defective"] = df["defective"].map(_to_bool).astype("boolean")
-    first = [c for c in _FIRST_COLUMNS if c in df.columns]
+    first = [c for c in first_columns() if c in df.columns]
     curves = [c for c in df.columns if "@" in str(c)]
     rest = [c for c in df.columns if c not in first and c not in curves]
     return df[first + rest + curves].reset_index(drop=True)
@@ -132,7 +139,7 @@ def errors(df: pd.DataFrame) -> pd.DataFrame:
 def global_thresholds(df: pd.DataFrame) -> dict[str, float]:
     """Per method, the threshold maximizing the mean IoU over the defective images
     (first maximum on ties); methods without defective images are left out."""
-    columns = curve_columns(df, "iou")
+    columns = curve_columns(df, IOU_CURVE.prefix)
     if not columns:
         return {}
     rows = results_only(df)
@@ -147,18 +154,19 @@ def global_thresholds(df: pd.DataFrame) -> dict[str, float]:
 
 
 def add_global_threshold(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``global_threshold``, ``iou_at_global`` and ``dice_at_global`` (Dice from IoU:
-    ``2 IoU / (1 + IoU)``, exact per image) for defective rows."""
+    """Add the localization metric's set-level columns (``global_threshold``,
+    ``iou_at_global`` and ``dice_at_global``; Dice from IoU: ``2 IoU / (1 + IoU)``, exact
+    per image) for defective rows."""
     df = df.copy()
     best = global_thresholds(df)
-    columns = dict((x, c) for x, c in curve_columns(df, "iou"))
-    df["global_threshold"] = df["method"].map(best).astype("float64")
+    columns = dict((x, c) for x, c in curve_columns(df, IOU_CURVE.prefix))
+    df[GLOBAL_THRESHOLD.name] = df["method"].map(best).astype("float64")
     iou = np.full(len(df), np.nan)
     for method, threshold in best.items():
         selected = (df["method"] == method).to_numpy() & df["defective"].fillna(False).astype(bool).to_numpy()
         iou[selected] = df.loc[selected, columns[threshold]].to_numpy(dtype=np.float64)
-    df["iou_at_global"] = iou
-    df["dice_at_global"] = 2.0 * iou / (1.0 + iou)
+    df[IOU_AT_GLOBAL.name] = iou
+    df[DICE_AT_GLOBAL.name] = 2.0 * iou / (1.0 + iou)
     return _normalize(df)
 
 
@@ -181,7 +189,7 @@ def write_results(df: pd.DataFrame, out: str | os.PathLike[str]) -> Path:
     return path
 
 
-REQUIRED_COLUMNS = ("image_id", "method", "defective", "seconds")
+REQUIRED_COLUMNS = ("image_id", "method", "defective", SECONDS.name)
 
 
 def read_results(data: str | os.PathLike[str] | IO[bytes], name: str | None = None) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -100,7 +101,7 @@ def synthetic_items(
         raise ValueError(f"need at least one synthetic image, got {n}")
     source = synthetic_source(seed, size, defect_rate)
     return [
-        EvalItem(id=f"synthetic/{i:05d}", source=source, index=i, load=(lambda i=i: _synthetic_load(i, seed, size, defect_rate)))
+        EvalItem(id=f"synthetic/{i:05d}", source=source, index=i, load=partial(_synthetic_load, i, seed, size, defect_rate))
         for i in range(n)
     ]
 

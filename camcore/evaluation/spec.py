@@ -86,7 +86,8 @@ def load_model_spec(
     return ModelSpec.of(loaded, layer=layer, class_index=class_index)
 
 
-def _check_spec(spec: ModelSpec) -> None:
+def check_spec(spec: ModelSpec) -> None:
+    """ValueError if ``spec``'s layer is not in its model or its class index is out of range."""
     from camcore.adapter import ModelAdapter
 
     adapter = ModelAdapter(spec.model)

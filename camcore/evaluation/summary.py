@@ -2,73 +2,75 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import pandas as pd
 
 from camcore import metrics
 from camcore.evaluation.defaults import ALL_METHODS, CONTROLS, METHOD_LABELS
 from camcore.evaluation.results import add_global_threshold, curve_columns, results_only
-
+from camcore.metrics import Column, find_column, find_curve, registered_columns
+from camcore.metrics.localization import DICE_AT_GLOBAL, GLOBAL_THRESHOLD, IOU_AT_GLOBAL, IOU_CURVE
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method (CAMs first, then controls): mean and median of every metric, the best
-    global threshold with the IoU/Dice it gives, the time per image, and whether the
-    method fails to beat both controls (:func:`camcore.metrics.flag_below_controls`) on
-    mean IoU at its best threshold or on the pointing game.
-
-    Binary metrics (pointing game, increase in confidence) are given as rates in %.
+    """Per method (CAMs first, then controls): the summary of every registered metric
+    column present (:attr:`camcore.metrics.Column.summary`: mean and median, a rate in %,
+    or the one value, e.g. the best global threshold), over the defective images for the
+    metrics that need a mask and over every image otherwise; the image counts; and whether
+    the method fails to beat both controls (:func:`camcore.metrics.flag_below_controls`)
+    on a column that asks for it (mean IoU at the best threshold, pointing game).
     """
-    if "iou_at_global" not in df.columns:
+    if IOU_AT_GLOBAL.name not in df.columns:
         df = add_global_threshold(df)
     rows = results_only(df)
     models = rows["model"].dropna().unique() if "model" in rows.columns else []
     if len(models) > 1:
         raise ValueError(f"summarize one model at a time; the table holds {list(models)}")
     order = [m for m in ALL_METHODS if m in set(rows["method"])]
-    summary: dict[str, dict[str, float]] = {}
-    for method in order:
-        group = rows[rows["method"] == method]
-        defective = group[group["defective"].fillna(False).astype(bool)]
-        entry: dict[str, float] = {"images": float(len(group)), "defective_images": float(len(defective))}
-        if len(defective):
-            entry["pointing_game"] = 100.0 * float(defective["pointing_game"].mean())
-            _mean_median(entry, "energy_pointing_game", defective["energy_pointing_game"])
-            entry["best_threshold"] = float(defective["global_threshold"].iloc[0])
-            _mean_median(entry, "iou_at_best", defective["iou_at_global"])
-            _mean_median(entry, "dice_at_best", defective["dice_at_global"])
-            _mean_median(entry, "oracle_iou", defective["oracle_iou"])
-        if len(group):
-            drop = metrics.summarize_drop_increase(
-                zip(group["average_drop"].astype(float), group["increased_confidence"].astype(float) > 0.5)
-            )
-            entry["average_drop_mean"] = drop["average_drop"]
-            entry["average_drop_median"] = float(group["average_drop"].median())
-            entry["increase_in_confidence"] = drop["increase_in_confidence"]
-            for name in ("deletion_auc", "insertion_auc", "road_morf_auc", "road_lerf_auc"):
-                if name in group.columns and group[name].notna().any():
-                    _mean_median(entry, name, group[name])
-            _mean_median(entry, "seconds", group["seconds"])
-            if "sanity_pass" in group.columns and group["sanity_pass"].notna().any():
-                entry["sanity_pass_rate"] = 100.0 * float(group["sanity_pass"].mean())
-                _mean_median(entry, "sanity_spearman", group["sanity_spearman"])
-                _mean_median(entry, "sanity_ssim", group["sanity_ssim"])
-        summary[method] = entry
+    summary = {method: _method_summary(rows[rows["method"] == method]) for method in order}
     table = pd.DataFrame.from_dict(summary, orient="index")
     table.index.name = "method"
+    _flag_below_controls(table, order)
+    return table
+
+
+def _method_summary(group: pd.DataFrame) -> dict[str, float]:
+    """The summary entries of one method's rows."""
+    defective = group[group["defective"].fillna(False).astype(bool)]
+    entry: dict[str, float] = {"images": float(len(group)), "defective_images": float(len(defective))}
+    for metric, column in registered_columns():
+        rows = defective if metric.needs_mask else group
+        if column.summary and column.name in rows.columns and rows[column.name].notna().any():
+            _summarize_column(entry, column, rows[column.name].dropna().astype(float))
+    return entry
+
+
+def _summarize_column(entry: dict[str, float], column: Column, values: pd.Series) -> None:
+    if column.summary == "rate":
+        entry[column.summary_name] = 100.0 * float((values > 0.5).mean())
+    elif column.summary == "first":
+        entry[column.summary_name] = float(values.iloc[0])
+    else:
+        entry[f"{column.summary_name}_mean"] = float(values.mean())
+        entry[f"{column.summary_name}_median"] = float(values.median())
+
+
+def _flag_below_controls(table: pd.DataFrame, order: list[str]) -> None:
+    """Fill ``below_controls`` and ``flag`` of ``table`` for the columns that must beat the controls."""
     table["below_controls"] = pd.Series(pd.NA, index=table.index, dtype="boolean")
     table["flag"] = ""
-    if all(c in summary for c in CONTROLS) and "iou_at_best_mean" in table.columns:
-        localized = {m: {k: table.loc[m, k] for k in ("iou_at_best_mean", "pointing_game")} for m in order}
-        by_iou = metrics.flag_below_controls(localized, "iou_at_best_mean")
-        by_pointing = metrics.flag_below_controls(localized, "pointing_game")
-        for method in by_iou:
-            reasons = [name for name, flags in (("mean IoU", by_iou), ("pointing game", by_pointing)) if flags[method]]
-            table.loc[method, "below_controls"] = bool(reasons)
-            if reasons:
-                table.loc[method, "flag"] = "does not beat the Sobel and random controls on " + " and ".join(reasons)
-    return table
+    checked = [(c.beat_controls, key) for _, c in registered_columns()
+               if c.beat_controls and (key := c.summary_key) is not None and key in table.columns]
+    if not all(c in table.index for c in CONTROLS) or not checked:
+        return
+    scores = {m: {key: float(table.loc[m, key]) for _, key in checked} for m in order}
+    flags = [(reason, metrics.flag_below_controls(scores, key)) for reason, key in checked]
+    for method in flags[0][1]:
+        reasons = [reason for reason, flagged in flags if flagged[method]]
+        table.loc[method, "below_controls"] = bool(reasons)
+        if reasons:
+            table.loc[method, "flag"] = "does not beat the Sobel and random controls on " + " and ".join(reasons)
 
 
 def flagged_methods(summary: pd.DataFrame) -> dict[str, str]:
@@ -78,21 +80,17 @@ def flagged_methods(summary: pd.DataFrame) -> dict[str, str]:
     return {str(m): str(summary.loc[m, "flag"]) for m in summary.index[flags.to_numpy()]}
 
 
-def _mean_median(entry: dict[str, float], name: str, values: pd.Series) -> None:
-    values = values.astype(float)
-    entry[f"{name}_mean"] = float(values.mean())
-    entry[f"{name}_median"] = float(values.median())
-
-
 def mean_curve(df: pd.DataFrame, prefix: str, defective_only: bool | None = None) -> pd.DataFrame:
-    """The curve ``prefix`` ("iou", "deletion", "insertion", "road_morf", "road_lerf")
-    averaged over the set: index x (threshold or fraction removed), one column per
-    method in :data:`ALL_METHODS` order. IoU curves average the defective images only
-    (``defective_only`` default), faithfulness curves every image."""
+    """The curve ``prefix`` (a registered :class:`camcore.metrics.Curve`'s, e.g. "iou",
+    "deletion", "road_morf") averaged over the set: index x (threshold or fraction
+    removed), one column per method in :data:`ALL_METHODS` order. By default the curves of
+    a metric that needs a mask (IoU) average the defective images only, the others every
+    image."""
     columns = curve_columns(df, prefix)
     rows = results_only(df)
     if defective_only is None:
-        defective_only = prefix == "iou"
+        found = find_curve(prefix)
+        defective_only = found is not None and found[0].needs_mask
     if defective_only:
         rows = rows[rows["defective"].fillna(False).astype(bool)]
     if not columns or rows.empty:
@@ -105,19 +103,52 @@ def mean_curve(df: pd.DataFrame, prefix: str, defective_only: bool | None = None
     return out.dropna(axis=1, how="all")
 
 
-# metric -> (worst first when sorted ascending, defective images only)
-WORST_BY: dict[str, tuple[bool, bool]] = {
-    "iou_at_global": (True, True),
-    "energy_pointing_game": (True, True),
-    "pointing_game": (True, True),
-    "insertion_auc": (True, False),
-    "deletion_auc": (False, False),
-    "average_drop": (False, False),
-}
+def column_label(name: str) -> str:
+    """A results column as charts and menus name it: its registry description, the images
+    it covers and which way is better, e.g. "Deletion AUC (lower is better)"; a column no
+    metric registers keeps its name."""
+    found = find_column(name)
+    if found is None:
+        return name
+    metric, column = found
+    notes = ["defective images"] if metric.needs_mask else []
+    if column.higher_is_better is not None:
+        notes.append("higher is better" if column.higher_is_better else "lower is better")
+    return f"{column.description} ({', '.join(notes)})" if notes else column.description
 
 
-def worst_images(df: pd.DataFrame, method: str, metric: str = "iou_at_global", n: int = 10) -> pd.DataFrame:
-    """The ``n`` images on which ``method`` does worst by ``metric`` (see :data:`WORST_BY`)."""
+HEADLINE_COLUMN = IOU_AT_GLOBAL.name
+"""The column shown first and ranking the worst images unless another is chosen."""
+
+
+class _WorstBy(Mapping):
+    """Column -> (worst first when sorted ascending, defective images only) for every
+    registered column with a worst-images label, read from the registry at each use."""
+
+    def _orders(self) -> dict[str, tuple[bool, bool]]:
+        return {column.name: (bool(column.higher_is_better), metric.needs_mask)
+                for metric, column in registered_columns() if column.worst}
+
+    def __getitem__(self, name: str) -> tuple[bool, bool]:
+        return self._orders()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._orders())
+
+    def __len__(self) -> int:
+        return len(self._orders())
+
+    def __repr__(self) -> str:
+        return repr(self._orders())
+
+
+WORST_BY: Mapping[str, tuple[bool, bool]] = _WorstBy()
+"""The columns :func:`worst_images` ranks by: ``{column: (ascending, defective only)}``."""
+
+
+def worst_images(df: pd.DataFrame, method: str, metric: str = HEADLINE_COLUMN, n: int = 10) -> pd.DataFrame:
+    """The ``n`` images on which ``method`` does worst by the column ``metric`` (see
+    :data:`WORST_BY`), with every other column of :data:`WORST_BY` beside it."""
     if metric not in WORST_BY:
         raise ValueError(f"unknown metric {metric!r}; choose one of {list(WORST_BY)}")
     ascending, defective_only = WORST_BY[metric]
@@ -126,9 +157,8 @@ def worst_images(df: pd.DataFrame, method: str, metric: str = "iou_at_global", n
     if defective_only:
         rows = rows[rows["defective"].fillna(False).astype(bool)]
     rows = rows[rows[metric].notna()] if metric in rows.columns else rows.iloc[:0]
-    keep = [c for c in ("image_id", "class_name", "defective", metric, "iou_at_global", "pointing_game",
-                        "average_drop", "insertion_auc", "p_target", "source", "index", "layer", "model")
-            if c in rows.columns]
+    keep = [c for c in ("image_id", "class_name", "defective", metric, *WORST_BY, "p_target", "source", "index",
+                        "layer", "model") if c in rows.columns]
     keep = list(dict.fromkeys(keep))
     return rows.sort_values(metric, ascending=ascending, kind="stable").head(n)[keep].reset_index(drop=True)
 
@@ -140,14 +170,15 @@ def threshold_export(df: pd.DataFrame) -> dict[str, Any]:
     summary = summarize(df)
     rows = results_only(df)
     methods: dict[str, Any] = {}
+    best, mean_iou, mean_dice = (c.summary_key for c in (GLOBAL_THRESHOLD, IOU_AT_GLOBAL, DICE_AT_GLOBAL))
     for method, entry in summary.iterrows():
-        if "best_threshold" not in summary.columns or pd.isna(entry.get("best_threshold")):
+        if best not in summary.columns or pd.isna(entry.get(best)):
             continue
         flagged = entry.get("below_controls")
         methods[str(method)] = {
-            "threshold": float(entry["best_threshold"]),
-            "mean_iou": float(entry["iou_at_best_mean"]),
-            "mean_dice": float(entry["dice_at_best_mean"]),
+            "threshold": float(entry[best]),
+            "mean_iou": float(entry[mean_iou]),
+            "mean_dice": float(entry[mean_dice]),
             "defective_images": int(entry["defective_images"]),
             "below_controls": None if flagged is None or pd.isna(flagged) else bool(flagged),
         }
@@ -156,35 +187,21 @@ def threshold_export(df: pd.DataFrame) -> dict[str, Any]:
         "model": None if len(rows) == 0 else str(first.get("model")),
         "layer": None if len(rows) == 0 else str(first.get("layer")),
         "criterion": "threshold on the [0, 1] map maximizing the mean IoU over the defective images",
-        "grid": [x for x, _ in curve_columns(df, "iou")],
+        "grid": [x for x, _ in curve_columns(df, IOU_CURVE.prefix)],
         "methods": methods,
     }
 
 
-# (title, mean column, median column or None, format): the printed tables, one for
-# localization (defective images) and one for faithfulness and time (all images).
-_LOCALIZATION_COLUMNS = [
-    ("defective images", "defective_images", None, "{:.0f}"),
-    ("pointing game %", "pointing_game", None, "{:.1f}"),
-    ("energy PG", "energy_pointing_game_mean", "energy_pointing_game_median", "{:.3f}"),
-    ("best thr.", "best_threshold", None, "{:.2f}"),
-    ("IoU@best", "iou_at_best_mean", "iou_at_best_median", "{:.3f}"),
-    ("Dice@best", "dice_at_best_mean", "dice_at_best_median", "{:.3f}"),
-    ("oracle IoU", "oracle_iou_mean", "oracle_iou_median", "{:.3f}"),
-]
-_FAITHFULNESS_COLUMNS = [
-    ("images", "images", None, "{:.0f}"),
-    ("Avg Drop % ↓", "average_drop_mean", "average_drop_median", "{:.1f}"),
-    ("Increase % ↑", "increase_in_confidence", None, "{:.1f}"),
-    ("deletion AUC ↓", "deletion_auc_mean", "deletion_auc_median", "{:.3f}"),
-    ("insertion AUC ↑", "insertion_auc_mean", "insertion_auc_median", "{:.3f}"),
-    ("ROAD MoRF ↓", "road_morf_auc_mean", "road_morf_auc_median", "{:.3f}"),
-    ("ROAD LeRF ↑", "road_lerf_auc_mean", "road_lerf_auc_median", "{:.3f}"),
-    ("s/image", "seconds_mean", "seconds_median", "{:.3f}"),
-    ("sanity pass %", "sanity_pass_rate", None, "{:.0f}"),
-    ("sanity Spearman", "sanity_spearman_mean", "sanity_spearman_median", "{:.2f}"),
-    ("sanity SSIM", "sanity_ssim_mean", "sanity_ssim_median", "{:.2f}"),
-]
+def _table_columns(localization: bool) -> list[tuple[str, str, str | None, str]]:
+    """``(title, mean or value entry, median entry or None, format)`` of a printed table:
+    the localization one (the summarized columns of metrics that need a mask, over the
+    defective images) or the faithfulness and time one (all other columns, every image)."""
+    count = ("defective images", "defective_images") if localization else ("images", "images")
+    columns: list[tuple[str, str, str | None, str]] = [(*count, None, "{:.0f}")]
+    for metric, column in registered_columns():
+        if column.summary_key is not None and metric.needs_mask == localization:
+            columns.append((column.title, column.summary_key, column.median_key, column.fmt))
+    return columns
 
 
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -192,7 +209,7 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     labels (⚠ marks a method below the controls); numbers are left unformatted."""
     flagged = flagged_methods(summary)
     titles: dict[str, str] = {}
-    for title, mean, median, _ in _LOCALIZATION_COLUMNS + _FAITHFULNESS_COLUMNS:
+    for title, mean, median, _ in _table_columns(True) + _table_columns(False):
         if median is None:
             titles.setdefault(mean, title)
         else:
@@ -229,11 +246,12 @@ def format_summary(summary: pd.DataFrame) -> str:
     median cells; methods below the controls are marked ⚠ and explained below."""
     flagged = flagged_methods(summary)
     lines: list[str] = []
-    if "best_threshold" in summary.columns:
+    localization = _table_columns(True)
+    if any(key in summary.columns for _, key, _, _ in localization[1:]):
         lines += ["Localization (defective images):", ""]
-        lines += _markdown(summary, _LOCALIZATION_COLUMNS, flagged) + [""]
+        lines += _markdown(summary, localization, flagged) + [""]
     lines += ["Faithfulness (every image, explaining the target class) and time per image:", ""]
-    lines += _markdown(summary, _FAITHFULNESS_COLUMNS, flagged)
+    lines += _markdown(summary, _table_columns(False), flagged)
     if flagged:
         lines.append("")
         lines += [f"⚠ {METHOD_LABELS.get(m, m)}: {reason}." for m, reason in flagged.items()]

@@ -14,6 +14,14 @@
   :func:`flag_below_controls`.
 * :mod:`~camcore.metrics.sanity` - Adebayo et al.'s model-parameter randomization check
   (:func:`parameter_randomization`) with :func:`spearman_correlation` and :func:`ssim`.
+* :mod:`~camcore.metrics.timing` - the cost of a map (seconds, model passes) as columns.
+
+**The registry** (:mod:`~camcore.metrics.registry`, types in :mod:`~camcore.metrics.base`):
+each family module describes its metrics for the batch evaluation once - key, columns and
+curves, labels, direction, needs a mask, optional, and a compute function
+``compute(inputs: MetricInputs) -> {column: value}`` - and :data:`METRICS` lists them; the
+evaluation, its summaries, its command line and the Dataset page read nothing else.
+Adding a metric is one module plus one entry (or :func:`register_metric`).
 
 Shared conventions: maps are 2-D and expected in ``[0, 1]``; thresholds are absolute on
 that scale, not quantiles; non-finite map values raise ``ValueError``; degenerate inputs
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 from camcore.maps import map_correlation, resize_map
 from camcore.metrics._common import PredictFn
+from camcore.metrics.base import Column, Curve, Metric, MetricInputs, RunContext, curve_column
 from camcore.metrics.controls import control_maps, flag_below_controls, random_map
 from camcore.metrics.faithfulness import (
     DropIncrease,
@@ -52,6 +61,19 @@ from camcore.metrics.localization import (
     pointing_game,
     threshold_map,
 )
+from camcore.metrics.registry import (
+    METRICS,
+    default_metric_keys,
+    find_column,
+    find_curve,
+    get_metric,
+    register_metric,
+    registered_columns,
+    registered_curves,
+    select_metrics,
+    selectable_metric_keys,
+    unregister_metric,
+)
 from camcore.metrics.road import DEFAULT_ROAD_PERCENTAGES, noisy_linear_impute, road_curve
 from camcore.metrics.sanity import (
     SANITY_THRESHOLD,
@@ -63,6 +85,24 @@ from camcore.metrics.sanity import (
 )
 
 __all__ = [
+    # the registry
+    "METRICS",
+    "Column",
+    "Curve",
+    "Metric",
+    "MetricInputs",
+    "RunContext",
+    "curve_column",
+    "default_metric_keys",
+    "find_column",
+    "find_curve",
+    "get_metric",
+    "register_metric",
+    "registered_columns",
+    "registered_curves",
+    "select_metrics",
+    "selectable_metric_keys",
+    "unregister_metric",
     # localization
     "DEFAULT_THRESHOLDS",
     "POINTING_TOLERANCE",

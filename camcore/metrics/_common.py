@@ -1,4 +1,8 @@
-"""Input validation and small internals shared by the metric families (private)."""
+"""Input validation and small helpers shared by the metric families.
+
+The module is internal to :mod:`camcore.metrics` (its names are not re-exported), but its
+functions are public within the package: each metric family imports them.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,12 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 """Batch ``(N, H, W, C)`` float32 -> class probabilities ``(N, n_classes)``."""
 
 
-def _as_map(cam: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+def checked_map(cam: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Validated float64 2-D map, resized bilinearly to ``shape`` when given."""
     return as_map(cam) if shape is None else resize_map(cam, shape)
 
 
-def _as_mask(mask: np.ndarray) -> np.ndarray:
+def as_mask(mask: np.ndarray) -> np.ndarray:
     """A ground-truth mask as bool ``(H, W)``.
 
     bool masks are taken as they are, integer masks (0/1, 0/255) are on where ``> 0``,
@@ -37,14 +41,15 @@ def _as_mask(mask: np.ndarray) -> np.ndarray:
     raise TypeError(f"a mask must be bool, integer or float, got dtype {arr.dtype}")
 
 
-def _as_thresholds(thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+def as_thresholds(thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Thresholds as a float64 1-D array; ValueError if empty, not 1-D or not finite."""
     arr = np.asarray(thresholds, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
         raise ValueError("thresholds must be a non-empty 1-D sequence of finite numbers")
     return arr
 
 
-def _as_image(x: np.ndarray) -> np.ndarray:
+def as_image(x: np.ndarray) -> np.ndarray:
     """One model input as float32 ``(H, W, C)``; accepts ``(1, H, W, C)`` or ``(H, W, C)``."""
     arr = np.asarray(x)
     if arr.ndim == 4:
@@ -59,7 +64,7 @@ def _as_image(x: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _class_scores(predict_fn: PredictFn, batch: np.ndarray, class_index: int) -> np.ndarray:
+def class_scores(predict_fn: PredictFn, batch: np.ndarray, class_index: int) -> np.ndarray:
     """Probability of ``class_index`` for each image of ``batch``, validated."""
     out = np.asarray(predict_fn(np.ascontiguousarray(batch, dtype=np.float32)))
     if out.ndim != 2 or out.shape[0] != batch.shape[0]:
@@ -71,7 +76,7 @@ def _class_scores(predict_fn: PredictFn, batch: np.ndarray, class_index: int) ->
     return out[:, class_index].astype(np.float64)
 
 
-def _batched_scores(
+def batched_scores(
     predict_fn: PredictFn,
     make_batch: Callable[[np.ndarray], np.ndarray],
     n: int,
@@ -87,11 +92,11 @@ def _batched_scores(
     scores = np.empty(n, dtype=np.float64)
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
-        scores[idx] = _class_scores(predict_fn, make_batch(idx), class_index)
+        scores[idx] = class_scores(predict_fn, make_batch(idx), class_index)
     return scores
 
 
-def _pixel_rank(saliency: np.ndarray, descending: bool = True) -> np.ndarray:
+def pixel_rank(saliency: np.ndarray, descending: bool = True) -> np.ndarray:
     """``rank[i, j]`` = position of pixel (i, j) in the removal order.
 
     Ties keep raster (row-major) order (stable sort), so flat regions of a map - common

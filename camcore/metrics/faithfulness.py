@@ -20,12 +20,13 @@ import numpy as np
 
 from camcore.metrics._common import (
     PredictFn,
-    _as_image,
-    _as_map,
-    _batched_scores,
-    _class_scores,
-    _pixel_rank,
+    as_image,
+    batched_scores,
+    checked_map,
+    class_scores,
+    pixel_rank,
 )
+from camcore.metrics.base import Column, Curve, Metric, MetricInputs
 
 __all__ = [
     "PredictFn",
@@ -35,6 +36,15 @@ __all__ = [
     "deletion_curve",
     "insertion_curve",
     "auc",
+    "AVERAGE_DROP",
+    "INCREASED_CONFIDENCE",
+    "DELETION_AUC",
+    "INSERTION_AUC",
+    "DELETION_CURVE",
+    "INSERTION_CURVE",
+    "DROP_INCREASE_METRIC",
+    "DELETION_METRIC",
+    "INSERTION_METRIC",
 ]
 
 
@@ -69,10 +79,10 @@ def average_drop_increase(
     If ``Y_c <= 0`` the drop is defined as 0 (there is no confidence to lose).
     Both inputs go through ``predict_fn`` in one batch of 2.
     """
-    img = _as_image(x)
-    c = _as_map(cam, img.shape[:2]).astype(np.float32)[..., None]
+    img = as_image(x)
+    c = checked_map(cam, img.shape[:2]).astype(np.float32)[..., None]
     explanation = c * img + (1.0 - c) * np.float32(baseline)
-    y, o = _class_scores(predict_fn, np.stack([img, explanation]), class_index)
+    y, o = class_scores(predict_fn, np.stack([img, explanation]), class_index)
     drop = max(0.0, y - o) / y * 100.0 if y > 0.0 else 0.0
     return DropIncrease(drop=float(drop), increased=bool(y < o))
 
@@ -130,8 +140,8 @@ def deletion_curve(
     together. ``baseline`` is a scalar or an array broadcastable to ``(H, W, C)``, in the
     units of ``x``. The model is called once per ``batch_size`` perturbed inputs.
     """
-    img = _as_image(x)
-    rank = _pixel_rank(_as_map(saliency, img.shape[:2]))
+    img = as_image(x)
+    rank = pixel_rank(checked_map(saliency, img.shape[:2]))
     bounds = _step_bounds(rank.size, steps)
     base = _broadcast_baseline(baseline, img)
 
@@ -139,7 +149,7 @@ def deletion_curve(
         removed = rank[None] < bounds[idx, None, None]
         return np.where(removed[..., None], base[None], img[None])
 
-    return _batched_scores(predict_fn, make_batch, bounds.size, class_index, batch_size)
+    return batched_scores(predict_fn, make_batch, bounds.size, class_index, batch_size)
 
 
 def insertion_curve(
@@ -162,8 +172,8 @@ def insertion_curve(
     of length ``steps + 1``: point 0 is the bare canvas, the last point ``x`` itself.
     Higher AUC is more faithful. Batching and resizing as in :func:`deletion_curve`.
     """
-    img = _as_image(x)
-    rank = _pixel_rank(_as_map(saliency, img.shape[:2]))
+    img = as_image(x)
+    rank = pixel_rank(checked_map(saliency, img.shape[:2]))
     bounds = _step_bounds(rank.size, steps)
     if start == "baseline":
         canvas = _broadcast_baseline(baseline, img)
@@ -178,7 +188,7 @@ def insertion_curve(
         revealed = rank[None] < bounds[idx, None, None]
         return np.where(revealed[..., None], img[None], canvas[None])
 
-    return _batched_scores(predict_fn, make_batch, bounds.size, class_index, batch_size)
+    return batched_scores(predict_fn, make_batch, bounds.size, class_index, batch_size)
 
 
 def auc(curve: Sequence[float] | np.ndarray) -> float:
@@ -192,3 +202,61 @@ def auc(curve: Sequence[float] | np.ndarray) -> float:
         raise ValueError("a curve needs at least 2 points")
     return float(np.trapezoid(y, dx=1.0 / (y.size - 1)))
 
+
+
+# ---------------------------------------------------------- the registry entries
+
+AVERAGE_DROP = Column("average_drop", "Avg Drop % ↓", "Average Drop %", False, fmt="{:.1f}", distribution=True,
+                      worst="highest Average Drop")
+INCREASED_CONFIDENCE = Column("increased_confidence", "Increase % ↑", "Increase in Confidence", True,
+                              summary="rate", summary_name="increase_in_confidence", fmt="{:.1f}")
+DELETION_AUC = Column("deletion_auc", "deletion AUC ↓", "Deletion AUC", False, distribution=True,
+                      worst="highest deletion AUC")
+INSERTION_AUC = Column("insertion_auc", "insertion AUC ↑", "Insertion AUC", True, distribution=True,
+                       worst="lowest insertion AUC")
+DELETION_CURVE = Curve("deletion", "fraction of pixels deleted", "class probability (lower AUC is better)")
+INSERTION_CURVE = Curve("insertion", "fraction of pixels inserted", "class probability (higher AUC is better)")
+
+
+def curve_row(curve: Curve, area: Column, values: np.ndarray, xs: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """``{area: AUC of values}`` plus one column per point of ``curve`` (x from ``xs``)."""
+    row = {area.name: auc(values)}
+    row.update({curve.column(x): float(v) for x, v in zip(xs, values)})
+    return row
+
+
+def _drop_increase(inputs: MetricInputs) -> dict[str, float]:
+    found = average_drop_increase(inputs.predict_fn, inputs.x, inputs.saliency, inputs.class_index)
+    return {AVERAGE_DROP.name: found.drop, INCREASED_CONFIDENCE.name: float(found.increased)}
+
+
+def _fractions(steps: int) -> np.ndarray:
+    return np.arange(steps + 1) / steps
+
+
+def _deletion(inputs: MetricInputs) -> dict[str, float]:
+    values = deletion_curve(inputs.predict_fn, inputs.x, inputs.saliency, inputs.class_index, steps=inputs.steps,
+                            baseline=inputs.blurred)
+    return curve_row(DELETION_CURVE, DELETION_AUC, values, _fractions(inputs.steps))
+
+
+def _insertion(inputs: MetricInputs) -> dict[str, float]:
+    # the canvas is the blurred image, as in Petsiuk et al. (start="blur" on the same sigma)
+    values = insertion_curve(inputs.predict_fn, inputs.x, inputs.saliency, inputs.class_index, steps=inputs.steps,
+                             baseline=inputs.blurred)
+    return curve_row(INSERTION_CURVE, INSERTION_AUC, values, _fractions(inputs.steps))
+
+
+DROP_INCREASE_METRIC = Metric(
+    key="drop_increase", label="Average Drop / Increase in Confidence",
+    columns=(AVERAGE_DROP, INCREASED_CONFIDENCE), compute=_drop_increase,
+    help="the class probability on the map times the image (Chattopadhyay et al. 2018)",
+)
+DELETION_METRIC = Metric(
+    key="deletion", label="Deletion", columns=(DELETION_AUC,), curves=(DELETION_CURVE,), compute=_deletion,
+    help="most salient pixels replaced by the blurred image step by step (Petsiuk et al. 2018)",
+)
+INSERTION_METRIC = Metric(
+    key="insertion", label="Insertion", columns=(INSERTION_AUC,), curves=(INSERTION_CURVE,), compute=_insertion,
+    help="most salient pixels revealed on the blurred image step by step (Petsiuk et al. 2018)",
+)

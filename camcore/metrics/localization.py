@@ -51,7 +51,8 @@ import cv2
 import numpy as np
 
 from camcore.maps import as_map, upsample
-from camcore.metrics._common import _as_map, _as_mask, _as_thresholds
+from camcore.metrics._common import as_mask, as_thresholds, checked_map
+from camcore.metrics.base import Column, Curve, Metric, MetricInputs
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -67,6 +68,16 @@ __all__ = [
     "dice_curve",
     "pointing_game",
     "energy_pointing_game",
+    "protocol_row",
+    "METRIC",
+    "POINTING_GAME",
+    "ENERGY_POINTING_GAME",
+    "GLOBAL_THRESHOLD",
+    "IOU_AT_GLOBAL",
+    "DICE_AT_GLOBAL",
+    "ORACLE_THRESHOLD",
+    "ORACLE_IOU",
+    "IOU_CURVE",
 ]
 
 DEFAULT_THRESHOLDS: np.ndarray = np.linspace(0.05, 0.95, 19)
@@ -158,7 +169,7 @@ def _finite_threshold(threshold: float) -> float:
 
 def _map_at_mask(cam: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(map at the mask's resolution as float64, bool mask): rules 1-2 of the protocol."""
-    m = _as_mask(mask)
+    m = as_mask(mask)
     c = as_map(cam)
     if c.min() < 0.0 or c.max() > 1.0:
         raise ValueError(
@@ -211,7 +222,7 @@ def localization_curves(
     Element ``k`` equals ``localization(cam, mask, thresholds[k])``'s ``iou`` / ``dice``
     (same protocol), computed with one sort instead of one pass per threshold.
     """
-    t = _as_thresholds(thresholds)
+    t = as_thresholds(thresholds)
     c, m = _map_at_mask(cam, mask)
     counts = _overlap_counts(c, m, t)
     return _iou_from_counts(*counts), _dice_from_counts(*counts)
@@ -228,7 +239,7 @@ def best_threshold(
     ascending default grid). Note this is an oracle per image: it uses the ground truth,
     so report it as an upper bound, not as a deployable threshold.
     """
-    t = _as_thresholds(thresholds)
+    t = as_thresholds(thresholds)
     curve, _ = localization_curves(cam, mask, t)
     k = int(np.argmax(curve))
     return float(t[k]), float(curve[k])
@@ -246,12 +257,12 @@ def threshold_map(
     relative to the map's maximum), so an all-zero map yields an empty prediction for
     every ``threshold > 0``.
     """
-    return _as_map(cam, shape) >= _finite_threshold(threshold)
+    return checked_map(cam, shape) >= _finite_threshold(threshold)
 
 
 def _legacy_inputs(cam: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    m = _as_mask(mask)
-    return _as_map(cam, m.shape), m
+    m = as_mask(mask)
+    return checked_map(cam, m.shape), m
 
 
 def iou_curve(
@@ -264,7 +275,7 @@ def iou_curve(
     Vectorized; equals ``[iou(cam, mask, t) for t in thresholds]``. Same conventions as
     :func:`iou`. Returns float64 of the same length as ``thresholds``.
     """
-    t = _as_thresholds(thresholds)
+    t = as_thresholds(thresholds)
     return _iou_from_counts(*_overlap_counts(*_legacy_inputs(cam, mask), t))
 
 
@@ -274,7 +285,7 @@ def dice_curve(
     thresholds: Sequence[float] | np.ndarray = DEFAULT_THRESHOLDS,
 ) -> np.ndarray:
     """Dice ``2|P_t & M| / (|P_t| + |M|)`` for every threshold ``t``; see :func:`dice`."""
-    t = _as_thresholds(thresholds)
+    t = as_thresholds(thresholds)
     return _dice_from_counts(*_overlap_counts(*_legacy_inputs(cam, mask), t))
 
 
@@ -329,3 +340,69 @@ def energy_pointing_game(cam: np.ndarray, mask: np.ndarray) -> float:
     must be non-negative (``ValueError`` otherwise). An all-zero map returns 0.0.
     """
     return _energy(*_legacy_inputs(cam, mask))
+
+
+# ------------------------------------------------------------ the registry entry
+
+POINTING_GAME = Column(
+    "pointing_game", "pointing game %", "Pointing game (the map's peak in the defect)", True,
+    summary="rate", fmt="{:.1f}", worst="pointing game misses", beat_controls="pointing game",
+)
+ENERGY_POINTING_GAME = Column(
+    "energy_pointing_game", "energy PG", "Energy pointing game", True, distribution=True,
+    worst="lowest energy pointing game",
+)
+GLOBAL_THRESHOLD = Column(
+    "global_threshold", "best thr.", "Best global threshold (maximizes the mean IoU over the set)", None,
+    summary="first", summary_name="best_threshold", fmt="{:.2f}", per_image=False,
+)
+IOU_AT_GLOBAL = Column(
+    "iou_at_global", "IoU@best", "IoU at the best global threshold", True, summary_name="iou_at_best",
+    distribution=True, worst="lowest IoU at the best global threshold", beat_controls="mean IoU", per_image=False,
+)
+DICE_AT_GLOBAL = Column(
+    "dice_at_global", "Dice@best", "Dice at the best global threshold", True, summary_name="dice_at_best",
+    distribution=True, per_image=False,
+)
+ORACLE_THRESHOLD = Column("oracle_threshold", "oracle thr.", "Best per-image threshold, an oracle", None, summary="")
+ORACLE_IOU = Column("oracle_iou", "oracle IoU", "Best per-image IoU, an oracle", True, distribution=True)
+IOU_CURVE = Curve("iou", "threshold on the map", "mean IoU")
+
+
+def protocol_row(cam: np.ndarray, mask: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """The localization columns of one map (:data:`METRIC`): pointing game and energy
+    pointing game, the per-image best threshold and its IoU (first maximum of the IoU
+    curve, an oracle), and the IoU curve over ``thresholds``, all by the module's protocol."""
+    grid = as_thresholds(thresholds)
+    curve, _ = localization_curves(cam, mask, grid)
+    best = int(np.argmax(curve))
+    found = localization(cam, mask, float(grid[best]))
+    row = {
+        POINTING_GAME.name: float(found.pointing_hit),
+        ENERGY_POINTING_GAME.name: found.energy_pointing,
+        ORACLE_THRESHOLD.name: float(grid[best]),
+        ORACLE_IOU.name: float(curve[best]),
+    }
+    row.update({IOU_CURVE.column(t): float(v) for t, v in zip(grid, curve)})
+    return row
+
+
+def _compute(inputs: MetricInputs) -> dict[str, float]:
+    if inputs.mask is None:
+        raise ValueError("localization needs a defect mask")
+    return protocol_row(inputs.cam, inputs.mask, inputs.thresholds)
+
+
+METRIC = Metric(
+    key="localization",
+    label="Localization",
+    columns=(POINTING_GAME, ENERGY_POINTING_GAME, GLOBAL_THRESHOLD, IOU_AT_GLOBAL, DICE_AT_GLOBAL,
+             ORACLE_THRESHOLD, ORACLE_IOU),
+    compute=_compute,
+    curves=(IOU_CURVE,),
+    needs_mask=True,
+    help="pointing game, energy pointing game, IoU per threshold, the best per-image and global "
+    "thresholds (defective images; the map at its own resolution against the mask at the image's)",
+)
+"""The localization protocol as a registry entry. The global-threshold columns are filled
+over the whole set by :func:`camcore.evaluation.add_global_threshold`."""

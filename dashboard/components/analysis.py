@@ -13,6 +13,14 @@ import pandas as pd
 import streamlit as st
 
 from camcore import metrics
+from camcore.metrics.localization import (
+    ENERGY_POINTING_GAME,
+    IOU_CURVE,
+    ORACLE_IOU,
+    ORACLE_THRESHOLD,
+    POINTING_GAME,
+    protocol_row,
+)
 from camcore.methods import METHODS
 from dashboard import state
 from dashboard.components import charts, grid
@@ -156,19 +164,20 @@ def _tradeoff_section(view: View, max_n: int) -> None:
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _localization(record_key: tuple, mask_id: str, threshold: float, _cam: np.ndarray, _mask: np.ndarray) -> dict:
-    """The one localization protocol of ``camcore.metrics`` (the evaluation uses it too)."""
+    """IoU and Dice at ``threshold``, and the localization metric's columns of the registry
+    (pointing game, energy, per-image best threshold, IoU curve): the one protocol of
+    ``camcore.metrics.localization``, computed by the function the evaluation uses."""
     thresholds = metrics.DEFAULT_THRESHOLDS
     found = metrics.localization(_cam, _mask, threshold)
-    ious, _ = metrics.localization_curves(_cam, _mask, thresholds)
-    best = int(np.argmax(ious))
+    row = protocol_row(_cam, _mask, thresholds)
     return {
         "iou": found.iou,
         "dice": found.dice,
-        "hit": found.pointing_hit,
-        "energy": found.energy_pointing,
-        "best_threshold": float(thresholds[best]),
-        "best_iou": float(ious[best]),
-        "curve": (list(map(float, thresholds)), list(map(float, ious))),
+        "hit": bool(row[POINTING_GAME.name]),
+        "energy": row[ENERGY_POINTING_GAME.name],
+        "best_threshold": row[ORACLE_THRESHOLD.name],
+        "best_iou": row[ORACLE_IOU.name],
+        "curve": (list(map(float, thresholds)), [row[IOU_CURVE.column(t)] for t in thresholds]),
     }
 
 

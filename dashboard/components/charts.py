@@ -5,7 +5,7 @@ Figures only arrange numbers that camcore measured or computed.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import plotly.graph_objects as go
 
@@ -174,3 +174,41 @@ def iou_figure(
     fig.update_xaxes(title_text="threshold", range=[0, 1])
     fig.update_yaxes(title_text="IoU with the defect mask", rangemode="tozero")
     return _layout(fig, 320)
+
+
+# ------------------------------------------------------------ Dataset page figures
+
+
+def box_figure(values: dict[str, Sequence[float]], method_labels: dict[str, str], y_title: str, *,
+               log: bool = False, height: int = 380) -> go.Figure:
+    """One box per method (mean marked) of a metric's per-image values, in ``values``' order."""
+    fig = go.Figure()
+    for method, numbers in values.items():
+        fig.add_trace(go.Box(y=list(numbers), name=method_labels.get(method, method),
+                             marker_color=method_color(method), boxmean=True))
+    fig.update_layout(yaxis_title=y_title, showlegend=False, height=height, margin=dict(t=30, b=30))
+    if log:
+        fig.update_layout(yaxis_type="log")
+    return fig
+
+
+def mean_curve_figure(curves: Any, method_labels: dict[str, str], x_title: str, y_title: str, *,
+                      dotted: Sequence[str] = (), marks: dict[str, float] | None = None) -> go.Figure:
+    """The mean curve of each method: ``curves`` is a DataFrame indexed by x with one column
+    per method (:func:`camcore.evaluation.mean_curve`); ``dotted`` methods (the controls)
+    are drawn dotted; ``marks[method]`` stars the point at that x (the best threshold)."""
+    fig = go.Figure()
+    for method in curves.columns:
+        name, color = method_labels.get(method, method), method_color(method)
+        fig.add_trace(go.Scatter(x=curves.index, y=curves[method], mode="lines", name=name,
+                                 line=dict(color=color, dash="dot" if method in dotted else "solid")))
+        if marks and method in marks:
+            x = marks[method]
+            fig.add_trace(go.Scatter(
+                x=[x], y=[curves.loc[x, method]], mode="markers", showlegend=False,
+                marker=dict(symbol="star", size=14, color=color, line=dict(width=1, color="black")),
+                name=f"{name} best", hovertemplate=f"{name}: best threshold {x:.2f}, mean IoU %{{y:.3f}}<extra></extra>",
+            ))
+    fig.update_layout(xaxis_title=x_title, yaxis_title=y_title, height=380, margin=dict(t=30, b=30),
+                      legend=dict(orientation="h", y=-0.2))
+    return fig

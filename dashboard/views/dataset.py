@@ -5,11 +5,14 @@ Data: a generated set, the user's own data set uploaded as a ``.zip`` (DAGM 2007
 safety), a DAGM folder under ``CAMSTUDIO_DATA_DIR``, or a results file written by ``python -m
 camcore.evaluate``. Model: a demo model or an uploaded one, with the Compare page's upload
 widgets and loading (``sidebar.upload_model_inputs`` / ``sidebar.load_model``: safe mode,
-the preprocessing and input-size prompts). Then it plots the metric distributions, the
-mean IoU-vs-threshold curves with each method's best threshold, the mean
-deletion/insertion curves and the time per image, flags methods that do not beat the
-Sobel/random controls, exports the thresholds and the results (CSV, Parquet) and opens
-the worst images in the Compare page.
+the preprocessing and input-size prompts). Metrics: those of the registry
+(:data:`camcore.metrics.METRICS`), the optional ones (ROAD, the sanity check) off by
+default. Then it plots the distribution of any registered metric column, the mean
+IoU-vs-threshold curves with each method's best threshold, the mean curve of every other
+registered curve in the table (deletion, insertion, ROAD) and the time per image, flags
+methods that do not beat the Sobel/random controls, exports the thresholds and the
+results (CSV, Parquet) and opens the worst images in the Compare page. Every metric
+column, label and direction comes from the registry.
 
 The run goes to a background thread (:class:`camcore.evaluation.background.BackgroundEvaluation`):
 the page follows it with a progress bar and a Cancel button (the run stops after the image
@@ -30,20 +33,29 @@ from __future__ import annotations
 import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from camcore import evaluate as ev
+from camcore import evaluation as ev
 from camcore.evaluation import archives
 from camcore.evaluation.background import BackgroundEvaluation
 from camcore.methods import ORIGINAL_STUDY
+from camcore.metrics import (
+    METRICS,
+    default_metric_keys,
+    find_column,
+    registered_columns,
+    registered_curves,
+    selectable_metric_keys,
+)
+from camcore.metrics.localization import IOU_CURVE
+from camcore.metrics.timing import SECONDS
 from dashboard import state
-from dashboard.components import sidebar
-from dashboard.components.charts import method_color
-from dashboard.components import common
+from dashboard.components import charts, common, sidebar
 
 DATA_DIR_ENV = "CAMSTUDIO_DATA_DIR"
 RESULTS = "ds_results"  # session key: {"table": DataFrame, "label": str, "note": str | None, ...}
@@ -64,26 +76,16 @@ LAYOUT_HELP = (
     f"is clean. At most {archives.MAX_COMPRESSED / 2**20:g} MB, {archives.MAX_UNCOMPRESSED / 2**30:g} GB "
     f"unpacked and {archives.MAX_FILES:,} files; unpacked into a temporary folder of this session only."
 )
-DISTRIBUTION_METRICS = {
-    "iou_at_global": "IoU at the best global threshold (defective images)",
-    "dice_at_global": "Dice at the best global threshold (defective images)",
-    "energy_pointing_game": "Energy pointing game (defective images)",
-    "oracle_iou": "Best per-image IoU (oracle, defective images)",
-    "average_drop": "Average Drop % (lower is better)",
-    "deletion_auc": "Deletion AUC (lower is better)",
-    "insertion_auc": "Insertion AUC (higher is better)",
-    "road_morf_auc": "ROAD MoRF AUC (lower is better)",
-    "road_lerf_auc": "ROAD LeRF AUC (higher is better)",
-}
-WORST_LABELS = {
-    "iou_at_global": "lowest IoU at the best global threshold",
-    "energy_pointing_game": "lowest energy pointing game",
-    "pointing_game": "pointing game misses",
-    "insertion_auc": "lowest insertion AUC",
-    "deletion_auc": "highest deletion AUC",
-    "average_drop": "highest Average Drop",
-}
-LOCALIZATION = {"iou_at_global", "dice_at_global", "energy_pointing_game", "oracle_iou"}
+
+
+def distribution_metrics() -> dict[str, str]:
+    """Registered columns offered in the distribution chart -> their chart titles."""
+    return {column.name: ev.column_label(column.name) for _, column in registered_columns() if column.distribution}
+
+
+def worst_labels() -> dict[str, str]:
+    """Registered columns the worst images can be ranked by -> how the menu says it."""
+    return {column.name: column.worst for _, column in registered_columns() if column.worst}
 
 
 def label(method: str) -> str:
@@ -259,62 +261,98 @@ def uploaded_dataset(busy: bool) -> archives.UploadedDataset | None:
 # ------------------------------------------------------------------------ runs
 
 
-def run_form(source: str) -> None:
-    busy = active_run() is not None
-    if source == "generated":
-        left, middle, right = st.columns(3)
-        n = left.slider("Images", 2, MAX_IN_PAGE, 12, key="ds_n")
-        seed = middle.number_input("Seed", 0, 2**31 - 1, 0, key="ds_seed")
-        rate = right.slider("Share of defective images", 0.0, 1.0, 0.5, 0.1, key="ds_rate")
-        what = f"{n} generated images (seed {seed})"
-    elif source == "upload":
-        dataset = uploaded_dataset(busy)
-        if dataset is None:
-            return
-        most = min(len(dataset.items), MAX_UPLOAD_RUN)
-        # keyed by the set, so that each new set starts at the default
-        limit = st.number_input("Images (the first N of the archive)", 1, most, min(most, 20),
+@dataclass(frozen=True)
+class DataChoice:
+    """The images a run will evaluate: ``items()`` builds them (DagmFormatError/ValueError
+    for a bad folder), ``what`` names them, ``seed`` seeds the random control."""
+
+    items: Callable[[], list[ev.EvalItem]]
+    what: str
+    seed: int = 0
+
+
+def generated_choice() -> DataChoice:
+    left, middle, right = st.columns(3)
+    n = left.slider("Images", 2, MAX_IN_PAGE, 12, key="ds_n")
+    seed = int(middle.number_input("Seed", 0, 2**31 - 1, 0, key="ds_seed"))
+    rate = right.slider("Share of defective images", 0.0, 1.0, 0.5, 0.1, key="ds_rate")
+    return DataChoice(lambda: ev.synthetic_items(int(n), seed=seed, defect_rate=float(rate)),
+                      f"{n} generated images (seed {seed})", seed)
+
+
+def upload_choice(busy: bool) -> DataChoice | None:
+    dataset = uploaded_dataset(busy)
+    if dataset is None:
+        return None
+    most = min(len(dataset.items), MAX_UPLOAD_RUN)
+    # keyed by the set, so that each new set starts at the default
+    limit = int(st.number_input("Images (the first N of the archive)", 1, most, min(most, 20),
                                 key=f"ds_upload_limit:{dataset.source}",
                                 help=f"At most {MAX_UPLOAD_RUN} per run in the page; use `python -m camcore.evaluate` "
-                                "(or its --ray mode) for more.")
-        seed = 0
-        what = f"{dataset.name} ({limit} of {len(dataset.items)} images)"
-    else:
-        root = data_dir()
-        folders = dagm_folders(root) if root else []
-        if not folders:
-            st.info(f"No DAGM-layout folder under {DATA_DIR_ENV}.")
-            return
-        left, middle, right = st.columns(3)
-        folder = left.selectbox("Folder", folders, key="ds_folder")
-        split = middle.selectbox("Split", ["Test", "Train", "both"], key="ds_split")
-        limit = right.slider("Images (first N)", 2, MAX_IN_PAGE, 20, key="ds_limit")
-        seed = 0
-        what = f"{folder}/{split}"
-    model = model_form()
-    if model is None:
-        return
-    model_key, layer, class_index = model
-    with st.expander("Methods"):
+                                "(or its --ray mode) for more."))
+    return DataChoice(lambda: list(dataset.items[:limit]), f"{dataset.name} ({limit} of {len(dataset.items)} images)")
+
+
+def folder_choice() -> DataChoice | None:
+    root = data_dir()
+    folders = dagm_folders(root) if root else []
+    if root is None or not folders:
+        st.info(f"No DAGM-layout folder under {DATA_DIR_ENV}.")
+        return None
+    left, middle, right = st.columns(3)
+    folder = left.selectbox("Folder", folders, key="ds_folder")
+    split = middle.selectbox("Split", ["Test", "Train", "both"], key="ds_split")
+    limit = right.slider("Images (first N)", 2, MAX_IN_PAGE, 20, key="ds_limit")
+    return DataChoice(lambda: ev.dagm_items(root / folder, split=None if split == "both" else split)[: int(limit)],
+                      f"{folder}/{split}")
+
+
+def options_form() -> tuple[list[str], int, list[str]]:
+    """Methods, Faster-Score-CAM's max_N and the metrics (keys of the registry) of the run."""
+    with st.expander("Methods and metrics"):
         methods = st.multiselect(
             "Methods", list(ev.ALL_METHODS), default=list(DEFAULT_METHODS), format_func=label, key="ds_methods",
             help="Default: the four methods of the original study and the two controls every method must "
             "beat (Sobel edges, random blobs). Score-CAM and Ablation-CAM cost a model pass per channel.",
         )
-        max_n = st.number_input("Faster-Score-CAM max_N", 1, 2048, ev.DEFAULT_MAX_N, key="ds_max_n")
-        road = st.checkbox("ROAD (slower)", value=False, key="ds_road")
+        max_n = int(st.number_input("Faster-Score-CAM max_N", 1, 2048, ev.DEFAULT_MAX_N, key="ds_max_n"))
+        metric_keys = st.multiselect(
+            "Metrics", list(selectable_metric_keys()), default=list(default_metric_keys()), key="ds_metrics",
+            format_func=lambda key: METRICS[key].label + (" (slower)" if METRICS[key].optional else ""),
+            help="Off by default: " + "; ".join(f"{m.label}: {m.help}" for m in METRICS.values() if m.optional),
+        )
+    return list(methods), max_n, list(metric_keys)
+
+
+def run_form(source: str) -> None:
+    busy = active_run() is not None
+    if source == "generated":
+        data = generated_choice()
+    elif source == "upload":
+        data = upload_choice(busy)
+    else:
+        data = folder_choice()
+    if data is None:
+        return
+    model = model_form()
+    if model is None:
+        return
+    methods, max_n, metric_keys = options_form()
     if not methods:
         st.info("Choose at least one method.")
         return
     if not st.button("Run evaluation", type="primary", key="ds_run", disabled=busy):
         return
+    start_run(data, model, methods, max_n, metric_keys)
+
+
+def start_run(data: DataChoice, model: tuple[str, str | None, int | None], methods: list[str], max_n: int,
+              metric_keys: list[str]) -> None:
+    """Build the images and the model spec (a message, not a traceback, if either fails)
+    and start the evaluation in the background."""
+    model_key, layer, class_index = model
     try:
-        if source == "generated":
-            items = ev.synthetic_items(int(n), seed=int(seed), defect_rate=float(rate))
-        elif source == "upload":
-            items = list(dataset.items[: int(limit)])
-        else:
-            items = ev.dagm_items(root / folder, split=None if split == "both" else split)[: int(limit)]
+        items = data.items()
     except (ev.DagmFormatError, ValueError) as exc:
         st.error(str(exc))
         return
@@ -323,8 +361,8 @@ def run_form(source: str) -> None:
     except (ValueError, OSError) as exc:
         st.error(f"Cannot load the model: {exc}")
         return
-    run = BackgroundEvaluation(spec, items, list(methods), max_n=int(max_n), road=bool(road), seed=int(seed))
-    st.session_state[RUN] = {"run": run, "label": f"{what}, {state.model_label(model_key)}"}
+    run = BackgroundEvaluation(spec, items, methods, max_n=max_n, metrics=metric_keys, seed=data.seed)
+    st.session_state[RUN] = {"run": run, "label": f"{data.what}, {state.model_label(model_key)}"}
     run.start()
 
 
@@ -388,45 +426,39 @@ def load_form() -> None:
 # ------------------------------------------------------------------------ charts
 
 
-def distribution_chart(rows: pd.DataFrame, metric: str) -> go.Figure:
-    if metric in LOCALIZATION:
+def shown_methods(rows: pd.DataFrame) -> list[str]:
+    """The methods of ``rows`` in the evaluation's order (CAMs, then the controls)."""
+    return [m for m in ev.ALL_METHODS if m in set(rows["method"])]
+
+
+def method_labels(methods: list[str]) -> dict[str, str]:
+    return {method: label(method) for method in methods}
+
+
+def distribution_chart(rows: pd.DataFrame, metric: str):
+    """The per-image values of the column ``metric`` per method (defective images only for
+    a metric that needs a mask)."""
+    found = find_column(metric)
+    if found is not None and found[0].needs_mask:
         rows = rows[rows["defective"].fillna(False).astype(bool)]
-    fig = go.Figure()
-    for method in [m for m in ev.ALL_METHODS if m in set(rows["method"])]:
-        values = rows.loc[rows["method"] == method, metric].dropna()
-        fig.add_trace(go.Box(y=values, name=label(method), marker_color=method_color(method), boxmean=True))
-    fig.update_layout(yaxis_title=DISTRIBUTION_METRICS[metric], showlegend=False, height=380,
-                      margin=dict(t=30, b=30))
-    return fig
+    methods = shown_methods(rows)
+    values = {m: rows.loc[rows["method"] == m, metric].dropna() for m in methods}
+    return charts.box_figure(values, method_labels(methods), ev.column_label(metric))
 
 
-def curve_chart(curves: pd.DataFrame, x_title: str, y_title: str, marks: dict[str, float] | None = None) -> go.Figure:
-    fig = go.Figure()
-    for method in curves.columns:
-        dash = "dot" if method in ev.CONTROLS else "solid"
-        fig.add_trace(go.Scatter(x=curves.index, y=curves[method], mode="lines", name=label(method),
-                                 line=dict(color=method_color(method), dash=dash)))
-        if marks and method in marks:
-            x = marks[method]
-            fig.add_trace(go.Scatter(
-                x=[x], y=[curves.loc[x, method]], mode="markers", showlegend=False,
-                marker=dict(symbol="star", size=14, color=method_color(method), line=dict(width=1, color="black")),
-                name=f"{label(method)} best", hovertemplate=f"{label(method)}: best threshold {x:.2f}, "
-                "mean IoU %{y:.3f}<extra></extra>",
-            ))
-    fig.update_layout(xaxis_title=x_title, yaxis_title=y_title, height=380, margin=dict(t=30, b=30),
-                      legend=dict(orientation="h", y=-0.2))
-    return fig
+def time_chart(rows: pd.DataFrame):
+    methods = shown_methods(rows)
+    values = {m: rows.loc[rows["method"] == m, SECONDS.name].dropna() for m in methods}
+    return charts.box_figure(values, method_labels(methods), "seconds per image (log)", log=True, height=340)
 
 
-def time_chart(rows: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for method in [m for m in ev.ALL_METHODS if m in set(rows["method"])]:
-        seconds = rows.loc[rows["method"] == method, "seconds"].dropna()
-        fig.add_trace(go.Box(y=seconds, name=label(method), marker_color=method_color(method), boxmean=True))
-    fig.update_layout(yaxis_title="seconds per image (log)", yaxis_type="log", showlegend=False, height=340,
-                      margin=dict(t=30, b=30))
-    return fig
+def curve_chart(table: pd.DataFrame, prefix: str, x_title: str, y_title: str, marks: dict[str, float] | None = None):
+    """The mean curve ``prefix`` per method; None when the table has none."""
+    curves = ev.mean_curve(table, prefix)
+    if curves.empty:
+        return None
+    return charts.mean_curve_figure(curves, method_labels(list(curves.columns)), x_title, y_title,
+                                    dotted=ev.CONTROLS, marks=marks)
 
 
 # ----------------------------------------------------------------------- results
@@ -441,7 +473,26 @@ def parquet_bytes(table: pd.DataFrame) -> bytes:
 def show_results(result: dict) -> None:
     table: pd.DataFrame = result["table"]
     rows = ev.results_only(table)
-    failed = ev.errors(table)
+    results_header(result, rows, ev.errors(table))
+    if rows.empty:
+        return
+    summary_section(table, rows)
+    best = ev.global_thresholds(table)
+    downloads_section(table, best)
+    st.markdown("#### Metric distributions")
+    metrics = {m: title for m, title in distribution_metrics().items() if m in rows.columns and rows[m].notna().any()}
+    if metrics:
+        metric = st.selectbox("Metric", list(metrics), format_func=metrics.get, key="ds_metric",
+                              index=list(metrics).index(ev.HEADLINE_COLUMN) if ev.HEADLINE_COLUMN in metrics else 0)
+        st.plotly_chart(distribution_chart(rows, metric), key="ds_chart_distribution")
+    curves_section(table, best)
+    st.markdown("#### Time per image")
+    st.plotly_chart(time_chart(rows), key="ds_chart_time")
+    worst_section(table)
+
+
+def results_header(result: dict, rows: pd.DataFrame, failed: pd.DataFrame) -> None:
+    """Which results these are, and the images that were skipped."""
     if rows.empty:
         st.error("No image could be evaluated.")
     n_images = rows["image_id"].nunique()
@@ -457,23 +508,25 @@ def show_results(result: dict) -> None:
         st.warning(f"{len(failed)} image(s) could not be read and were skipped.")
         with st.expander("Skipped images"):
             st.dataframe(failed, hide_index=True)
-    if rows.empty:
-        return
+    if len(rows) and n_defective == 0:
+        st.info("No defective image in this set: localization metrics and thresholds need defect masks.")
 
+
+def summary_section(table: pd.DataFrame, rows: pd.DataFrame) -> None:
+    """The flags of methods below the controls and the summary table."""
     summary = ev.summarize(table)
     for method, reason in ev.flagged_methods(summary).items():
         st.warning(f"**{label(method)}** {reason}: on this data set its maps are no better "
                    "than an edge detector or noise.", icon="⚠️")
-    if n_defective == 0:
-        st.info("No defective image in this set: localization metrics and thresholds need defect masks.")
-
     st.markdown("#### Summary")
     st.dataframe(ev.summary_table(summary).style.format("{:.3g}", na_rep="–"), width="stretch")
     st.caption("Localization (pointing game, IoU, Dice) over the defective images; faithfulness (Average "
                "Drop, Increase in Confidence, deletion/insertion AUC) over all images, explaining the "
                "“defective” score. Oracle IoU: best threshold chosen per image (an upper bound).")
 
-    best = ev.global_thresholds(table)
+
+def downloads_section(table: pd.DataFrame, best: dict[str, float]) -> None:
+    """The threshold export and the results table, as files."""
     export = ev.threshold_export(table)
     left, middle, right = st.columns(3)
     left.download_button("Download thresholds (JSON)", json.dumps(export, indent=2), file_name="thresholds.json",
@@ -488,29 +541,25 @@ def show_results(result: dict) -> None:
         with st.expander("Threshold export"):
             st.code(json.dumps(export, indent=2), language="json")
 
-    st.markdown("#### Metric distributions")
-    metrics = [m for m in DISTRIBUTION_METRICS if m in rows.columns and rows[m].notna().any()]
-    metric = st.selectbox("Metric", metrics, format_func=DISTRIBUTION_METRICS.get, key="ds_metric")
-    st.plotly_chart(distribution_chart(rows, metric), key="ds_chart_distribution")
 
-    iou = ev.mean_curve(table, "iou")
-    if not iou.empty:
+def curves_section(table: pd.DataFrame, best: dict[str, float]) -> None:
+    """The mean IoU-vs-threshold curves (★ each method's best global threshold), then every
+    other registered curve present (deletion, insertion, ROAD ...), two side by side."""
+    iou = curve_chart(table, IOU_CURVE.prefix, IOU_CURVE.x_title, IOU_CURVE.y_title, marks=best)
+    if iou is not None:
         st.markdown("#### Mean IoU vs threshold (★ best threshold)")
-        st.plotly_chart(curve_chart(iou, "threshold on the map", "mean IoU", marks=best), key="ds_chart_iou")
-
-    st.markdown("#### Deletion and insertion (mean over all images)")
-    left, right = st.columns(2)
-    with left:
-        st.plotly_chart(curve_chart(ev.mean_curve(table, "deletion"), "fraction of pixels deleted",
-                                    "class probability (lower AUC is better)"), key="ds_chart_deletion")
-    with right:
-        st.plotly_chart(curve_chart(ev.mean_curve(table, "insertion"), "fraction of pixels inserted",
-                                    "class probability (higher AUC is better)"), key="ds_chart_insertion")
-
-    st.markdown("#### Time per image")
-    st.plotly_chart(time_chart(rows), key="ds_chart_time")
-
-    worst_section(table)
+        st.plotly_chart(iou, key="ds_chart_iou")
+    figures = {curve.prefix: curve_chart(table, curve.prefix, curve.x_title, curve.y_title)
+               for _, curve in registered_curves() if curve is not IOU_CURVE}
+    figures = {prefix: figure for prefix, figure in figures.items() if figure is not None}
+    if not figures:
+        return
+    st.markdown("#### Faithfulness curves (mean over all images)")
+    prefixes = list(figures)
+    for start in range(0, len(prefixes), 2):
+        for column, prefix in zip(st.columns(2), prefixes[start:start + 2]):
+            with column:
+                st.plotly_chart(figures[prefix], key=f"ds_chart_{prefix}")
 
 
 def open_image(source: str, image_id: str, index: int):
@@ -529,11 +578,13 @@ def open_image(source: str, image_id: str, index: int):
 def worst_section(table: pd.DataFrame) -> None:
     st.markdown("#### Worst images")
     rows = ev.results_only(table)
-    methods = [m for m in ev.ALL_METHODS if m in set(rows["method"])]
+    methods = shown_methods(rows)
     left, right = st.columns(2)
     method = left.selectbox("Method", methods, format_func=label, key="ds_worst_method")
+    names = worst_labels()
     choices = [m for m in ev.WORST_BY if m in rows.columns and rows[m].notna().any()]
-    metric = right.selectbox("Worst by", choices, format_func=WORST_LABELS.get, key="ds_worst_metric")
+    metric = right.selectbox("Worst by", choices, format_func=lambda m: names.get(m, m), key="ds_worst_metric",
+                             index=choices.index(ev.HEADLINE_COLUMN) if ev.HEADLINE_COLUMN in choices else 0)
     worst = ev.worst_images(table, method, metric)
     if worst.empty:
         st.info("No image to list for this metric.")
