@@ -97,7 +97,7 @@ from camcore.evaluation.results import (
     write_results,
 )
 from camcore.evaluation.runner import evaluate
-from camcore.evaluation.settings import RunSettings, run_settings
+from camcore.evaluation.settings import RunSettings, for_model, run_settings, unavailable_methods
 from camcore.evaluation.sources import (
     SYNTHETIC_SIZE,
     EvalItem,
@@ -130,5 +130,6 @@ __all__ = [
     "column_label", "curve_columns", "dagm_items", "errors", "evaluate", "evaluate_ray", "flagged_methods", "format_summary",
     "global_thresholds", "iou_column", "journal_path", "load_model_spec", "main", "mean_curve", "open_result_image",
     "read_results", "records_to_frame", "results_only", "run_settings", "summarize", "summary_table",
+    "for_model", "unavailable_methods",
     "synthetic_image", "synthetic_items", "synthetic_source", "threshold_export", "worst_images", "write_results",
 ]

@@ -25,7 +25,7 @@ from camcore.evaluation.archives import open_data
 from camcore.evaluation.journal import journal_path
 from camcore.evaluation.results import check_writable, errors, results_only
 from camcore.evaluation.runner import evaluate
-from camcore.evaluation.settings import metric_choice
+from camcore.evaluation.settings import metric_choice, unavailable_methods
 from camcore.evaluation.sources import SYNTHETIC_SIZE, EvalItem, synthetic_items
 from camcore.evaluation.spec import ModelSpec, load_model_spec
 from camcore.evaluation.summary import format_summary, summarize
@@ -158,6 +158,8 @@ def _checked_run(args: argparse.Namespace) -> _Run:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
         items = items[: args.limit]
     spec = load_model_spec(args.model, preprocessing=args.preprocessing, layer=args.layer, class_index=args.class_index)
+    for method, reason in unavailable_methods(spec, methods).items():
+        print(f"note: {method} is not available for this model ({reason}); it is left out", file=sys.stderr)
     return _Run(spec, list(items), methods, metric_keys, dataset)
 
 

@@ -55,7 +55,7 @@ from camcore.evaluation.runner import (
     open_journal,
     results_table,
 )
-from camcore.evaluation.settings import RunSettings, measured_precision, metric_choice, run_settings
+from camcore.evaluation.settings import RunSettings, for_model, metric_choice, run_settings
 from camcore.evaluation.sources import EvalItem, LoadedImage, synthetic_image
 from camcore.evaluation.spec import ModelSpec
 from camcore.methods import METHODS
@@ -309,7 +309,7 @@ def evaluate_ray(
     settings = run_settings(methods, max_n=max_n, metrics=metric_choice(metrics, road=road, sanity=sanity),
                             curve_steps=curve_steps, thresholds=thresholds, seed=seed, precision=precision)
     # auto is measured here, on the driver's CPU; the workers run what it chose
-    settings = dataclasses.replace(settings, precision=measured_precision(settings.precision, model))
+    settings = for_model(settings, model)
     journal, out_path = open_journal(model, items, settings, out, overwrite)
     try:
         todo = [item for item in items if not journal.done(item.id)]

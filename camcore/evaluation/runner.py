@@ -29,7 +29,7 @@ from camcore.evaluation.defaults import (
 )
 from camcore.evaluation.journal import Journal, MemoryJournal, journal_path
 from camcore.evaluation.results import add_global_threshold, check_writable, records_to_frame, write_results
-from camcore.evaluation.settings import RunSettings, measured_precision, metric_choice, run_settings
+from camcore.evaluation.settings import RunSettings, for_model, metric_choice, run_settings
 from camcore.evaluation.sources import EvalItem, LoadedImage
 from camcore.evaluation.spec import ModelSpec, check_spec
 from camcore.methods import METHODS
@@ -115,8 +115,8 @@ class ImageRunner:
         self.explainer = Explainer(spec.model, cache_size=8, precision=settings.precision)
         # the metric passes run at the same precision as the methods' forward passes
         scorer = Explainer(spec.model, cache_size=1, precision=settings.precision)
-        scorer.adapter.layer_info(spec.layer)
-        scorer.adapter.check_class(spec.class_index)
+        scorer.layer_info(spec.layer)
+        scorer.check_class(spec.class_index)
         self.predict_fn: PredictFn = scorer.probabilities_fn()
         context = RunContext(
             model=spec.model, layer=spec.layer, class_index=spec.class_index,
@@ -268,7 +268,7 @@ def evaluate(
     """
     settings = run_settings(methods, max_n=max_n, metrics=metric_choice(metrics, road=road, sanity=sanity),
                             curve_steps=curve_steps, thresholds=thresholds, seed=seed, precision=precision)
-    settings = dataclasses.replace(settings, precision=measured_precision(settings.precision, model))
+    settings = for_model(settings, model)
     journal, out_path = open_journal(model, items, settings, out, overwrite)
     try:
         todo = [item for item in items if not journal.done(item.id)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -14,6 +16,8 @@ from camcore.metrics.faithfulness import DELETION_METRIC, DROP_INCREASE_METRIC, 
 from camcore.metrics.localization import METRIC as LOCALIZATION
 from camcore.metrics.road import METRIC as ROAD
 from camcore.metrics.sanity import METRIC as SANITY
+
+logger = logging.getLogger(__name__)
 
 # What every run computed before the metrics could be chosen: a journal of such a run records
 # only "road" (and "sanity" when on), so the same choice must give the same configuration.
@@ -109,3 +113,24 @@ def measured_precision(precision: str, spec: ModelSpec) -> str:
     height, width = spec.input_size
     noise = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
     return Explainer(spec.model, cache_size=2, precision="auto").verdict(spec.preprocess(noise), spec.layer).precision
+
+
+def unavailable_methods(spec: ModelSpec, methods: Sequence[str]) -> dict[str, str]:
+    """The CAM methods of ``methods`` that ``spec``'s model cannot serve, with why (e.g.
+    "needs gradients — not available for ONNX models"); controls are always available."""
+    from camcore.backends import as_backend
+    from camcore.methods import METHODS, unavailable_reason
+
+    backend = as_backend(spec.model)
+    found = {method: unavailable_reason(METHODS[method], backend) for method in methods if method in METHODS}
+    return {method: reason for method, reason in found.items() if reason is not None}
+
+
+def for_model(settings: RunSettings, spec: ModelSpec) -> RunSettings:
+    """``settings`` as run on ``spec``'s model: auto precision measured, and the methods the
+    model cannot serve left out (each logged with its reason) rather than failing the run."""
+    missing = unavailable_methods(spec, settings.methods)
+    for method, reason in missing.items():
+        logger.warning("%s is not available for this model: %s", method, reason)
+    methods = tuple(m for m in settings.methods if m not in missing)
+    return dataclasses.replace(settings, methods=methods, precision=measured_precision(settings.precision, spec))

@@ -30,9 +30,9 @@ class ModelSpec(LoadedModel):
     def of(cls, loaded: LoadedModel, *, layer: str | None = None, class_index: int | None = None) -> ModelSpec:
         """The spec explaining ``layer`` (default: the model's) and ``class_index`` (default:
         the class named "defective", else 1) of a loaded model."""
-        from camcore.adapter import ModelAdapter
+        from camcore.backends import as_backend
 
-        adapter = ModelAdapter(loaded.model)
+        adapter = as_backend(loaded.model)
         layer = loaded.layer if layer is None else layer
         adapter.layer_info(layer)
         if class_index is None:
@@ -88,8 +88,8 @@ def load_model_spec(
 
 def check_spec(spec: ModelSpec) -> None:
     """ValueError if ``spec``'s layer is not in its model or its class index is out of range."""
-    from camcore.adapter import ModelAdapter
+    from camcore.backends import as_backend
 
-    adapter = ModelAdapter(spec.model)
-    adapter.layer_info(spec.layer)
-    adapter.check_class(spec.class_index)
+    backend = as_backend(spec.model)
+    backend.layer_info(spec.layer)
+    backend.check_class(spec.class_index)

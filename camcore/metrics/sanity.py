@@ -285,8 +285,8 @@ def parameter_randomization(
 
     methods: list[str | MapFn] = list(method) if isinstance(method, (list, tuple)) else [cast("str | MapFn", method)]
     explainer = Explainer(model)
-    explainer.adapter.layer_info(layer)
-    index = explainer.adapter.check_class(class_index)
+    explainer.layer_info(layer)
+    index = explainer.check_class(class_index)
     clone, randomized_layers = randomized_copy(model, layer, seed=seed)
     pair = (explainer, Explainer(clone))
     size = explainer.input_shape[:2]

@@ -116,9 +116,9 @@ def model_spec(model_key: str, layer: str | None = None, class_index: int | None
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def spatial_layers(model_key: str) -> list[str]:
-    from camcore.adapter import ModelAdapter
+    from camcore.backends import as_backend
 
-    return [info.path for info in ModelAdapter(state.get_model(model_key).model).layers if info.spatial]
+    return [info.path for info in as_backend(state.get_model(model_key).model).layers if info.spatial]
 
 
 @st.cache_resource(show_spinner=False, ttl=3600)
