@@ -644,7 +644,7 @@ def from_keras(
     adapter = ModelAdapter(model)
     # a model that cannot be explained fails before the user is asked anything
     if layer is None:
-        layer = adapter.default_layer  # ValueError when no layer has a spatial map
+        layer = _default_layer(adapter, name)
     else:
         adapter.layer_info(layer)  # ValueError naming the layers when it does not exist
     height, width, channels = adapter.input_shape
@@ -721,13 +721,21 @@ def from_backend(
     height, width, channels = backend.input_shape
     if input_size is not None and tuple(_check_input_size(input_size)) != (height, width):
         raise ValueError(f"{name} fixes its input size at {height}×{width}, not {input_size[0]}×{input_size[1]}")
-    layer = backend.default_layer if layer is None else backend.layer_info(layer).path
+    layer = _default_layer(backend, name) if layer is None else backend.layer_info(layer).path
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
     preprocessing = _checked_preprocessing(name, preprocessing or getattr(backend, "preprocessing", None), channels)
     return LoadedModel(name=name, model=backend, preprocessing=preprocessing, input_size=(height, width),
                        channels=channels, class_names=_class_names(name, backend.n_classes, class_names),
                        layer=layer, source=source, key=key or f"memory:{name}", note=note)
+
+
+def _default_layer(model: Any, name: str) -> str:
+    """The model's default layer; a ValueError naming the model when it has no spatial map."""
+    try:
+        return model.default_layer
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _checked_preprocessing(name: str, preprocessing: str | None, channels: int) -> str:

@@ -65,3 +65,21 @@ def dashboard_server():
 @pytest.fixture(scope="session")
 def dashboard_url(dashboard_server) -> str:
     return dashboard_server[0]
+
+
+@pytest.fixture(scope="session")
+def demo_onnx_exports(tmp_path_factory):
+    """Both demo models exported with Keras 3's ``model.export(..., format="onnx")`` (tf2onnx),
+    once per test run: {name: path}."""
+    import numpy as np
+
+    import camcore
+
+    folder = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    for name in ("vgg_defect", "resnet_defect"):
+        demo = camcore.load_demo(name)
+        demo.model(np.zeros((1, *demo.input_size, demo.channels), np.float32))  # export needs a called model
+        paths[name] = folder / f"{name}.onnx"
+        demo.model.export(str(paths[name]), format="onnx", verbose=False)
+    return paths

@@ -25,15 +25,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:In the future `np.object`:Future
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("onnx")
-    paths = {}
-    for name in LAYER_TENSORS:
-        demo = camcore.load_demo(name)
-        demo.model(np.zeros((1, *demo.input_size, demo.channels), np.float32))  # export needs a called model
-        paths[name] = folder / f"{name}.onnx"
-        demo.model.export(str(paths[name]), format="onnx", verbose=False)
-    return paths
+def exports(demo_onnx_exports) -> dict[str, Path]:
+    return demo_onnx_exports
 
 
 def _onnx_layer(backend: OnnxBackend, name: str) -> str:
