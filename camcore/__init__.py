@@ -7,7 +7,8 @@ importing TensorFlow.
     >>> import camcore
     >>> demo = camcore.load_demo("vgg_defect")
     >>> x = demo.preprocess(image)
-    >>> cam = camcore.grad_cam(demo.model, x, demo.layer, 1)       # (14, 14) in [0, 1]
+    >>> camcore.grad_cam(demo.model, x, demo.layer, 1).shape       # in [0, 1], at the layer's size
+    (56, 56)
     >>> explainer = camcore.Explainer(demo.model)                  # shares work between methods
     >>> fast = explainer.compute("faster_score_cam", x, demo.layer, 1, max_n=32).cam
     >>> found = camcore.localize(images, {"model": "vgg_defect", "method": "grad_cam", "threshold": 0.3})

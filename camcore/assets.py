@@ -6,8 +6,8 @@ Looked up in this order:
 2. ``camcore/_bundled``: the copy an installed wheel carries (``pip install .``);
 3. ``assets/`` of the source tree (a checkout, or ``pip install -e .``), the source of truth.
 
-    >>> assets_dir() / "models"
-    PosixPath('/work/main/assets/models')
+    >>> (assets_dir() / "models" / "vgg_defect.keras").is_file()
+    True
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ held-out data.
 
     >>> demo = load_demo("vgg_defect")       # a camcore.LoadedModel
     >>> x = demo.preprocess(uint8_image)     # any size, gray or RGB
-    >>> demo.model.predict(x)                # [[p_clean, p_defective]]
+    >>> demo.model.predict(x, verbose=0).shape, demo.class_names     # [[p_clean, p_defective]]
+    ((1, 2), ('clean', 'defective'))
 """
 
 from __future__ import annotations

@@ -17,10 +17,12 @@ A method the backend cannot serve (a gradient method on a gradient-free backend)
 The plain functions (``camcore.grad_cam(model, x, layer)`` ...) build a fresh Explainer
 per call; keep an Explainer to benefit from the caches.
 
-    >>> explainer = camcore.Explainer(model)
-    >>> result = explainer.compute("grad_cam", x, "block5_conv3", class_index=1)
+    >>> explainer = camcore.Explainer(model)                       # e.g. the vgg_defect demo
+    >>> result = explainer.compute("grad_cam", x, "top_down56", class_index=1)
     >>> result.cam.shape, result.model_passes, result.reused
-    ((14, 14), 1, ())
+    ((56, 56), 1, ())
+    >>> explainer.compute("grad_cam_plus_plus", x, "top_down56", class_index=1).reused
+    ('forward+backward shared with earlier gradient methods',)
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ One per registered method, all with the same signature and result: a float32 map
 fuse). Each call builds a fresh :class:`~camcore.explainer.Explainer`; keep one
 explainer to share passes between methods and calls.
 
-    >>> cam = camcore.layer_cam(model, x, "block4_conv3", class_index=1)
-    >>> fused = camcore.layer_cam(model, x, ["block3_conv3", "block4_conv3", "block5_conv3"], 1)
+    >>> camcore.layer_cam(model, x, "top_down56", class_index=1).shape          # the vgg_defect demo
+    (56, 56)
+    >>> camcore.layer_cam(model, x, ["top_down28", "top_down56"], 1).shape    # fused at the input's size
+    (224, 224)
 """
 
 from __future__ import annotations

@@ -6,10 +6,14 @@ bytes of a model file, a file path or an in-memory model: each arrives as a
 :mod:`camcore.demos` and :mod:`camcore.zoo` (which build on ``models``), so none of them
 imports another that imports it back.
 
-    >>> loaded = load_model("vgg_defect")                             # a bundled demo
-    >>> loaded = load_model("MobileNetV2")                            # a Keras Application, offline
-    >>> loaded = load_model(data, filename="mine.keras")              # uploaded bytes
-    >>> loaded = load_model(Path("mine.h5"), preprocessing="unit")    # a file (command line)
+    >>> load_model("vgg_defect").source                                # a bundled demo
+    'demo'
+    >>> load_model("app:MobileNetV2:random").note[:14]                 # a Keras Application, offline
+    'Random weights'
+    >>> load_model(data, filename="mine.keras", preprocessing="unit").key[:7]   # uploaded bytes
+    'upload:'
+    >>> load_model(Path("mine.keras"), preprocessing="unit").source   # a file (command line)
+    'file'
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ decision and the defect regions in the image's own pixels (:mod:`camcore.regions
     >>> import camcore
     >>> found = camcore.localize(["part1.png", image_array], {"model": "vgg_defect",
     ...     "method": "grad_cam", "layer": "top_down56", "threshold": 0.30})
-    >>> found[0].regions[0].bbox, found[0].to_dict()["decision"]
+    >>> len(found), found[0].to_dict()["decision"], len(found[0].regions) >= 1
+    (2, 'defective', True)
 
 ``camcore.localize`` is this module, and calling it calls :func:`localize` (so both
 ``camcore.localize(...)`` and ``camcore.localize.settings_json(...)`` work). A

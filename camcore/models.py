@@ -8,7 +8,8 @@ what every source shares (the type, the keys, the upload store, reading model fi
 
     >>> loaded = camcore.load_model("vgg_defect")
     >>> x = loaded.preprocess(uint8_image)                            # any size, gray or RGB
-    >>> cam = camcore.grad_cam(loaded.model, x, loaded.layer, 1)
+    >>> camcore.grad_cam(loaded.model, x, loaded.layer, 1).shape
+    (56, 56)
 
 Model files are read in Keras safe mode (no code from the file runs), by their content:
 a zip archive is read as ``.keras``, an HDF5 file as ``.h5``, whatever the name says.

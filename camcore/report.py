@@ -15,9 +15,15 @@ reproduce the page (as a table and as JSON, also machine-readable in
 chart; the threshold table; and for evaluation results, the summary table, the best global
 thresholds, the distribution and curve charts, the worst images and the skipped ones.
 
+    >>> from camcore.visualize import png_bytes
     >>> write_report("compare.html", model="vgg_defect (demo)", layer="top_down56", precision="fp32",
-    ...              settings=page_settings, grid_png=png, timing_figure=fig, threshold_table=table)
-    >>> write_report("dataset.html", results=table, worst_images=thumbnails)
+    ...              settings={"method": "grad_cam", "threshold": 0.3}, grid_png=png_bytes(image)).name
+    'compare.html'
+    >>> from camcore import evaluation
+    >>> table = evaluation.evaluate(evaluation.load_model_spec("vgg_defect"), evaluation.synthetic_items(2),
+    ...                             methods=["grad_cam"], curve_steps=2, workers=1)
+    >>> write_report("dataset.html", results=table).stat().st_size > 100_000   # plotly.js inlined
+    True
 
 The command line (``cam-studio report`` = ``python -m camcore.report``) writes the evaluation
 part from a results file::

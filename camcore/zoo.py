@@ -4,9 +4,10 @@ ImageNet weights are used only when the file is already in the local Keras cache
 and are then loaded from that path, so Keras never gets the chance to download
 anything.
 
-    >>> app = load_application("MobileNetV2")       # ImageNet if cached, else random
+    >>> app = load_application("MobileNetV2", "random")   # "auto": ImageNet if cached, else random
     >>> x = app.preprocess(uint8_image)
-    >>> cam = camcore.grad_cam(app.model, x, app.layer, 1)
+    >>> camcore.grad_cam(app.model, x, app.layer, 1).shape
+    (7, 7)
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ serving the gradient-free methods (Score-CAM, Faster-Score-CAM, Ablation-CAM, Ei
 
     >>> backend = read_onnx_bytes(Path("vgg_defect.onnx").read_bytes(), "vgg_defect.onnx")
     >>> explainer = camcore.Explainer(backend)
-    >>> explainer.compute("score_cam", x, backend.default_layer).cam
+    >>> explainer.compute("score_cam", x, backend.default_layer).cam.shape
+    (56, 56)
 
 What it decides, and how:
 

@@ -7,7 +7,8 @@ Gradient-based Localization", ICCV 2017, https://arxiv.org/abs/1610.02391).
 y^c is the class score before the softmax (sec. 3); the engine supplies it.
 
     >>> import camcore
-    >>> cam = camcore.grad_cam(model, x, "block5_conv3", class_index=1)   # (14, 14) in [0, 1]
+    >>> camcore.grad_cam(model, x, "top_down56", class_index=1).shape   # in [0, 1] at the layer's size
+    (56, 56)
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ the first gradient g = dS^c/dA (eq. 18), giving the closed form
 The common factor exp(S^c) of eq. 10 is positive and dropped: the map is rescaled
 to [0, 1] anyway. Where the denominator is 0, alpha is 0.
 
-    >>> cam = camcore.grad_cam_plus_plus(model, x, "block5_conv3", 1)
+    >>> camcore.grad_cam_plus_plus(model, x, "top_down56", 1).shape
+    (56, 56)
 """
 
 from __future__ import annotations
