@@ -200,7 +200,7 @@ def test_a_model_b_without_gradients_and_other_classes(spec_a, tmp_path, capsys)
 
     from camcore import models
 
-    toy = models.from_backend(ToyBackend(5), "toy", "unit", ("a", "b", "c"), (8, 8), key="memory:toy")
+    toy = models.from_backend(ToyBackend(9), "toy", "unit", ("a", "b", "c"), (8, 8), key="memory:toy")
     spec_toy = ev.ModelSpec.of(toy)
     items = ev.synthetic_items(3, seed=7, size=SIZE)
     table = ev.evaluate(spec_a, items, ["grad_cam", "score_cam", "sobel", "random"], model_b=spec_toy, **FAST)
@@ -211,7 +211,7 @@ def test_a_model_b_without_gradients_and_other_classes(spec_a, tmp_path, capsys)
     assert grad["pointing_game"].notna().any() and grad["b_p_target"].notna().all()  # A's metrics, B's prediction
     score = rows[rows["method"] == "score_cam"]
     assert score["map_correlation"].notna().all() and (score["b_unavailable"] == "").all()
-    assert (rows["b_target_class"] == rows["b_predicted"]).all()  # B's own top-1
+    assert (rows["b_target_class"] == rows["b_predicted"]).all() and set(rows["b_predicted"]) == {0, 1}  # its top-1
     assert "top1_agree" not in rows or rows["top1_agree"].isna().all()
     assert pair_summary.top1_disagreement(table).empty
     assert pair_summary.unavailable_for_b(table) == {"grad_cam": "needs gradients — not available for toy models"}
