@@ -32,7 +32,12 @@ from camcore.evaluation.settings import RunSettings, for_model, unavailable_meth
 from camcore.evaluation.sources import EvalItem, LoadedImage
 from camcore.evaluation.spec import ModelSpec, check_spec
 from camcore.methods import METHODS
-from camcore.metrics.agreement import TOP1_AGREE, MapAgreement, agreement_values, compare_maps
+from camcore.metrics.agreement import (
+    TOP1_AGREE,
+    MapAgreement,
+    agreement_values,
+    compare_maps,
+)
 from camcore.pairing import pair_classes
 
 __all__ = [

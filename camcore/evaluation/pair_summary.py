@@ -21,7 +21,13 @@ from camcore.evaluation.pair_table import side_table
 from camcore.evaluation.results import results_only
 from camcore.evaluation.summary import format_summary, summarize, summarize_column
 from camcore.methods import METHODS
-from camcore.metrics.agreement import AGREEMENT_COLUMNS, AGREEMENT_THRESHOLD, MAP_CORRELATION, MAP_IOU, TOP1_AGREE
+from camcore.metrics.agreement import (
+    AGREEMENT_COLUMNS,
+    AGREEMENT_THRESHOLD,
+    MAP_CORRELATION,
+    MAP_IOU,
+    TOP1_AGREE,
+)
 
 __all__ = ["format_pair_summary", "least_agreeing", "summarize_agreement", "top1_disagreement", "unavailable_for_b"]
 
@@ -138,6 +144,10 @@ def _agreement_lines(df: pd.DataFrame) -> list[str]:
     return _markdown(headers, rows)
 
 
+def _index(value: Any) -> str:
+    return "–" if value is None or pd.isna(value) else str(int(value))
+
+
 def _least_lines(df: pd.DataFrame, n: int) -> list[str]:
     least = least_agreeing(df, n=n)
     if least.empty:
@@ -145,11 +155,11 @@ def _least_lines(df: pd.DataFrame, n: int) -> list[str]:
     headers = ["image", "class", "mean r", "least: method (r)", "top-1 A / B", "p A / p B"]
     rows = [[row["image_id"], row.get("class_name", ""), f"{row[MAP_CORRELATION.name]:.4f}",
              f"{METHOD_LABELS.get(row['least_method'], row['least_method'])} ({row['least_value']:.4f})",
-             f"{row.get('predicted', '–')} / {row.get('b_predicted', '–')}",
+             f"{_index(row.get('predicted'))} / {_index(row.get('b_predicted'))}",
              f"{row.get('p_target', float('nan')):.3f} / {row.get('b_p_target', float('nan')):.3f}"]
             for _, row in least.iterrows()]
-    return [f"Where the maps differ most: the {len(rows)} images with the lowest mean correlation "
-            "over the methods:", "", *_markdown(headers, rows)]
+    title = f"Where the maps differ most: the {len(rows)} images with the lowest mean correlation over the methods:"
+    return [title, "", *_markdown(headers, rows)]
 
 
 def _top1_lines(df: pd.DataFrame) -> list[str]:
@@ -159,7 +169,7 @@ def _top1_lines(df: pd.DataFrame) -> list[str]:
     images = int(classes["images"].sum())
     differs = int(classes["top1_differs"].sum())
     lines = [f"Top-1: the two models predict different classes on {differs} of {images} images "
-             f"({100.0 * differs / max(images, 1):.1f} %)."]
+             + f"({100.0 * differs / max(images, 1):.1f} %)."]
     disagreeing = classes[classes["top1_differs"] > 0]
     if len(disagreeing):
         lines += ["", "Classes where the top-1 differ:", ""]
@@ -181,8 +191,9 @@ def format_pair_summary(df: pd.DataFrame, n: int = 10) -> str:
             continue
         lines += [f"## Model {name}: {rows['model'].iloc[0]}, layer {rows['layer'].iloc[0]}", ""]
         lines += [format_summary(summarize(table)), ""]
-    lines += ["## Model A against model B", "", "Agreement of the two models' maps (r: Pearson correlation; "
-              "IoU of the regions map >= threshold; peaks: the pointing game of each map, defective images):", ""]
+    legend = ("Agreement of the two models' maps (r: Pearson correlation; IoU of the regions map >= threshold; "
+              "peaks: the pointing game of each map, defective images):")
+    lines += ["## Model A against model B", "", legend, ""]
     lines += _agreement_lines(df)
     missing = unavailable_for_b(df)
     if missing:

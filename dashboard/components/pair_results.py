@@ -29,7 +29,12 @@ from camcore.evaluation import pair_summary
 from camcore.evaluation.pair import pair_maps
 from camcore.evaluation.pair_table import is_pair_table, side_table
 from camcore.methods import METHODS
-from camcore.metrics.agreement import AGREEMENT_COLUMNS, DEFAULT_AGREEMENT_THRESHOLD, MAP_CORRELATION, MAP_IOU
+from camcore.metrics.agreement import (
+    AGREEMENT_COLUMNS,
+    DEFAULT_AGREEMENT_THRESHOLD,
+    MAP_CORRELATION,
+    MAP_IOU,
+)
 from dashboard import state
 from dashboard.components import charts, sidebar
 from dashboard.components.common import attempt, failed
@@ -204,7 +209,8 @@ def _pair_tiles(models: tuple[str, str], layers: tuple[str, str], classes: tuple
     truth = rgb if _mask is None else visualize.draw_outline(rgb, _mask, OUTLINE)
     name = METHODS[method].label
     return [("Input" + (" (ground truth in green)" if _mask is not None else ""), truth),
-            (f"{name} · A", visualize.overlay(rgb, found.cam_a)), (f"{name} · B", visualize.overlay(rgb, found.cam_b)),
+            (f"{name} · A", visualize.overlay(rgb, found.cam_a)),
+            (f"{name} · B", visualize.overlay(rgb, found.cam_b)),
             (f"{name} · A − B", visualize.difference_overlay(truth, found.agreement.difference))]
 
 
