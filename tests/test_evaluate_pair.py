@@ -256,3 +256,16 @@ def test_the_least_agreeing_images_and_the_classes_where_top1_differs():
     assert summary.loc["score_cam", "map_correlation_median"] == pytest.approx((0.6 + 0.8) / 2)
     with pytest.raises(ValueError, match="rank by"):
         pair_summary.least_agreeing(table, by="p_target")
+
+
+def test_the_cli_refuses_bad_second_model_options_before_any_work(tmp_path, capsys):
+    out = str(tmp_path / "r.csv")
+    cases = [
+        (["--layer-b", "conv"], "--layer-b and --preprocessing-b need --model-b"),
+        (["--model-b", "resnet_defect", "--agreement-threshold", "1.5"], "--agreement-threshold must be in [0, 1]"),
+        (["--model-b", "resnet_defect", "--layer-b", "nope"], "model B: layer 'nope' not found"),
+    ]
+    for extra, message in cases:
+        assert ev.main(["--synthetic", "2", "--out", out, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not ev.journal_path(out).exists()

@@ -180,6 +180,8 @@ def _second_spec(args: argparse.Namespace, methods: Sequence[str]) -> ModelSpec 
         if args.layer_b is not None or args.preprocessing_b is not None:
             raise ValueError("--layer-b and --preprocessing-b need --model-b")
         return None
+    if not 0.0 <= args.agreement_threshold <= 1.0:
+        raise ValueError(f"--agreement-threshold must be in [0, 1], got {args.agreement_threshold}")
     try:
         spec_b = load_model_spec(args.model_b, preprocessing=args.preprocessing_b, layer=args.layer_b)
     except ValueError as exc:
