@@ -73,14 +73,17 @@ def _journal(out: Path) -> list[dict]:
 # ------------------------------------------------------------------ the CLI, two demo models
 
 
-def test_the_cli_writes_both_metric_sets_and_the_agreement(tmp_path, capsys):
+def test_the_cli_writes_both_metric_sets_and_the_agreement(tmp_path, capsys, monkeypatch):
     """``cam-studio evaluate --synthetic N --model vgg_defect --model-b resnet_defect`` (3 small
     images, Grad-CAM and the controls): A's columns are a run of A alone, B's (``b_``) a run
     of B alone, and the agreement columns compare_maps of the two maps."""
+    from dashboard import cli as cam_studio
+
+    monkeypatch.setattr("sys.argv", ["cam-studio"])  # the command sets it as `python -m` would
     out = tmp_path / "pair.parquet"
     argv = ["--synthetic", "3", "--size", "128", "--seed", "2", "--defect-rate", "0.7", "--model", "vgg_defect",
             "--model-b", "resnet_defect", "--methods", "grad_cam", "--steps", "4", "--out", str(out)]
-    assert ev.main(argv) == 0
+    assert cam_studio.main(["evaluate", *argv]) == 0
     printed = capsys.readouterr().out
     assert "## Model A: demo:vgg_defect" in printed and "## Model B: demo:resnet_defect" in printed
     assert "Where the maps differ most" in printed and "Top-1: the two models predict different classes on" in printed
