@@ -31,7 +31,7 @@ from toy_metrics import map_mean_metric
 
 SIZE = 64  # generated images
 N_IMAGES = 8
-TIMING_COLUMNS = {"seconds", "metric_seconds"}
+TIMING_COLUMNS = {"seconds", "metric_seconds", "b_seconds", "b_metric_seconds"}
 # One method per kind of pass an actor runs (forward+backward, masked forward passes, the
 # ablation pass, a pass-free one); the controls are always added. All nine methods took
 # twice as long, almost all of it ROAD's imputations, and tested no more of the Ray path.
@@ -230,6 +230,26 @@ def test_a_metric_registered_alone_reaches_the_ray_table(cluster, model_file):
         unregister_metric(entry.key)
     assert remote["map_mean"].notna().all() and len(ev.curve_columns(remote, "map_mean_curve")) == 2
     _assert_same_rows(local, remote)
+
+
+def test_a_pair_run_on_ray_gives_the_local_rows(cluster, model_file, tmp_path):
+    """Model A from a file, model B in memory with another input size: both travel to the
+    actors, which give the local pair run's rows (B's columns and the agreement included)."""
+    spec = ev.load_model_spec(str(model_file), preprocessing="unit")
+    keras.utils.set_random_seed(11)
+    other = keras.Sequential([keras.Input((40, 40, 3)), keras.layers.Conv2D(5, 3, activation="relu", name="conv"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    spec_b = ev.ModelSpec.from_model(other, "unit", key="memory:other")
+    items = ev.synthetic_items(3, seed=12, size=SIZE, defect_rate=0.7)
+    methods = ["grad_cam", "score_cam", "sobel", "random"]
+    out = tmp_path / "pair.parquet"
+    remote = ray_runner.evaluate_ray(spec, items, methods, curve_steps=2, max_n=3, model_b=spec_b, out=out,
+                                     address=cluster.address)
+    local = ev.evaluate(spec, items, methods, curve_steps=2, max_n=3, workers=1, model_b=spec_b)
+    assert remote["b_model"].eq("memory:other").all() and remote["map_correlation"].notna().sum() == 6
+    _assert_same_rows(local, remote)
+    config = json.loads(ev.journal_path(out).read_text().splitlines()[0])["config"]
+    assert config["pair"]["model"] == "memory:other" and config["pair"]["input_size"] == [40, 40]
 
 
 def _actor_processes(nodes) -> list[psutil.Process]:

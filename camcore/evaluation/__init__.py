@@ -3,9 +3,10 @@
 Modules: ``spec`` (the model), ``sources`` (the images), ``settings`` (what is computed),
 ``runner`` (per-image maps and metrics, :func:`evaluate`), ``ray_runner`` (the same on a
 Ray cluster, :func:`evaluate_ray`), ``journal`` (resuming), ``results`` (the table and its
-global thresholds), ``summary`` (per-method summaries and Markdown), ``background`` (a run
-in a thread, for the dashboard), ``archives`` (uploaded data sets), ``cli``
-(``python -m camcore.evaluate``).
+global thresholds), ``summary`` (per-method summaries and Markdown), ``pair``,
+``pair_table`` and ``pair_summary`` (a second model: ``evaluate(..., model_b=)``, its
+table and where the two models differ), ``background`` (a run in a thread, for the
+dashboard), ``archives`` (uploaded data sets), ``cli`` (``python -m camcore.evaluate``).
 
     python -m camcore.evaluate [--model vgg_defect | --model path/to/model.keras --preprocessing unit]
         (--data DAGM_DIR | --synthetic N [--seed S] [--defect-rate R] [--size PX])
@@ -13,6 +14,7 @@ in a thread, for the dashboard), ``archives`` (uploaded data sets), ``cli``
         [--metrics localization deletion ... | all] [--road] [--sanity]
         [--limit N] [--workers 2] [--overwrite] --out results.parquet|results.csv
         [--ray [--ray-address ADDR] [--ray-actors N] [--ray-cpus-per-actor C]]
+        [--model-b B [--layer-b L] [--preprocessing-b P] [--agreement-threshold 0.5]]
 
 For every image and every method - each CAM of the registry :data:`camcore.methods.METHODS`
 (nine built in) plus two sanity controls, ``"sobel"`` (the image's Sobel gradient, which
@@ -58,6 +60,11 @@ keep one copy of the model. The CAMs themselves are computed one after the other
 without metric work running beside them, so their timings are not inflated by
 contention.
 
+A second model (``model_b=`` / ``--model-b``): every image is evaluated by both models with
+the same settings and each CAM method's two maps are compared (:mod:`camcore.evaluation.pair`);
+the table keeps one row per image and method, model A's columns as in a single-model run,
+then the agreement columns, then model B's as ``b_<name>`` (:mod:`camcore.evaluation.pair_table`).
+
 Resuming: each finished image is appended as one JSON line (all its methods, or its
 error) to a journal beside the output (``results.parquet.rows.jsonl``), flushed and
 fsync'd before the next image starts. A rerun with the same configuration skips the
@@ -82,6 +89,15 @@ from camcore.evaluation.defaults import (
     check_methods,
 )
 from camcore.evaluation.journal import JOURNAL_SUFFIX, Journal, journal_path
+from camcore.evaluation.pair import B_PREFIX, PairMaps, SecondModel, pair_maps
+from camcore.evaluation.pair_summary import (
+    format_pair_summary,
+    least_agreeing,
+    summarize_agreement,
+    top1_disagreement,
+    unavailable_for_b,
+)
+from camcore.evaluation.pair_table import is_pair_table, side_table
 from camcore.evaluation.ray_runner import evaluate_ray
 from camcore.evaluation.results import (
     RECORD_COLUMNS,
@@ -123,7 +139,7 @@ from camcore.evaluation.summary import (
 )
 
 __all__ = [
-    "ALL_METHODS", "BLUR_SIGMA", "CAM_METHODS", "CONTROLS", "DEFAULT_CURVE_STEPS", "DEFAULT_MAX_N",
+    "ALL_METHODS", "BLUR_SIGMA", "B_PREFIX", "CAM_METHODS", "CONTROLS", "DEFAULT_CURVE_STEPS", "DEFAULT_MAX_N",
     "DEFAULT_WORKERS", "HEADLINE_COLUMN", "JOURNAL_SUFFIX", "METHOD_LABELS", "RANDOM_SIGMA_FRACTION",
     "RECORD_COLUMNS", "REQUIRED_COLUMNS", "SYNTHETIC_SIZE", "WORST_BY", "DagmFormatError", "EvalItem", "Journal",
     "LoadedImage", "ModelSpec", "Progress", "RunSettings", "add_global_threshold", "check_methods",
@@ -131,5 +147,7 @@ __all__ = [
     "global_thresholds", "iou_column", "journal_path", "load_model_spec", "main", "mean_curve", "open_result_image",
     "read_results", "records_to_frame", "results_only", "run_settings", "summarize", "summary_table",
     "for_model", "unavailable_methods",
+    "PairMaps", "SecondModel", "format_pair_summary", "is_pair_table", "least_agreeing", "pair_maps", "side_table",
+    "summarize_agreement", "top1_disagreement", "unavailable_for_b",
     "synthetic_image", "synthetic_items", "synthetic_source", "threshold_export", "worst_images", "write_results",
 ]

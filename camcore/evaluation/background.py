@@ -25,8 +25,7 @@ import pandas as pd
 
 from camcore.evaluation.archives import RUN_PREFIX, SessionFolder
 from camcore.evaluation.journal import journal_path
-from camcore.evaluation.results import add_global_threshold, records_to_frame
-from camcore.evaluation.runner import evaluate
+from camcore.evaluation.runner import evaluate, results_table
 from camcore.evaluation.sources import EvalItem
 from camcore.evaluation.spec import ModelSpec
 
@@ -39,7 +38,8 @@ class EvaluationCancelled(Exception):
 
 def journal_table(out: str | os.PathLike[str]) -> pd.DataFrame | None:
     """The results table of the images recorded in the journal of ``out`` so far (the
-    journal's format: :class:`camcore.evaluation.Journal`), None when it holds none."""
+    journal's format: :class:`camcore.evaluation.Journal`; a pair run's with both models'
+    columns), None when it holds none."""
     try:
         lines = journal_path(out).read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -53,7 +53,7 @@ def journal_table(out: str | os.PathLike[str]) -> pd.DataFrame | None:
             continue  # a torn last line
     if not records:
         return None
-    return add_global_threshold(records_to_frame(list(records.values())))
+    return results_table(list(records.values()), None)
 
 
 class _Job:

@@ -23,6 +23,7 @@ from camcore.evaluation.defaults import (
 )
 from camcore.evaluation.archives import open_data
 from camcore.evaluation.journal import journal_path
+from camcore.evaluation.pair_summary import format_pair_summary
 from camcore.evaluation.results import check_writable, errors, results_only
 from camcore.evaluation.runner import evaluate
 from camcore.evaluation.settings import metric_choice, unavailable_methods
@@ -30,6 +31,7 @@ from camcore.evaluation.sources import SYNTHETIC_SIZE, EvalItem, synthetic_items
 from camcore.evaluation.spec import ModelSpec, load_model_spec
 from camcore.evaluation.summary import format_summary, summarize
 from camcore.metrics import METRICS, default_metric_keys, select_metrics, selectable_metric_keys
+from camcore.metrics.agreement import DEFAULT_AGREEMENT_THRESHOLD
 from camcore.metrics.road import METRIC as ROAD
 from camcore.metrics.sanity import METRIC as SANITY
 from camcore.preprocess import PREPROCESSING_MODES
@@ -54,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--preprocessing", choices=sorted(PREPROCESSING_MODES), help="needed for a model file")
     parser.add_argument("--class-index", type=int, default=None, help='index of the "defective" class (default 1)')
     parser.add_argument("--layer", default=None, help="layer to explain (default: the demo's, or the last spatial one)")
+    second = parser.add_argument_group(
+        "second model", "evaluate every image with a second model too and compare the two models' maps")
+    second.add_argument("--model-b", default=None, metavar="MODEL", help="model B: a demo name or a model file")
+    second.add_argument("--preprocessing-b", choices=sorted(PREPROCESSING_MODES), help="needed for a model B file")
+    second.add_argument("--layer-b", default=None, metavar="LAYER", help="model B's layer (default: its own)")
+    second.add_argument("--agreement-threshold", type=float, default=DEFAULT_AGREEMENT_THRESHOLD, metavar="T",
+                        help="threshold of the two maps' regions whose IoU is reported (default %(default)s)")
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--data", type=Path, help="DAGM, MVTec AD or flat folder, or a .zip of one")
     data.add_argument("--synthetic", type=int, metavar="N", help="generate N DAGM-style images instead")
@@ -137,6 +146,7 @@ class _Run:
     methods: list[str]
     metrics: list[str]
     data: Any = None
+    spec_b: ModelSpec | None = None
 
 
 def _checked_run(args: argparse.Namespace) -> _Run:
@@ -160,7 +170,25 @@ def _checked_run(args: argparse.Namespace) -> _Run:
     spec = load_model_spec(args.model, preprocessing=args.preprocessing, layer=args.layer, class_index=args.class_index)
     for method, reason in unavailable_methods(spec, methods).items():
         print(f"note: {method} is not available for this model ({reason}); it is left out", file=sys.stderr)
-    return _Run(spec, list(items), methods, metric_keys, dataset)
+    spec_b = _second_spec(args, [m for m in methods if m not in unavailable_methods(spec, methods)])
+    return _Run(spec, list(items), methods, metric_keys, dataset, spec_b)
+
+
+def _second_spec(args: argparse.Namespace, methods: Sequence[str]) -> ModelSpec | None:
+    """Model B of ``--model-b`` (None without it); a note per method it cannot serve."""
+    if args.model_b is None:
+        if args.layer_b is not None or args.preprocessing_b is not None:
+            raise ValueError("--layer-b and --preprocessing-b need --model-b")
+        return None
+    if not 0.0 <= args.agreement_threshold <= 1.0:
+        raise ValueError(f"--agreement-threshold must be in [0, 1], got {args.agreement_threshold}")
+    try:
+        spec_b = load_model_spec(args.model_b, preprocessing=args.preprocessing_b, layer=args.layer_b)
+    except ValueError as exc:
+        raise ValueError(f"model B: {exc}".replace("--preprocessing,", "--preprocessing-b,")) from exc
+    for method, reason in unavailable_methods(spec_b, methods).items():
+        print(f"note: {method} is not available for model B ({reason}): model A's rows only", file=sys.stderr)
+    return spec_b
 
 
 def _evaluate(args: argparse.Namespace, run: _Run, progress: Callable[[int, int], None]) -> pd.DataFrame:
@@ -168,6 +196,7 @@ def _evaluate(args: argparse.Namespace, run: _Run, progress: Callable[[int, int]
     options: dict[str, Any] = dict(
         max_n=args.max_n, metrics=run.metrics, curve_steps=args.steps, seed=args.seed, out=args.out,
         precision=args.precision, overwrite=args.overwrite, workers=args.workers, progress=progress,
+        model_b=run.spec_b, agreement_threshold=args.agreement_threshold,
     )
     if args.ray or args.ray_address:
         from camcore.evaluation.ray_runner import evaluate_ray
@@ -199,11 +228,12 @@ def _report(run: _Run, table: pd.DataFrame, wall: float, out: Path) -> int:
     spec = run.spec
     failed = errors(table)
     evaluated = results_only(table)["image_id"].nunique()
-    print(f"\n{spec.key}, layer {spec.layer}: {evaluated} images evaluated, {len(failed)} skipped, "
+    against = "" if run.spec_b is None else f" against {run.spec_b.key}, layer {run.spec_b.layer}"
+    print(f"\n{spec.key}, layer {spec.layer}{against}: {evaluated} images evaluated, {len(failed)} skipped, "
           f"{wall:.1f} s wall time this run")
     if evaluated:
         print()
-        print(format_summary(summarize(table)))
+        print(format_summary(summarize(table)) if run.spec_b is None else format_pair_summary(table))
     if len(failed):
         print(f"\n{len(failed)} image(s) could not be read and were skipped:")
         for _, row in failed.iterrows():

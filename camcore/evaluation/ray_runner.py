@@ -16,6 +16,9 @@ run may even be resumed locally and vice versa). A lost actor is restarted and i
 unfinished images are retried (Ray's ``max_restarts`` / ``max_task_retries``); the driver
 keeps the first record of each image, so nothing is lost or counted twice.
 
+A run with a second model (``model_b``) ships both models to every actor, which runs the
+pair's per-image code (:class:`camcore.evaluation.pair.PairRunner`).
+
 Ray is imported only when a run needs it: ``import camcore`` does not import it.
 """
 
@@ -46,20 +49,23 @@ from camcore.evaluation.defaults import (
     Progress,
 )
 from camcore.evaluation.journal import Journal, MemoryJournal
+from camcore.evaluation.pair import SecondModel
 from camcore.evaluation.runner import (
     UNREADABLE_ERRORS,
-    ImageRunner,
     error_record,
     evaluate_item,
+    make_runner,
     metric_pool,
     open_journal,
     results_table,
+    settings_of_run,
 )
-from camcore.evaluation.settings import RunSettings, for_model, metric_choice, run_settings
+from camcore.evaluation.settings import RunSettings, metric_choice, run_settings
 from camcore.evaluation.sources import EvalItem, LoadedImage, synthetic_image
 from camcore.evaluation.spec import ModelSpec
 from camcore.methods import METHODS
 from camcore.metrics import DEFAULT_THRESHOLDS
+from camcore.metrics.agreement import DEFAULT_AGREEMENT_THRESHOLD
 
 if TYPE_CHECKING:
     import keras
@@ -141,6 +147,26 @@ def spec_from_payload(payload: ModelPayload) -> ModelSpec:
     return dataclasses.replace(payload.spec, model=model)
 
 
+@dataclass(frozen=True, eq=False)
+class PairPayload:
+    """How to ship a run's second model: its :class:`ModelPayload` and the rest of its
+    :class:`~camcore.evaluation.pair.SecondModel` (settings, threshold, class rule)."""
+
+    model: ModelPayload
+    second: SecondModel
+
+
+def pair_payload(second: SecondModel) -> PairPayload:
+    """``second`` ready to travel: its model as bytes (:func:`model_payload`)."""
+    assert second.spec is not None
+    return PairPayload(model_payload(second.spec), dataclasses.replace(second, spec=None))
+
+
+def second_from_payload(payload: PairPayload) -> SecondModel:
+    """The driver's second model, its model loaded and checked (:func:`spec_from_payload`)."""
+    return dataclasses.replace(payload.second, spec=spec_from_payload(payload.model))
+
+
 def _cap_threads(threads: int) -> None:
     """Size TensorFlow's and OpenCV's thread pools to the actor's CPUs, before TensorFlow
     starts: actors sharing a machine must not each use every core."""
@@ -160,7 +186,8 @@ class _EvaluationActor:
     """One Ray actor of the pool: loads the model once, then evaluates one image per call."""
 
     def __init__(
-        self, model: ModelPayload, settings: RunSettings, cpus: float, workers: int, versions: Mapping[str, str]
+        self, model: ModelPayload, settings: RunSettings, cpus: float, workers: int, versions: Mapping[str, str],
+        pair: PairPayload | None = None,
     ) -> None:
         threads = max(1, math.floor(cpus))
         _cap_threads(threads)
@@ -176,8 +203,9 @@ class _EvaluationActor:
                 "that every node imports"
             )
         spec = spec_from_payload(model)
+        second = None if pair is None else second_from_payload(pair)
         self.pool: Executor = metric_pool(min(workers, threads))
-        self.runner = ImageRunner(spec, settings, self.pool)
+        self.runner = make_runner(spec, settings, self.pool, second)
         self.runner.warm_up()
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -291,6 +319,8 @@ def evaluate_ray(
     cpus_per_actor: float = 1.0,
     retries: int = DEFAULT_RETRIES,
     window_bytes: int = DEFAULT_WINDOW_BYTES,
+    model_b: ModelSpec | None = None,
+    agreement_threshold: float = DEFAULT_AGREEMENT_THRESHOLD,
 ) -> pd.DataFrame:
     """:func:`camcore.evaluation.runner.evaluate` on Ray: the same rows, journal and table.
 
@@ -300,7 +330,8 @@ def evaluate_ray(
     ``cpus_per_actor`` CPUs and size their thread pools to them; ``workers`` caps an
     actor's metric threads as in the local run. ``retries`` bounds the restarts of a lost
     actor and the retries of its images. RuntimeError if an image came back from no actor.
-    The chosen metrics' registry entries travel to the actors with the settings.
+    The chosen metrics' registry entries travel to the actors with the settings; with
+    ``model_b`` both models travel to every actor, which evaluates each image with both.
     """
     if cpus_per_actor <= 0:
         raise ValueError(f"cpus_per_actor must be > 0, got {cpus_per_actor}")
@@ -309,15 +340,15 @@ def evaluate_ray(
     settings = run_settings(methods, max_n=max_n, metrics=metric_choice(metrics, road=road, sanity=sanity),
                             curve_steps=curve_steps, thresholds=thresholds, seed=seed, precision=precision)
     # auto is measured here, on the driver's CPU; the workers run what it chose
-    settings = for_model(settings, model)
-    journal, out_path = open_journal(model, items, settings, out, overwrite)
+    settings, second = settings_of_run(settings, model, model_b, agreement_threshold)
+    journal, out_path = open_journal(model, items, settings, out, overwrite, second)
     try:
         todo = [item for item in items if not journal.done(item.id)]
         tally = _Tally(journal, len(items) - len(todo), len(items), progress)
         if todo:
             ray = _import_ray()
             pool = _ActorPool(model_payload(model), settings, software_versions(), actors, cpus_per_actor, workers,
-                              retries)
+                              retries, None if second is None else pair_payload(second))
             _run_on_ray(ray, pool, todo, tally, address, window_bytes)
     finally:
         journal.close()
@@ -354,6 +385,7 @@ class _ActorPool:
     cpus_per_actor: float
     workers: int
     retries: int
+    pair: PairPayload | None = None
 
     def results(self, ray: Any, payloads: Sequence[dict[str, Any]]) -> Any:
         """The lazily evaluated results of one window: a Ray Dataset of its images (one
@@ -372,7 +404,7 @@ class _ActorPool:
                 compute=ray.data.ActorPoolStrategy(size=min(actors, len(payloads))),
                 num_cpus=self.cpus_per_actor,
                 fn_constructor_kwargs=dict(model=self.model, settings=self.settings, cpus=self.cpus_per_actor,
-                                           workers=self.workers, versions=self.versions),
+                                           workers=self.workers, versions=self.versions, pair=self.pair),
                 max_restarts=self.retries,
                 max_task_retries=self.retries,
             )

@@ -28,6 +28,8 @@ from camcore.evaluation.defaults import (
     Progress,
 )
 from camcore.evaluation.journal import Journal, MemoryJournal, journal_path
+from camcore.evaluation.pair import PairRunner, SecondModel, second_model
+from camcore.evaluation.pair_table import finish_pair_table, is_pair_table
 from camcore.evaluation.results import add_global_threshold, check_writable, records_to_frame, write_results
 from camcore.evaluation.settings import RunSettings, for_model, metric_choice, run_settings
 from camcore.evaluation.sources import EvalItem, LoadedImage
@@ -36,6 +38,7 @@ from camcore.methods import METHODS
 from camcore.methods.combine import upsample
 from camcore.methods.sobel import sobel_gradient
 from camcore.metrics import DEFAULT_THRESHOLDS, Metric, MetricInputs, PredictFn, RunContext, random_map
+from camcore.metrics.agreement import DEFAULT_AGREEMENT_THRESHOLD
 from camcore.metrics.timing import METRIC_SECONDS, MODEL_PASSES, SECONDS
 from camcore.preprocess import resize_for_model
 
@@ -89,9 +92,13 @@ def metric_row(chosen: Sequence[Metric], states: dict[str, Any], inputs: MetricI
 
 
 @dataclass(frozen=True, eq=False)
-class _Map:
-    saliency: np.ndarray  # at the model input size
-    cam: np.ndarray  # as the method made it
+class MethodMap:
+    """One method's map of one image: ``saliency`` at the model input size (what the
+    faithfulness metrics perturb with), ``cam`` as the method made it (what localization
+    and the two-model agreement score), the seconds and model passes it took."""
+
+    saliency: np.ndarray
+    cam: np.ndarray
     seconds: float
     passes: int
 
@@ -135,12 +142,18 @@ class ImageRunner:
         for method in self.cam_methods:
             self._map(self.explainer, method, x)
 
-    def _map(self, explainer: "Explainer", method: str, x: np.ndarray):
-        """``method``'s result on ``x``, computed from nothing but the compiled passes."""
+    def _map(self, explainer: "Explainer", method: str, x: np.ndarray, class_index: int | None = None):
+        """``method``'s result on ``x`` for ``class_index`` (default the spec's), computed
+        from nothing but the compiled passes."""
         explainer.clear_cache()
-        return explainer.compute(method, x, self.spec.layer, self.spec.class_index, self.settings.max_n)
+        index = self.spec.class_index if class_index is None else class_index
+        return explainer.compute(method, x, self.spec.layer, index, self.settings.max_n)
 
-    def _record(self, item: EvalItem, loaded: LoadedImage, x: np.ndarray) -> dict[str, Any]:
+    def model_input(self, loaded: LoadedImage) -> np.ndarray:
+        """The model input of an image (ValueError, e.g., for an image too small to use)."""
+        return self.spec.preprocess(loaded.image)
+
+    def record(self, item: EvalItem, loaded: LoadedImage, x: np.ndarray, class_index: int) -> dict[str, Any]:
         """What every row of the image holds: the model, the image and the prediction."""
         spec = self.spec
         probabilities = self.predict_fn(x)[0]
@@ -154,47 +167,67 @@ class ImageRunner:
             "class_name": loaded.class_name,
             "defect_kind": loaded.detail,
             "defective": bool(loaded.defective),
-            "target_class": spec.class_index,
-            "p_target": float(probabilities[spec.class_index]),
+            "target_class": class_index,
+            "p_target": float(probabilities[class_index]),
             "predicted": int(np.argmax(probabilities)),
         }
 
-    def _method_map(self, method: str, item: EvalItem, model_image: np.ndarray, x: np.ndarray) -> _Map:
+    def _method_map(self, method: str, item: EvalItem, model_image: np.ndarray, x: np.ndarray,
+                    class_index: int) -> MethodMap:
         """One method's map of the image: a CAM, or a control (Sobel edges, seeded random blobs)."""
         size = self.spec.input_size
         start = time.perf_counter()
         if method in METHODS:
-            result = self._map(self.explainer, method, x)
-            return _Map(upsample(result.cam, size), result.cam, result.seconds, result.model_passes)
+            result = self._map(self.explainer, method, x, class_index)
+            return MethodMap(upsample(result.cam, size), result.cam, result.seconds, result.model_passes)
         if method == "sobel":
             saliency = sobel_gradient(model_image)
         else:
             sigma = RANDOM_SIGMA_FRACTION * min(size)
             saliency = random_map(size, seed=_stable_seed(self.settings.seed, item.id), sigma=sigma)
-        return _Map(saliency, saliency, time.perf_counter() - start, 0)
+        return MethodMap(saliency, saliency, time.perf_counter() - start, 0)
 
     def run(self, item: EvalItem, loaded: LoadedImage, x: np.ndarray) -> list[dict[str, Any]]:
         """Rows of every method for ``loaded``, whose model input is ``x``. The maps are
         computed one after the other, then their metrics in the pool."""
+        return self.rows_and_maps(item, loaded, x)[0]
+
+    def rows_and_maps(self, item: EvalItem, loaded: LoadedImage, x: np.ndarray,
+                      class_index: int | None = None) -> tuple[list[dict[str, Any]], dict[str, MethodMap]]:
+        """:meth:`run`'s rows and the maps they score, by method; every map explains
+        ``class_index`` (default: the spec's class)."""
         spec = self.spec
+        index = spec.class_index if class_index is None else int(class_index)
         model_image = resize_for_model(loaded.image, spec.input_size, spec.channels)
         mask = np.asarray(loaded.mask, bool) if loaded.defective else None
-        base = self._record(item, loaded, x)
-        maps = {method: self._method_map(method, item, model_image, x) for method in self.settings.methods}
+        base = self.record(item, loaded, x, index)
+        maps = {method: self._method_map(method, item, model_image, x, index) for method in self.settings.methods}
         blurred = cv2.GaussianBlur(x[0], (0, 0), BLUR_SIGMA).reshape(x.shape[1:])
         futures = {
             method: self.pool.submit(
                 metric_row, self.settings.metrics, self.states,
-                MetricInputs(self.predict_fn, x, blurred, found.saliency, found.cam, mask, spec.class_index,
+                MetricInputs(self.predict_fn, x, blurred, found.saliency, found.cam, mask, index,
                              self.thresholds, self.settings.curve_steps, method),
             )
             for method, found in maps.items()
         }
-        return [
+        rows = [
             base | {"method": method, SECONDS.name: found.seconds, MODEL_PASSES.name: found.passes}
             | futures[method].result()
             for method, found in maps.items()
         ]
+        return rows, maps
+
+
+def make_runner(spec: ModelSpec, settings: RunSettings, pool: Executor,
+                second: SecondModel | None = None) -> ImageRunner | PairRunner:
+    """The per-image runner of a run: ``spec``'s, or with a ``second`` model both models'
+    and their agreement (:class:`~camcore.evaluation.pair.PairRunner`)."""
+    runner = ImageRunner(spec, settings, pool)
+    if second is None:
+        return runner
+    assert second.spec is not None
+    return PairRunner(runner, ImageRunner(second.spec, second.settings, pool), second)
 
 
 def open_journal(
@@ -203,9 +236,12 @@ def open_journal(
     settings: RunSettings,
     out: str | os.PathLike[str] | None,
     overwrite: bool,
+    second: SecondModel | None = None,
 ) -> tuple[Journal | MemoryJournal, Path | None]:
     """Check a run (unique item ids, a writable ``out``, the model's layer and class) and
-    open its journal, in memory without ``out``; also returns ``out`` checked."""
+    open its journal, in memory without ``out``; also returns ``out`` checked. A pair run
+    records model B's configuration under ``"pair"`` (a single-model run's configuration
+    is what it always was, so its journals still resume)."""
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError("item ids must be unique")
@@ -220,15 +256,20 @@ def open_journal(
         **settings.journal_config(),
         "sources": sorted({item.source for item in items}),
     }
+    if second is not None:
+        config["pair"] = second.journal_config()
     if out_path is None:
         return MemoryJournal(), None
     return Journal(journal_path(out_path), config, overwrite), out_path
 
 
 def results_table(records: Sequence[dict[str, Any]], out_path: Path | None) -> pd.DataFrame:
-    """The results table of journal ``records`` (global thresholds added), written to
+    """The results table of journal ``records`` (global thresholds added; a pair run's
+    completed by :func:`~camcore.evaluation.pair_table.finish_pair_table`), written to
     ``out_path`` when given."""
     table = add_global_threshold(records_to_frame(records))
+    if is_pair_table(table):
+        table = finish_pair_table(table)
     if out_path is not None:
         write_results(table, out_path)
     return table
@@ -251,6 +292,8 @@ def evaluate(
     overwrite: bool = False,
     workers: int = DEFAULT_WORKERS,
     progress: Progress | None = None,
+    model_b: ModelSpec | None = None,
+    agreement_threshold: float = DEFAULT_AGREEMENT_THRESHOLD,
 ) -> pd.DataFrame:
     """Evaluate ``methods`` on ``items`` with ``model``; return one row per image and method.
 
@@ -264,19 +307,21 @@ def evaluate(
     ``progress(done, total)`` is called after each image; an exception it raises (e.g.
     ``KeyboardInterrupt``) stops the run with every finished image saved.
     The returned table has the global-threshold columns of :func:`add_global_threshold`.
+    With ``model_b`` every image is evaluated by both models and each method's two maps
+    compared at ``agreement_threshold``: the table of :mod:`camcore.evaluation.pair_table`.
     See :func:`camcore.evaluation.ray_runner.evaluate_ray` for the same run on Ray.
     """
-    settings = run_settings(methods, max_n=max_n, metrics=metric_choice(metrics, road=road, sanity=sanity),
-                            curve_steps=curve_steps, thresholds=thresholds, seed=seed, precision=precision)
-    settings = for_model(settings, model)
-    journal, out_path = open_journal(model, items, settings, out, overwrite)
+    requested = run_settings(methods, max_n=max_n, metrics=metric_choice(metrics, road=road, sanity=sanity),
+                             curve_steps=curve_steps, thresholds=thresholds, seed=seed, precision=precision)
+    settings, second = settings_of_run(requested, model, model_b, agreement_threshold)
+    journal, out_path = open_journal(model, items, settings, out, overwrite, second)
     try:
         todo = [item for item in items if not journal.done(item.id)]
         total = len(items)
         if progress is not None:
             progress(total - len(todo), total)
         if todo:
-            _run_local(model, settings, todo, journal, workers, progress, total)
+            _run_local(model, settings, todo, journal, workers, progress, total, second)
     finally:
         journal.close()
     wanted = {item.id for item in items}
@@ -284,12 +329,24 @@ def evaluate(
     return results_table(records, out_path)
 
 
+def settings_of_run(requested: RunSettings, model: ModelSpec, model_b: ModelSpec | None,
+                    agreement_threshold: float) -> tuple[RunSettings, SecondModel | None]:
+    """The settings as run on ``model`` (:func:`for_model`) and, with ``model_b``, the
+    second model of the pair run (on the methods ``model`` serves)."""
+    settings = for_model(requested, model)
+    if model_b is None:
+        return settings, None
+    on_a = dataclasses.replace(requested, methods=settings.methods)
+    return settings, second_model(on_a, model, model_b, agreement_threshold)
+
+
 def _run_local(model: ModelSpec, settings: RunSettings, todo: Sequence[EvalItem], journal: Journal | MemoryJournal,
-               workers: int, progress: Progress | None, total: int) -> None:
-    """Evaluate ``todo`` one image after the other into ``journal``."""
+               workers: int, progress: Progress | None, total: int, second: SecondModel | None = None) -> None:
+    """Evaluate ``todo`` one image after the other into ``journal`` (with ``second``: by
+    both models)."""
     pool = metric_pool(workers)
     try:
-        runner = ImageRunner(model, settings, pool)
+        runner = make_runner(model, settings, pool, second)
         runner.warm_up()
         finished = total - len(todo)
         for item in todo:
@@ -301,11 +358,11 @@ def _run_local(model: ModelSpec, settings: RunSettings, todo: Sequence[EvalItem]
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def evaluate_item(runner: ImageRunner, item: EvalItem) -> dict[str, Any]:
+def evaluate_item(runner: ImageRunner | PairRunner, item: EvalItem) -> dict[str, Any]:
     """The journal record of one image: its rows, or its error if it cannot be read."""
     try:
         loaded = item.load()
-        x = runner.spec.preprocess(loaded.image)  # e.g. an image too small to use
+        x = runner.model_input(loaded)  # e.g. an image too small to use
     except UNREADABLE_ERRORS as exc:
         return error_record(item, exc)
     return {"id": item.id, "rows": runner.run(item, loaded, x)}

@@ -42,11 +42,13 @@ def _method_summary(group: pd.DataFrame) -> dict[str, float]:
     for metric, column in registered_columns():
         rows = defective if metric.needs_mask else group
         if column.summary and column.name in rows.columns and rows[column.name].notna().any():
-            _summarize_column(entry, column, rows[column.name].dropna().astype(float))
+            summarize_column(entry, column, rows[column.name].dropna().astype(float))
     return entry
 
 
-def _summarize_column(entry: dict[str, float], column: Column, values: pd.Series) -> None:
+def summarize_column(entry: dict[str, float], column: Column, values: pd.Series) -> None:
+    """Add the summary of one column's values to ``entry`` (:attr:`Column.summary`: a rate
+    in %, the first value, or the mean and median)."""
     if column.summary == "rate":
         entry[column.summary_name] = 100.0 * float((values > 0.5).mean())
     elif column.summary == "first":

@@ -19,6 +19,12 @@ image's; else the mask's when a mask is given; else the larger of the two; bilin
     >>> agreement = compare_maps(a, b, threshold=0.4)
     >>> round(agreement.correlation, 3), agreement.iou
     (0.87, 0.5)
+
+The evaluation of two models (``python -m camcore.evaluate --model-b``) writes these figures
+per image and method as the columns :data:`AGREEMENT_COLUMNS` (:func:`agreement_values`),
+described like the registry's metric columns so that the summaries and the Dataset page
+read their labels, directions and summaries from one place. They are not entries of
+:data:`camcore.metrics.METRICS`: a metric scores one map, these compare two.
 """
 
 from __future__ import annotations
@@ -28,8 +34,48 @@ from dataclasses import dataclass
 import numpy as np
 
 from camcore.maps import map_correlation, upsample
+from camcore.metrics.base import Column
 
-__all__ = ["MapAgreement", "compare_maps"]
+__all__ = [
+    "AGREEMENT_COLUMNS",
+    "AGREEMENT_THRESHOLD",
+    "BOTH_PEAKS_IN_DEFECT",
+    "DEFAULT_AGREEMENT_THRESHOLD",
+    "MAP_CORRELATION",
+    "MAP_IOU",
+    "PEAK_A_IN_DEFECT",
+    "PEAK_B_IN_DEFECT",
+    "TOP1_AGREE",
+    "MapAgreement",
+    "agreement_values",
+    "compare_maps",
+]
+
+DEFAULT_AGREEMENT_THRESHOLD = 0.5
+"""The threshold of the two regions whose IoU the evaluation of two models reports (the
+Compare page's default threshold)."""
+
+MAP_CORRELATION = Column("map_correlation", "r(A, B)", "Correlation of model A's and model B's maps", True,
+                         fmt="{:.4f}", distribution=True, worst="lowest correlation of the two models' maps")
+MAP_IOU = Column("map_iou", "IoU(A, B)", "IoU of model A's and model B's thresholded regions", True,
+                 distribution=True, worst="lowest IoU of the two models' regions")
+PEAK_A_IN_DEFECT = Column("peak_a_in_defect", "A's peak in defect %", "Model A's peak lies in the defect", True,
+                          summary="rate", summary_name="peak_a_in_defect_rate", fmt="{:.0f}")
+PEAK_B_IN_DEFECT = Column("peak_b_in_defect", "B's peak in defect %", "Model B's peak lies in the defect", True,
+                          summary="rate", summary_name="peak_b_in_defect_rate", fmt="{:.0f}")
+BOTH_PEAKS_IN_DEFECT = Column("both_peaks_in_defect", "both peaks in defect %",
+                              "Both models' peaks lie in the defect", True, summary="rate",
+                              summary_name="both_peaks_in_defect_rate", fmt="{:.0f}")
+TOP1_AGREE = Column("top1_agree", "same top-1 %", "Both models predict the same class", True, summary="rate",
+                    summary_name="top1_agree_rate", fmt="{:.0f}")
+AGREEMENT_THRESHOLD = Column("agreement_threshold", "threshold", "Threshold of the two regions", None,
+                             summary="first", fmt="{:.2f}")
+AGREEMENT_COLUMNS: tuple[Column, ...] = (
+    MAP_CORRELATION, MAP_IOU, PEAK_A_IN_DEFECT, PEAK_B_IN_DEFECT, BOTH_PEAKS_IN_DEFECT, TOP1_AGREE,
+    AGREEMENT_THRESHOLD,
+)
+"""The per-image columns of a two-model evaluation that compare the models (the peaks only
+on images with a mask, the top-1 only when both models have the same classes)."""
 
 
 @dataclass(frozen=True)
@@ -93,3 +139,15 @@ def compare_maps(map_a: np.ndarray, map_b: np.ndarray, threshold: float = 0.5,
         peaks = (localization(a, mask, threshold).pointing_hit, localization(b, mask, threshold).pointing_hit)
     return MapAgreement(correlation=map_correlation(a, b), iou=iou, threshold=threshold,
                         difference=(a - b).astype(np.float32), peak_a_in_defect=peaks[0], peak_b_in_defect=peaks[1])
+
+
+def agreement_values(agreement: MapAgreement) -> dict[str, float]:
+    """``agreement`` as the columns of :data:`AGREEMENT_COLUMNS` (peaks only with a mask;
+    the top-1 column is the images', not the maps')."""
+    values = {MAP_CORRELATION.name: float(agreement.correlation), MAP_IOU.name: float(agreement.iou),
+              AGREEMENT_THRESHOLD.name: float(agreement.threshold)}
+    if agreement.peak_a_in_defect is not None:
+        values[PEAK_A_IN_DEFECT.name] = float(agreement.peak_a_in_defect)
+        values[PEAK_B_IN_DEFECT.name] = float(bool(agreement.peak_b_in_defect))
+        values[BOTH_PEAKS_IN_DEFECT.name] = float(bool(agreement.both_peaks_in_defect))
+    return values

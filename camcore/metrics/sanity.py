@@ -339,20 +339,22 @@ class RandomizedMaps:
         for method in context.methods:
             self.map(method, x)
 
-    def map(self, method: str, x: np.ndarray) -> np.ndarray | None:
-        """``method``'s map of ``x`` on the randomized copy; None for a control."""
+    def map(self, method: str, x: np.ndarray, class_index: int | None = None) -> np.ndarray | None:
+        """``method``'s map of ``x`` on the randomized copy for ``class_index`` (default the
+        run's; a second model of another class count explains its top-1 on each image);
+        None for a control."""
         if method not in self.context.methods:
             return None
+        index = self.context.class_index if class_index is None else class_index
         with self._lock:
             self.explainer.clear_cache()
-            found = self.explainer.compute(method, x, self.context.layer, self.context.class_index,
-                                           self.context.max_n)
+            found = self.explainer.compute(method, x, self.context.layer, index, self.context.max_n)
         return found.cam
 
 
 def _compute(inputs: MetricInputs) -> dict[str, float]:
     maps: RandomizedMaps = inputs.state
-    randomized = maps.map(inputs.method, inputs.x)
+    randomized = maps.map(inputs.method, inputs.x, inputs.class_index)
     if randomized is None:
         return {}
     rho, structure, passed = compare_maps(inputs.cam, randomized, maps.context.input_size)

@@ -212,3 +212,31 @@ def mean_curve_figure(curves: Any, method_labels: dict[str, str], x_title: str, 
     fig.update_layout(xaxis_title=x_title, yaxis_title=y_title, height=380, margin=dict(t=30, b=30),
                       legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+# ------------------------------------------------------ two models (Dataset page)
+
+
+def agreement_figure(values: dict[str, Sequence[float]], method_labels: dict[str, str], y_title: str) -> go.Figure:
+    """One violin per method (box and mean inside, every image a point) of an agreement
+    column's per-image values between two models, e.g. the correlation of their maps."""
+    fig = go.Figure()
+    for method, numbers in values.items():
+        fig.add_trace(go.Violin(y=list(numbers), name=method_labels.get(method, method), box_visible=True,
+                                meanline_visible=True, points="all", pointpos=0, jitter=0.3,
+                                line_color=method_color(method), spanmode="hard"))
+    fig.update_layout(yaxis_title=y_title, showlegend=False, height=380, margin=dict(t=30, b=30))
+    return fig
+
+
+def top1_disagreement_figure(classes: Sequence[str], shares: Sequence[float], differs: Sequence[int],
+                             images: Sequence[int]) -> go.Figure:
+    """Per image class, the share of images on which two models' top-1 differ (bars,
+    "differs / images" written on each)."""
+    fig = go.Figure(go.Bar(
+        x=list(classes), y=list(shares), marker_color="#c2255c", text=[f"{d} / {n}" for d, n in zip(differs, images)],
+        textposition="outside", hovertemplate="%{x}: top-1 differs on %{text} images (%{y:.0f} %)<extra></extra>",
+    ))
+    fig.update_layout(yaxis_title="images where top-1 differs (%)", yaxis_range=[0, 110], height=320,
+                      margin=dict(t=30, b=30))
+    return fig

@@ -55,7 +55,7 @@ from camcore.metrics import (
 from camcore.metrics.localization import IOU_CURVE
 from camcore.metrics.timing import SECONDS
 from dashboard import state
-from dashboard.components import charts, common, sidebar
+from dashboard.components import charts, common, pair_results, sidebar
 
 DATA_DIR_ENV = "CAMSTUDIO_DATA_DIR"
 RESULTS = "ds_results"  # session key: {"table": DataFrame, "label": str, "note": str | None, ...}
@@ -337,17 +337,20 @@ def run_form(source: str) -> None:
     model = model_form()
     if model is None:
         return
+    ready, second = pair_results.second_model_form()
+    if not ready:
+        return
     methods, max_n, metric_keys = options_form()
     if not methods:
         st.info("Choose at least one method.")
         return
     if not st.button("Run evaluation", type="primary", key="ds_run", disabled=busy):
         return
-    start_run(data, model, methods, max_n, metric_keys)
+    start_run(data, model, methods, max_n, metric_keys, second)
 
 
 def start_run(data: DataChoice, model: tuple[str, str | None, int | None], methods: list[str], max_n: int,
-              metric_keys: list[str]) -> None:
+              metric_keys: list[str], second: pair_results.SecondChoice | None = None) -> None:
     """Build the images and the model spec (a message, not a traceback, if either fails)
     and start the evaluation in the background."""
     model_key, layer, class_index = model
@@ -361,8 +364,12 @@ def start_run(data: DataChoice, model: tuple[str, str | None, int | None], metho
     except (ValueError, OSError) as exc:
         st.error(f"Cannot load the model: {exc}")
         return
-    run = BackgroundEvaluation(spec, items, methods, max_n=max_n, metrics=metric_keys, seed=data.seed)
-    st.session_state[RUN] = {"run": run, "label": f"{data.what}, {state.model_label(model_key)}"}
+    options = pair_results.evaluation_options(second)
+    if options is None:
+        return
+    run = BackgroundEvaluation(spec, items, methods, max_n=max_n, metrics=metric_keys, seed=data.seed, **options)
+    st.session_state[RUN] = {"run": run,
+                             "label": f"{data.what}, {state.model_label(model_key)}{pair_results.run_label(second)}"}
     run.start()
 
 
@@ -489,6 +496,7 @@ def show_results(result: dict) -> None:
     st.markdown("#### Time per image")
     st.plotly_chart(time_chart(rows), key="ds_chart_time")
     worst_section(table)
+    pair_results.pair_section(table, open_image)
 
 
 def results_header(result: dict, rows: pd.DataFrame, failed: pd.DataFrame) -> None:
