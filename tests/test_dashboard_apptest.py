@@ -102,7 +102,7 @@ def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
         assert f"{title} · overlay" in captions
         assert f"Guided {title}" in captions
         assert f"Sobel × {title}" in captions
-    assert "Ground truth (green outline)" in captions  # the default sample is defective
+    assert "Ground truth (green)" in captions  # the default sample is defective
     assert "vgg_defect" in headline(at) and "top_down56" in headline(at)  # the card's layer since issue 14 (block5_conv3 before)
     headers = [m.value for m in at.main.markdown]
     for title in ("Input", *TITLES):
@@ -204,7 +204,7 @@ def test_open_in_compare_from_the_dataset_page() -> None:
     )
     assert "from_dataset.png" in headline(at) and "resnet_defect" in headline(at)
     assert at.radio(key="image_source").value == "dataset"
-    assert "Ground truth (green outline)" in [caption_of(i) for i in grid_images(at)]
+    assert "Ground truth (green)" in [caption_of(i) for i in grid_images(at)]
     assert "open_in_compare" not in at.session_state
 
 
