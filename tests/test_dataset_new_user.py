@@ -221,7 +221,8 @@ def test_5_an_uploaded_model_opens_in_compare_with_its_class_and_preprocessing(m
     at.switch_page("views/dataset.py").run()
     upload_data(at, "two.zip", flat_zip([True, True]))
     at.radio(key="ds_model_source").set_value("upload").run()
-    at.file_uploader(key="ds_model_file").set_value(("biased.keras", model_file.read_bytes(), "application/octet-stream")).run()
+    upload = ("biased.keras", model_file.read_bytes(), "application/octet-stream")
+    at.file_uploader(key="ds_model_file").set_value(upload).run()
     at.selectbox(key="ds_upload_preprocessing").select("unit").run()
     assert at.selectbox(key="ds_class").value == 1
     run(at, ["grad_cam", "sobel"])

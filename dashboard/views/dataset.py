@@ -381,7 +381,9 @@ def upload_choice(busy: bool) -> DataChoice | None:
     else:
         items, name, extra = list(dataset.items), dataset.name, {}
     most = min(len(items), MAX_UPLOAD_RUN)
-    key = f"ds_upload_limit:{dataset.source}"  # per set, so that each new set starts at the default
+    # per set (and MVTec choice), so that each starts at the default
+    choice = f":{extra['category'] or ''}:{int(extra['train_good'])}" if extra else ""
+    key = f"ds_upload_limit:{dataset.source}{choice}"
     if not 1 <= st.session_state.get(key, 0) <= most:
         st.session_state[key] = min(most, 20)
     limit = int(st.number_input("Images (the first N of the archive)", 1, most, key=key, persist_state=PERSIST,
