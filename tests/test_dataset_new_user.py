@@ -196,7 +196,12 @@ def test_3_methods_below_the_controls_share_one_notice_and_no_noise_at_zero(page
     assert len(notices) == 1, notices
     for name in ("Grad-CAM", "Grad-CAM++", "XGrad-CAM"):
         assert name in notices[0]
-    assert "Sobel" in notices[0] and "noise" not in notices[0], notices[0]
+    assert "Sobel" in notices[0] and "noise" not in notices[0] and "random map" not in notices[0], notices[0]
+
+    doctored.loc[doctored["method"] == "random", "pointing_game"] = 1.0  # now the random map finds them all
+    at = load_results(at, doctored, "random_wins.csv")
+    (notice,) = [w.value for w in at.warning if "beat" in w.value]
+    assert "no better than an edge detector (Sobel) or a random map" in notice, notice
 
 
 # ---------------------------------------------------------------- point 4

@@ -20,6 +20,8 @@ from camcore import localize, metrics, report
 from camcore.demos import list_demos, load_demo
 from camcore.localize_settings import parse_settings
 from camcore.samples import load_sample, load_sample_index
+from dashboard import state
+from dashboard.components import exports
 from page_downloads import downloads  # noqa: F401 - the fixture
 from test_report import MB, assert_self_contained
 
@@ -43,6 +45,25 @@ def _defective_sample():
 def _one(files: dict, suffix: str) -> bytes:
     (name,) = [n for n in files if n.endswith(suffix)]
     return files[name]()
+
+
+def test_localize_settings_name_an_uploaded_model_by_its_file(tmp_path):
+    sha = state.register_upload(b"not read here", "mine.keras")
+    key = state.upload_key(sha, "unit", (48, 40))
+    settings = exports.localize_settings(key, "faster_score_cam", 0.35, layer="conv", class_index=0, max_n=7,
+                                         fused_layers=("conv0", "conv"))
+    assert settings["model"] == "mine.keras" and settings["preprocessing"] == "unit"
+    assert settings["input_size"] == [48, 40] and settings["max_n"] == 7
+    assert "fused_layers" not in settings  # Faster-Score-CAM stays on its layer
+    chosen = parse_settings(json.loads(exports.localize_settings_json(settings)), base=tmp_path)
+    assert chosen.model == str(tmp_path / "mine.keras") and chosen.input_size == (48, 40)
+    fused = exports.localize_settings(state.upload_key(sha), "grad_cam", 0.3, layer="conv", class_index=1,
+                                      max_n=7, fused_layers=("conv0", "conv"))
+    assert fused["fused_layers"] == ["conv0", "conv"] and "max_n" not in fused and fused["preprocessing"] is None
+    forgotten = exports.localize_settings(state.upload_key("0" * 64), "grad_cam", 0.3, layer=None, class_index=None)
+    assert forgotten["model"] == exports.UPLOADED_MODEL
+    assert exports.localize_settings("demo:vgg_defect", "grad_cam", 0.3, layer=None, class_index=None)["model"] \
+        == "demo:vgg_defect"
 
 
 # ---------------------------------------------------------------- Compare page
