@@ -92,10 +92,12 @@ class NeedsInputSize(ValueError):
 
 
 class NeedsPreprocessing(ValueError):
-    """Nothing in the model says how 0..255 pixels become its input: pass ``preprocessing=``."""
+    """Nothing in the model says how 0..255 pixels become its input: pass ``preprocessing=``.
+    ``input_size`` is the (height, width) the model takes, known by then."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, input_size: tuple[int, int] | None = None) -> None:
         self.name = name
+        self.input_size = input_size
         self.choices = sorted(PREPROCESSING_MODES)
         super().__init__(f"cannot infer the preprocessing of {name}: choose one of {self.choices}")
 
@@ -651,7 +653,8 @@ def from_keras(
     height, width, channels = adapter.input_shape
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
-    preprocessing = _checked_preprocessing(name, preprocessing or guess_preprocessing(model), channels)
+    preprocessing = _checked_preprocessing(name, preprocessing or guess_preprocessing(model), channels,
+                                           (height, width))
     return LoadedModel(
         name=name,
         model=model,
@@ -725,7 +728,8 @@ def from_backend(
     layer = _default_layer(backend, name) if layer is None else backend.layer_info(layer).path
     if channels not in (1, 3):
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
-    preprocessing = _checked_preprocessing(name, preprocessing or getattr(backend, "preprocessing", None), channels)
+    preprocessing = _checked_preprocessing(name, preprocessing or getattr(backend, "preprocessing", None), channels,
+                                           (height, width))
     return LoadedModel(name=name, model=backend, preprocessing=preprocessing, input_size=(height, width),
                        channels=channels, class_names=_class_names(name, backend.n_classes, class_names),
                        layer=layer, source=source, key=key or f"memory:{name}", note=note)
@@ -739,9 +743,10 @@ def _default_layer(model: Any, name: str) -> str:
         raise ValueError(f"{name}: {exc}") from None
 
 
-def _checked_preprocessing(name: str, preprocessing: str | None, channels: int) -> str:
+def _checked_preprocessing(name: str, preprocessing: str | None, channels: int,
+                           input_size: tuple[int, int] | None = None) -> str:
     if preprocessing is None:
-        raise NeedsPreprocessing(name)
+        raise NeedsPreprocessing(name, input_size)
     if preprocessing not in PREPROCESSING_MODES:
         raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of {sorted(PREPROCESSING_MODES)}")
     if preprocessing in ("caffe", "torch") and channels != 3:

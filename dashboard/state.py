@@ -26,6 +26,7 @@ The open-in-compare contract (Dataset page → Compare page)::
         "mask": bool array (H, W) or None,     # ground truth, any resolution
         "model": "demo:vgg_defect",            # a model key (see above)
         "layer": "block5_conv3" or None,       # None: the model's default layer
+        "class_index": 1 or None,              # the class to explain; None: top-1
     }
     st.switch_page("views/compare.py")
 """

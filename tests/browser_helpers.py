@@ -38,7 +38,8 @@ CHROMIUM_ARGS = [
 GRID = ".st-key-grid"
 FSC_PANELS = ".st-key-faster_score_cam_panels"
 MAX_N_LABEL = "max_N (Faster-Score-CAM channels)"
-DOWNLOADS = 4  # download buttons: drawn last, so their presence means the page is complete
+DOWNLOADS = 6  # download buttons (grid, maps, timings, settings, report, localize settings): drawn last,
+# so their presence means the page is complete
 
 
 def chromium_path() -> str:

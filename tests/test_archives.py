@@ -267,7 +267,7 @@ def test_flat_layout_masks_by_name_any_extension_nonzero_is_defect(tmp_path):
     np.testing.assert_array_equal(loaded["images/sub/b.png"].image, color[..., ::-1])  # BGR on disk, RGB read
     assert not loaded["images/sub/b.png"].defective and not loaded["images/sub/b.png"].mask.any()  # empty mask: clean
     assert not loaded["images/c.bmp"].defective and loaded["images/c.bmp"].mask.shape == gray.shape  # no mask: clean
-    assert loaded["images/sub/b.png"].class_name == "images/sub"
+    assert loaded["images/sub/b.png"].class_name == "sub" and loaded["images/a.png"].class_name == ""
 
 
 def test_flat_layout_masks_not_matching_are_refused(tmp_path):

@@ -101,7 +101,7 @@ def test_both_rows_and_the_difference_for_the_four_default_methods(vgg_against_r
     shown = images(at)
     assert len(shown) == len(pair.PAIR_ROWS) * (1 + len(TITLES))
     assert {"A · vgg_defect (demo) · 224×224", "B · resnet_defect (demo) · 224×224",
-            "Ground truth (green outline)"} <= set(shown)
+            "Ground truth (green)"} <= set(shown)
     for title in TITLES:
         assert {f"{title} · A", f"{title} · B", f"{title} · A − B"} <= set(shown), title
     headlines = [m.value for m in at.main.markdown if " · layer " in m.value]

@@ -102,13 +102,13 @@ def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
         assert f"{title} · overlay" in captions
         assert f"Guided {title}" in captions
         assert f"Sobel × {title}" in captions
-    assert "Ground truth (green outline)" in captions  # the default sample is defective
+    assert "Ground truth (green)" in captions  # the default sample is defective
     assert "vgg_defect" in headline(at) and "top_down56" in headline(at)  # the card's layer since issue 14 (block5_conv3 before)
     headers = [m.value for m in at.main.markdown]
     for title in ("Input", *TITLES):
         assert f"**{title}**" in headers
     assert len(at.get("plotly_chart")) == 3  # timing, trade-off, IoU curves
-    assert len(at.get("download_button")) == 4
+    assert len(at.get("download_button")) == 6  # grid, maps, timings, settings, report, localize settings
     assert at.slider(key="max_n").value == 10 and at.slider(key="max_n").max == 32  # top_down56 has 32 channels (block5_conv3: 64)
     assert not errors(at)
 
@@ -204,7 +204,7 @@ def test_open_in_compare_from_the_dataset_page() -> None:
     )
     assert "from_dataset.png" in headline(at) and "resnet_defect" in headline(at)
     assert at.radio(key="image_source").value == "dataset"
-    assert "Ground truth (green outline)" in [caption_of(i) for i in grid_images(at)]
+    assert "Ground truth (green)" in [caption_of(i) for i in grid_images(at)]
     assert "open_in_compare" not in at.session_state
 
 
@@ -342,7 +342,8 @@ def test_downloads_build(default_app: AppTest) -> None:
     from dashboard.components import analysis, grid, sidebar
 
     keys = {button.key for button in default_app.get("download_button")}
-    assert keys == {"download_grid", "download_maps", "download_timings", "download_settings"}
+    assert keys == {"download_grid", "download_maps", "download_timings", "download_settings", "download_report",
+                    "download_localize"}
     # The same cached bundle and explainer the page used (st.cache_resource is per process).
     bundle, explainer = state.get_model("demo:vgg_defect"), state.get_explainer("demo:vgg_defect")
     info = load_sample_index()[0]

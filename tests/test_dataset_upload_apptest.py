@@ -144,9 +144,10 @@ def test_a_dagm_zip_runs_plots_downloads_and_opens_in_compare(page, dagm_set, mo
     assert set(rows["path"]) == set(by_id)  # relative to the archive, no server path
     assert rows["defective"].sum() == masked * len(METHODS)
     assert len(at.get("plotly_chart")) == 5
-    assert [b.label for b in at.get("download_button")] == [
-        "Download thresholds (JSON)", "Download results (CSV)", "Download results (Parquet)"
-    ]
+    labels = [b.label for b in at.get("download_button")]
+    assert labels[:4] == ["Download thresholds (JSON)", "Download results (CSV)", "Download results (Parquet)",
+                          "Download report (HTML)"]
+    assert labels[4].startswith("Settings for cam-studio localize: Grad-CAM at ")
     assert at.session_state["ds_results"]["label"].startswith("dagm.zip (4 of 4 images)")
     # the run is over: no progress panel left, the controls are enabled again
     assert "ds_cancel" not in [b.key for b in at.button] and not at.get("progress")
@@ -177,7 +178,7 @@ def test_a_flat_zip_runs_and_skips_the_mismatched_mask_with_a_clear_message(page
     assert rows.groupby("image_id")["defective"].first().to_dict() == {"images/a.png": True, "images/b.png": False}
     (error,) = ev.errors(table)["error"]
     assert error == "masks/c.png: mask size 16×16 differs from the size 32×32 of its image images/c.png"
-    assert "1 image(s) could not be read and were skipped." in _texts(at.warning)
+    assert f"1 image was skipped: {error}." in _texts(at.warning)
     assert len(at.get("plotly_chart")) == 5
     assert str(tmp_path) not in table.to_csv()
 

@@ -17,7 +17,7 @@ import pytest
 from camcore import synth
 from camcore import evaluation as ev
 from camcore.dagm import write_dagm
-from camcore.evaluation import archives
+from camcore.evaluation import archives, mvtec
 from camcore.evaluation.archives import ArchiveError
 
 
@@ -162,6 +162,7 @@ def test_choosing_a_category_and_adding_train_good(two_categories):
     assert [i.id for i in found.items][-1] == "bottle/train/good/000.png"
     train = found.items[-1]
     assert train.defective is False and train.class_name == "bottle/good" and not train.load().defective
+    assert [mvtec.is_training_image(i) for i in found.items] == [False] * (len(found.items) - 1) + [True]
     with pytest.raises(ArchiveError, match=r"no category 'cable' in this MVTec AD set; it holds bottle, carpet"):
         archives.read_folder(two_categories, category="cable")
 

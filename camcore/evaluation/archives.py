@@ -11,12 +11,14 @@ folders (a zip of ``mydata/`` holds ``mydata/images/...``):
   optionally ``masks/``. The mask of ``images/<p>/<name>.<ext>`` is
   ``masks/<p>/<name>.<any image ext>`` (so ``a.jpg`` may have the lossless mask ``a.png``);
   a mask pixel is defect when it is > 0 (0/255 and 0/1 masks both work). An image without
-  a mask, or with an all-zero mask, is clean. Refused for the whole archive (a naming
-  mistake, which would otherwise silently turn defective images into clean ones): a mask
-  that matches no image, two masks for one image, one mask matching two images. An image
-  and mask of different sizes, or an undecodable file, is found only when the image is
-  decoded: that image is skipped by the evaluation with a message naming the files (one
-  bad pair must not stop a long run). Other files (README, CSV, ...) are ignored.
+  a mask, or with an all-zero mask, is clean. The sub-folder under ``images/`` is the
+  class name (``images/scratch/a.png``: "scratch"; none for an image directly in
+  ``images/``). Refused for the whole archive (a naming mistake, which would otherwise
+  silently turn defective images into clean ones): a mask that matches no image, two
+  masks for one image, one mask matching two images. An image and mask of different
+  sizes, or an undecodable file, is found only when the image is decoded: that image is
+  skipped by the evaluation with a message naming the files (one bad pair must not stop a
+  long run). Other files (README, CSV, ...) are ignored.
 
 Zip safety (:func:`safe_extract`, each refusal a :class:`ArchiveError` naming the
 problem): a limit on the archive's size and on the total unpacked size - checked on the
@@ -430,7 +432,8 @@ def _flat_items(root: Path, source: str) -> list[EvalItem]:
         relative = image.relative_to(root).as_posix()
         key = _stem_key(image, images_dir)
         mask_path = masks.get(key)
-        class_name = PurePosixPath(relative).parent.as_posix()
+        folder = PurePosixPath(image.relative_to(images_dir).as_posix()).parent.as_posix()
+        class_name = "" if folder == "." else folder
         loader = _flat_loader(root, image, mask_path, class_name)
         items.append(EvalItem(relative, source, index, loader, relative, class_name, None if mask_path else False))
     return items

@@ -75,6 +75,12 @@ def find_categories(root: Path, top_name: str | None = None) -> dict[str, Path]:
     }
 
 
+def is_training_image(item: EvalItem) -> bool:
+    """Whether ``item`` is one of a category's ``train/good/`` images (added by ``train_good``):
+    its path ends in ``train/good/<name>``, where a test image's ends in ``test/<type>/<name>``."""
+    return item.path.split("/")[-3:-1] == [TRAIN, GOOD]
+
+
 def _mask_stem(path: Path) -> str:
     stem = path.stem
     return stem[: -len(MASK_SUFFIX)] if stem.endswith(MASK_SUFFIX) else stem

@@ -1,6 +1,8 @@
 """Below the grid: compute times, the Faster-Score-CAM trade-off, threshold tuning
-against the ground truth, and the downloads. Everything here depends on max_N, so it
-is drawn by a fragment that a max_N move reruns (see ``views/compare.py``)."""
+against the ground truth, and the downloads (grid, maps, timings, settings, a
+self-contained HTML report, and the settings file of ``cam-studio localize`` that puts the
+threshold to use). Everything here depends on max_N, so it is drawn by a fragment that a
+max_N move reruns (see ``views/compare.py``)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from camcore.metrics.localization import (
 )
 from camcore.methods import METHODS
 from dashboard import state
-from dashboard.components import charts, grid
+from dashboard.components import charts, exports, grid
 from dashboard.components.grid import View, label
 
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
@@ -104,9 +106,18 @@ def render(view: View, max_n: int) -> None:
         _timing_section(view, results, max_n)
     with right:
         _tradeoff_section(view, max_n)
-    _threshold_section(view, results, max_n)
+    threshold_table = _threshold_section(view, results, max_n)
     _sanity_section(view, results, max_n)
-    _downloads(view, results, max_n)
+    _downloads(view, results, max_n, threshold_table)
+
+
+def timing_chart(view: View, results: Results, max_n: int):
+    """The compute-time figure: one stacked bar per method, its total written after it."""
+    rows = timing_rows(view, results, max_n)
+    labels = {m: label(m) + (f" (max_N={max_n})" if METHODS[m].uses_max_n else "") for m in results}
+    totals = {m: _total_text(m, rows) for m in results}
+    note = f"forward-only passes: {grid.precision_text(view).replace('**', '')}"
+    return charts.timing_figure(rows, labels, totals, note=note)
 
 
 def _timing_section(view: View, results: Results, max_n: int) -> None:
@@ -116,13 +127,7 @@ def _timing_section(view: View, results: Results, max_n: int) -> None:
     if not results:
         st.info("Compute times appear when the maps are ready.")
         return
-    rows = timing_rows(view, results, max_n)
-    labels = {m: label(m) + (f" (max_N={max_n})" if METHODS[m].uses_max_n else "") for m in results}
-    totals = {m: _total_text(m, rows) for m in results}
-    st.plotly_chart(
-        charts.timing_figure(rows, labels, totals, note=f"forward-only passes: {precision.replace('**', '')}"),
-        key="timing_chart", config={"displayModeBar": False}
-    )
+    st.plotly_chart(timing_chart(view, results, max_n), key="timing_chart", config={"displayModeBar": False})
     st.caption(
         "Time of the calls that computed each map for this image, by stage, and the model passes they "
         "ran. Hatched, “shared”: work done once for several methods (the gradient methods share one "
@@ -205,14 +210,15 @@ def localization_table(
     return pd.DataFrame.from_records(records), scores
 
 
-def _threshold_section(view: View, results: Results, max_n: int) -> None:
+def _threshold_section(view: View, results: Results, max_n: int) -> pd.DataFrame | None:
+    """The threshold table and the IoU curves; returns the table (None without a mask)."""
     st.subheader("Threshold tuning", anchor=False)
     if view.mask is None:
         st.info("This image has no ground-truth mask (a clean sample or an upload), so there is nothing "
                 "to score the maps against. Pick a defective sample to tune the threshold.")
-        return
+        return None
     if not results:
-        return
+        return None
     table, scores = localization_table(view, results, view.mask_id, max_n)
     left, right = st.columns([6, 5], gap="large")
     with left:
@@ -245,6 +251,7 @@ def _threshold_section(view: View, results: Results, max_n: int) -> None:
             charts.iou_figure(curves, best, {m: label(m) for m in scores}, view.threshold),
             key="iou_chart", config={"displayModeBar": False},
         )
+    return table
 
 
 # -------------------------------------------------------------- sanity check
@@ -333,7 +340,33 @@ def file_stem(view: View) -> str:
     return "".join(ch for ch in stem if ch.isalnum() or ch in "-_.")[:120]
 
 
-def _downloads(view: View, results: Results, max_n: int) -> None:
+def report_settings(view: View, max_n: int) -> dict:
+    """What reproduces the page: its settings and the precision asked for."""
+    return {**view.settings(max_n), "precision": view.requested_precision}
+
+
+def report_html(view: View, results: Results, max_n: int, threshold_table: pd.DataFrame | None) -> str:
+    """The page as one self-contained HTML file (:mod:`camcore.report`)."""
+    cams = {method: result.cam for method, result in results.items()}
+    return exports.compare_report(
+        title=f"CAM Studio: {view.image_name} · {view.model_name}", model=view.model_name, layer=view.layer,
+        precision=grid.precision_text(view).replace("**", ""), settings=report_settings(view, max_n),
+        grid_png=lambda: grid.grid_png(view, lambda: cams),
+        timing_figure=(lambda: timing_chart(view, results, max_n)) if results else None,
+        threshold_table=threshold_table,
+        grid_caption=f"{view.image_name}: {', '.join(label(m) for m in cams)}; threshold {view.threshold:.2f}",
+    )
+
+
+def localize_settings(view: View, method: str, max_n: int) -> dict:
+    """The settings of ``cam-studio localize`` for ``method`` as the page shows it: its layer
+    (and fused layers), the threshold, max_N, the explained class and the precision."""
+    return exports.localize_settings(view.model_key, method, view.threshold, layer=view.layer,
+                                     class_index=view.class_index, max_n=max_n, fused_layers=view.fused_layers,
+                                     precision=view.requested_precision)
+
+
+def _downloads(view: View, results: Results, max_n: int, threshold_table: pd.DataFrame | None = None) -> None:
     st.subheader("Downloads", anchor=False)
     stem = file_stem(view)
     cams = {method: result.cam for method, result in results.items()}
@@ -355,3 +388,36 @@ def _downloads(view: View, results: Results, max_n: int) -> None:
             "Settings (JSON)", lambda: settings_json(view, max_n), file_name=f"{stem}_settings.json",
             mime="application/json", on_click="ignore", icon=":material/tune:", key="download_settings",
         )
+        st.download_button(
+            "Report (HTML)", lambda: report_html(view, results, max_n, threshold_table),
+            file_name=f"{stem}_report.html", mime="text/html", on_click="ignore", icon=":material/description:",
+            key="download_report", help="The grid, the compute times, the threshold table and the settings that "
+            "reproduce this page, in one HTML file that opens offline in any browser.",
+        )
+    _localize_download(view, results, max_n, stem)
+
+
+def _localize_download(view: View, results: Results, max_n: int, stem: str) -> None:
+    """The settings file of ``cam-studio localize`` for one shown method at the current threshold."""
+    methods = [m for m in view.methods if m in results]
+    if not methods:
+        return
+    if st.session_state.get("localize_method") not in methods:
+        st.session_state["localize_method"] = methods[0]
+    left, right = st.columns([2, 3], vertical_alignment="bottom")
+    method = left.selectbox(
+        "Put the threshold to use: method", methods, format_func=label, key="localize_method",
+        help="This method, layer, class, max_N and the heatmap threshold as the settings file of "
+        "`cam-studio localize --settings s.json IMAGES --out regions.json`, which draws the defect regions on "
+        "new images.",
+    )
+    try:
+        text = exports.localize_settings_json(localize_settings(view, method, max_n))
+    except ValueError as exc:
+        right.caption(f"No settings file for this model: {exc}")
+        return
+    right.download_button(
+        f"Localize settings: {label(method)} at {view.threshold:.2f} (JSON)", text,
+        file_name=f"{stem}_localize_{method}.json", mime="application/json", icon=":material/crop_free:",
+        key="download_localize",
+    )

@@ -240,3 +240,19 @@ def top1_disagreement_figure(classes: Sequence[str], shares: Sequence[float], di
     fig.update_layout(yaxis_title="images where top-1 differs (%)", yaxis_range=[0, 110], height=320,
                       margin=dict(t=30, b=30))
     return fig
+
+
+def grouped_box_figure(groups: dict[str, dict[str, Sequence[float]]], method_labels: dict[str, str], y_title: str, *,
+                       colors: dict[str, str] | None = None, log: bool = False, height: int = 380) -> go.Figure:
+    """Boxes side by side for each method, one trace per group (e.g. a map's seconds and its
+    metrics' seconds): ``groups[group][method]`` are the per-image values."""
+    fig = go.Figure()
+    for group, values in groups.items():
+        x = [method_labels.get(m, m) for m, numbers in values.items() for _ in numbers]
+        y = [float(v) for numbers in values.values() for v in numbers]
+        fig.add_trace(go.Box(x=x, y=y, name=group, boxmean=True, marker_color=(colors or {}).get(group)))
+    fig.update_layout(boxmode="group", yaxis_title=y_title, height=height, margin=dict(t=30, b=30),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0))
+    if log:
+        fig.update_layout(yaxis_type="log")
+    return fig

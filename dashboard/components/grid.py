@@ -200,7 +200,7 @@ def _overlay(view: View, method: str, cam: np.ndarray) -> Tile:
 def _ground_truth(view: View) -> Tile:
     if view.mask is None:
         return "No ground truth", blank_tile(view.rgb)
-    return "Ground truth (green outline)", visualize.draw_outline(view.rgb, view.mask, OUTLINE)
+    return "Ground truth (green)", visualize.draw_outline(view.rgb, view.mask, OUTLINE)
 
 
 def _thresholded(view: View, method: str, cam: np.ndarray) -> Tile:

@@ -179,7 +179,7 @@ def _overlay_of(side: str) -> Callable[[Pair, MethodPair], Tile]:
 def _ground_truth(pair: Pair) -> Tile:
     if pair.a.mask is None:
         return "No ground truth", blank_tile(pair.a.rgb)
-    return "Ground truth (green outline)", visualize.draw_outline(pair.a.rgb, pair.a.mask, OUTLINE)
+    return "Ground truth (green)", visualize.draw_outline(pair.a.rgb, pair.a.mask, OUTLINE)
 
 
 def _difference(pair: Pair, found: MethodPair) -> Tile:

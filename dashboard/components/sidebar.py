@@ -38,6 +38,8 @@ INPUT_SIZE_KEYS = ("upload_height", "upload_width")
 EXTERNAL_IMAGE = "_external_image"  # the image sent by the Dataset page
 UPLOAD_SHAS = "_upload_shas"  # uploaded file id -> sha, so big files are hashed once
 PENDING_LAYER = "_pending_layer"
+PENDING_CLASS = "_pending_class"  # the class the Dataset page explained, for the class picker
+FIXED_SIZES = "_fixed_input_sizes"  # upload sha -> (H, W) of a model that fixes its input size
 PERSIST: Final = "session"  # a Literal for the widgets' persist_state
 
 
@@ -98,8 +100,19 @@ def apply_open_in_compare() -> None:
                 st.session_state["app_name"] = key.name
                 st.session_state["app_random"] = key.option == state.RANDOM
             else:
-                st.session_state["_uploaded_model"] = str(key)
+                _take_upload_options(key)
     st.session_state[PENDING_LAYER] = request.get("layer")
+    st.session_state[PENDING_CLASS] = request.get("class_index")
+
+
+def _take_upload_options(key: state.ModelKey) -> None:
+    """An uploaded model from the Dataset page, with the preprocessing and input size it ran
+    with shown in the upload widgets (not "auto" while "unit" is in use)."""
+    st.session_state["_uploaded_model"] = str(key)
+    st.session_state["upload_preprocessing"] = key.option or AUTO
+    if key.input_size is not None:
+        for name, value in zip(INPUT_SIZE_KEYS, key.input_size):
+            st.session_state[name] = value
 
 
 # --------------------------------------------------------------------- model
@@ -182,10 +195,12 @@ def model_types() -> tuple[str, ...]:
     return model_extensions()
 
 
-def upload_model_inputs(prefix: str = "") -> UploadChoice:
+def upload_model_inputs(prefix: str = "", earlier: str | None = None) -> UploadChoice:
     """The model upload widgets (file, preprocessing, input height and width), shared by the
     Compare sidebar (no prefix: keys "model_file", "upload_preprocessing", "upload_height",
-    "upload_width") and the Dataset page (prefix "ds_")."""
+    "upload_width") and the Dataset page (prefix "ds_"). ``earlier``: the key of a model
+    uploaded earlier in the session, used while the file widget is empty. The input size
+    fields give way to the model's own size once the model turned out to fix it."""
     from camcore.preprocess import PREPROCESSING_MODES
 
     file = st.file_uploader(
@@ -200,16 +215,22 @@ def upload_model_inputs(prefix: str = "") -> UploadChoice:
         help="How 0..255 pixels become the model's input. Asked for when it cannot be inferred.",
     )
     mode = None if preprocessing == AUTO else preprocessing
-    size = _input_size_inputs(prefix)
-    key = None if file is None else state.upload_key(_uploaded_sha(file), mode, size)
+    sha = _uploaded_sha(file) if file is not None else (state.parse_model_key(earlier).name if earlier else None)
+    fixed = st.session_state.get(FIXED_SIZES, {}).get(sha)
+    if fixed is not None:
+        st.caption(f"Input size {fixed[0]} × {fixed[1]}, fixed by the model.")
+        size = None
+    else:
+        size = _input_size_inputs(prefix)
+    key = None if file is None else state.upload_key(sha, mode, size)
     return UploadChoice(key, mode, size)
 
 
 def _upload_model_picker(prefix: str = "") -> str | None:
-    choice = upload_model_inputs(prefix)
+    remembered = None if prefix else st.session_state.get("_uploaded_model")  # from the Dataset page
+    choice = upload_model_inputs(prefix, remembered)
     if choice.key is not None:
         return choice.key
-    remembered = None if prefix else st.session_state.get("_uploaded_model")  # from the Dataset page
     if remembered:
         key = state.parse_model_key(remembered)
         filename = state.upload_filename(key.name)
@@ -249,7 +270,7 @@ def load_model(model_key: str):
     from camcore.models import NeedsInputSize, NeedsPreprocessing
 
     try:
-        return state.get_model(model_key)
+        loaded = state.get_model(model_key)
     except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
         if isinstance(exc, NeedsInputSize):
             st.warning(
@@ -258,6 +279,8 @@ def load_model(model_key: str):
                 icon=":material/aspect_ratio:",
             )
         elif isinstance(exc, NeedsPreprocessing):
+            if exc.input_size is not None:
+                _note_fixed_size(model_key, exc.input_size)
             st.warning(
                 "This model does not say how its input is scaled: choose its **Preprocessing** above "
                 "(VGG16/ResNet50: caffe; MobileNet/Xception: symmetric; DenseNet: torch; "
@@ -269,6 +292,22 @@ def load_model(model_key: str):
             if state.parse_model_key(model_key).kind == "upload":
                 st.caption("Fix the file or pick another model: the rest of the app keeps working.")
         return FAILED
+    _note_fixed_size(model_key, loaded.input_size)
+    return loaded
+
+
+def _note_fixed_size(model_key: str, input_size: Sequence[int]) -> None:
+    """Remember that an uploaded model fixes its input size (it took ``input_size`` without
+    being given one, or with another than asked), and rerun once so that its size fields
+    give way to that size."""
+    key = state.parse_model_key(model_key)
+    size = (int(input_size[0]), int(input_size[1]))
+    if key.kind != "upload" or (key.input_size is not None and tuple(key.input_size) == size):
+        return
+    known = st.session_state.setdefault(FIXED_SIZES, {})
+    if key.name not in known:
+        known[key.name] = size
+        st.rerun()
 
 
 # ----------------------------------------------------------- second model
@@ -436,7 +475,8 @@ def _uploaded_image() -> ImageChoice | None:
 
 # --------------------------------------------------------------------- class
 def class_picker(top: list[tuple[int, float]], class_names: Sequence[str], context: Any) -> int:
-    """The class to explain: any class, ordered by probability, top-1 by default."""
+    """The class to explain: any class, ordered by probability, top-1 by default (the
+    Dataset page's explained class for an image it opened)."""
     st.subheader("Class")
 
     def name(index: int) -> str:
@@ -445,6 +485,9 @@ def class_picker(top: list[tuple[int, float]], class_names: Sequence[str], conte
     options = [index for index, _ in top]
     probability = dict(top)
     _reset_if("class", options, options[0], context=context)
+    pending = st.session_state.pop(PENDING_CLASS, None)  # the class the Dataset page explained
+    if pending in options:
+        st.session_state["class"] = pending
     choice = st.selectbox(
         "Class to explain", options, key="class", persist_state=PERSIST,
         format_func=lambda i: f"{name(i)} — {probability[i]:.1%}",
