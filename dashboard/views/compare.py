@@ -308,7 +308,7 @@ def _headline(view: View) -> None:
     st.markdown(
         f"**{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
         f"image **{view.image_name}** · explaining **{view.class_name}** (p = {view.probability:.1%}) · "
-        f"{precision_text(view)}"
+        f"{precision_text(view)} · {state.passes_placement(view.explainer)}"
     )
 
 
