@@ -120,6 +120,34 @@ def test_a_part_the_cluster_lost_runs_here_in_its_place(model, image, local_maps
     )
 
 
+def test_an_actor_keeps_a_bounded_number_of_models(monkeypatch, image):
+    import ray
+
+    from camcore.backends import ray as ray_backend
+    from camcore.raycluster import keras_model_bytes, weights_fingerprint
+
+    # the actor's code in this process; its thread caps would outlive the test
+    monkeypatch.setattr(ray_backend, "cap_threads", lambda threads: None)
+    store: dict[str, tuple[bytes, str]] = {}
+    monkeypatch.setattr(ray, "get", lambda ref: store[ref])
+    actor = ray_backend.PassActor(cpus=1, max_models=2)
+    models = []
+    for seed in range(3):
+        model = _model()
+        if seed:  # the same architecture with other weights
+            keras.utils.set_random_seed(seed)
+            model = keras.models.clone_model(model)
+        shipped = ray_backend.ShippedModel(weights_fingerprint(model), f"ref{seed}", "logit")
+        store[shipped.ref] = keras_model_bytes(model)
+        models.append((model, shipped))
+    maps = np.random.default_rng(2).uniform(0, 1, (3, 24, 24)).astype(np.float32)
+    for model, shipped in models[:2] + models[:1] + models[2:]:  # the third evicts the least recent: the second
+        scores = actor.run(shipped, "masked_scores", maps, image, LAYER, None, "fp32")
+        np.testing.assert_allclose(scores, as_backend(model).masked_scores(image, LAYER, maps), rtol=0, atol=1e-5)
+    assert len({shipped.weights for _, shipped in models}) == 3
+    assert list(actor.backends) == [(models[0][1].weights, "logit"), (models[2][1].weights, "logit")]
+
+
 def test_an_unreachable_cluster_is_reported_within_seconds():
     address = f"127.0.0.1:{_closed_port()}"
     start = time.perf_counter()
@@ -194,6 +222,7 @@ def test_score_cam_and_ablation_cam_on_ray_equal_the_local_maps(pool, model, ima
     # built as the dashboard builds its explainers (dashboard/state.py: _explainer)
     backend = on_cluster(as_backend(model), pool)
     assert isinstance(backend, RayBackend) and pool.workers == 2
+    assert len(set(pool.nodes())) == 2  # one actor per node
     scheduler = PassScheduler()
     try:
         explainer = Explainer(backend, batch_size=BATCH, scheduler=scheduler)

@@ -42,7 +42,8 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -101,9 +102,9 @@ def _probabilities(backend: Backend, part: np.ndarray, precision: str) -> np.nda
     return backend.probabilities_fn(precision)(part)
 
 
-PASSES: dict[str, Callable[..., np.ndarray]] = {
+PASSES: Mapping[str, Callable[..., np.ndarray]] = MappingProxyType({
     "masked_scores": _masked, "ablated_scores": _ablated, "probabilities": _probabilities,
-}
+})
 """The passes an actor runs: (backend, the rows of this part, the shared arguments) -> rows."""
 
 
@@ -114,8 +115,7 @@ class PassActor:
         self.cpus = max(1, int(cpus))
         cap_threads(self.cpus)
         self.max_models = max_models
-        self.backends: OrderedDict[str, Backend] = OrderedDict()
-        self.calls = 0
+        self.backends: OrderedDict[tuple[str, str], Backend] = OrderedDict()
 
     def describe(self) -> dict[str, Any]:
         """This actor's node, process, CPUs and software versions."""
@@ -126,11 +126,11 @@ class PassActor:
 
     def run(self, model: ShippedModel, name: str, part: np.ndarray, *shared: Any) -> np.ndarray:
         """Pass ``name`` of ``model`` on this part of a batch."""
-        self.calls += 1
         return PASSES[name](self._backend(model), part, *shared)
 
     def _backend(self, model: ShippedModel) -> Backend:
-        backend = self.backends.get(model.weights)
+        key = (model.weights, model.target)
+        backend = self.backends.get(key)
         if backend is None:
             import ray
 
@@ -138,10 +138,10 @@ class PassActor:
 
             data, filename = ray.get(model.ref)
             backend = as_backend(load_shipped_model(data, filename, model.weights), target=model.target)
-            self.backends[model.weights] = backend
+            self.backends[key] = backend
             while len(self.backends) > self.max_models:
                 self.backends.popitem(last=False)
-        self.backends.move_to_end(model.weights)
+        self.backends.move_to_end(key)
         return backend
 
 
@@ -216,6 +216,11 @@ class RayPool:
         """The actors' process ids when they started (for tests and status)."""
         with self._lock:
             return [worker.pid for worker in self._workers]
+
+    def nodes(self) -> list[str]:
+        """The Ray node id each actor started on."""
+        with self._lock:
+            return [worker.node for worker in self._workers]
 
     def ship(self, model: Any, target: str = "logit") -> ShippedModel:
         """Put ``model`` (a Keras model) in the cluster's object store."""
