@@ -1,6 +1,6 @@
 """The ``cam-studio`` command (installed with the package).
 
-    cam-studio run [--server.port 8600 --server.address 0.0.0.0 ...]   # the dashboard
+    cam-studio run [--ray-address ADDR] [--server.port 8600 ...]        # the dashboard
     cam-studio evaluate [...]                                            # = python -m camcore.evaluate
     cam-studio bench [...]                                               # = python -m camcore.bench
     cam-studio localize --settings s.json IMAGES... --out regions.json  # = python -m camcore.localize
@@ -8,8 +8,10 @@
 
 ``run`` is ``streamlit run`` on the installed ``dashboard/app.py``, in this process,
 on 127.0.0.1:8501 unless told otherwise (any other streamlit option passes through),
-with the default page warmed in the background while the server starts. ``evaluate``, ``bench``,
-``localize`` and ``report`` run those modules exactly as ``python -m`` does.
+with the default page warmed in the background while the server starts; ``--ray-address``
+sets ``RAY_ADDRESS`` for the server, whose per-channel passes then run on that Ray cluster
+(``camcore.backends.ray``). ``evaluate``, ``bench``, ``localize`` and ``report`` run those
+modules exactly as ``python -m`` does.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from typing import Sequence
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_PORT = 8501
+RAY_FLAG = "--ray-address"
 MODULES = {"evaluate": "camcore.evaluate", "bench": "camcore.bench", "localize": "camcore.localize",
            "report": "camcore.report"}
 USAGE = """usage: cam-studio {run,evaluate,bench,localize,report} [options]
 
   run        start the dashboard (streamlit run <installed dashboard/app.py>); streamlit's
              options pass through, e.g. --server.port 8600 --server.address 0.0.0.0
-             (default 127.0.0.1:8501)
+             (default 127.0.0.1:8501); --ray-address ADDR runs the per-channel passes
+             (Score-CAM, Ablation-CAM) on the Ray cluster at ADDR (same as RAY_ADDRESS=ADDR)
   evaluate   evaluate CAM methods over a data set (python -m camcore.evaluate; --help for options)
   bench      time each method against its floor (python -m camcore.bench; --help for options)
   localize   defect regions for new images with a saved method, layer and threshold
@@ -57,6 +61,27 @@ def streamlit_command(options: Sequence[str]) -> list[str]:
     if not given("--server.port"):
         defaults += ["--server.port", str(DEFAULT_PORT)]
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), *defaults, *options]
+
+
+def ray_address_option(options: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the value of ``--ray-address ADDR`` / ``--ray-address=ADDR`` or None, the other
+    options); ValueError if the flag has no value."""
+    rest, address = [], None
+    options = list(options)
+    index = 0
+    while index < len(options):
+        option = options[index]
+        if option == RAY_FLAG:
+            if index + 1 >= len(options) or options[index + 1].startswith("--"):
+                raise ValueError(f"{RAY_FLAG} needs an address, e.g. {RAY_FLAG} 10.0.0.5:6379")
+            address, index = options[index + 1], index + 2
+            continue
+        if option.startswith(RAY_FLAG + "="):
+            address = option.split("=", 1)[1]
+        else:
+            rest.append(option)
+        index += 1
+    return address, rest
 
 
 def serve(streamlit_args: Sequence[str]) -> int:
@@ -99,6 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if command == "run":
+        try:
+            address, rest = ray_address_option(rest)
+        except ValueError as exc:
+            print(f"cam-studio: {exc}", file=sys.stderr)
+            return 2
+        if address:
+            os.environ["RAY_ADDRESS"] = address
         command_line = streamlit_command(rest)
         return serve(command_line[4:])
     if command in MODULES:

@@ -16,7 +16,9 @@ one ``camcore.Explainer`` per key for the whole server. The Explainer is thread-
 and caches activations, gradients and Score-CAM's masked passes by image content, so
 two sessions looking at the same image share work and never see each other's state.
 Per-channel passes run on the server's one :func:`pass_scheduler`: sessions take turns
-batch by batch, and a cached map is read without waiting for anyone's Score-CAM.
+batch by batch, and a cached map is read without waiting for anyone's Score-CAM. With
+``$RAY_ADDRESS`` set (``cam-studio run --ray-address``), those batches run on the Ray
+cluster's workers (:func:`ray_pool`, ``camcore.backends.ray``), or here if it is unreachable.
 
 The open-in-compare contract (Dataset page → Compare page)::
 
@@ -33,6 +35,8 @@ The open-in-compare contract (Dataset page → Compare page)::
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -53,6 +57,7 @@ from camcore.models import (  # noqa: F401 - RANDOM and the key builders are for
 )
 
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
+    from camcore.backends.ray import RayPool
     from camcore.explainer import CamResult, Explainer
     from camcore.prepared import Prepared
     from camcore.scheduler import PassScheduler
@@ -61,6 +66,8 @@ OPEN_IN_COMPARE = "open_in_compare"
 MODEL_KINDS = ("demo", "app", "upload")  # never "file": a browser must not name server paths
 MAX_UPLOADS = 4  # model files kept in memory for re-loading by key
 MAX_MODELS = 4  # models (and explainers) kept loaded at once
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ model keys
@@ -165,18 +172,52 @@ DEFAULT_PRECISION = "auto"  # bf16 forward passes only where measured faster and
 
 def get_explainer(model_key: str, precision: str = DEFAULT_PRECISION) -> Explainer:
     """One ``camcore.Explainer`` per (model key, precision as far as it is known without
-    measuring), shared by all sessions (it is thread-safe): "auto" and "fp32" share one
-    explainer where the CPU's flags rule bf16 out."""
+    measuring, Ray address), shared by all sessions (it is thread-safe): "auto" and "fp32"
+    share one explainer where the CPU's flags rule bf16 out."""
     from camcore.precision import resolve_precision
 
-    return _explainer(model_key, resolve_precision(precision), precision)
+    return _explainer(model_key, resolve_precision(precision), precision, ray_address())
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner="Preparing the explainer…")
-def _explainer(model_key: str, resolved: str, _requested: str) -> Explainer:
+def _explainer(model_key: str, resolved: str, _requested: str, address: str | None) -> Explainer:
+    from camcore.backends import as_backend
+    from camcore.backends.ray import on_cluster
     from camcore.explainer import Explainer
 
-    return Explainer(get_model(model_key).model, precision=_requested, scheduler=pass_scheduler())
+    pool = ray_pool(address)[0] if address else None
+    backend = on_cluster(as_backend(get_model(model_key).model), pool)
+    return Explainer(backend, precision=_requested, scheduler=pass_scheduler())
+
+
+# ------------------------------------------------------------------ Ray cluster
+def ray_address() -> str | None:
+    """The Ray cluster the per-channel passes go to: ``$RAY_ADDRESS`` (``cam-studio run
+    --ray-address`` sets it), None to run them on this server."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+@st.cache_resource(show_spinner="Connecting to the Ray cluster…")
+def ray_pool(address: str) -> tuple[RayPool | None, str | None]:
+    """The server's actors on the cluster at ``address`` (``camcore.backends.ray.RayPool``),
+    or (None, why not): an unreachable cluster leaves the passes on this server."""
+    from camcore.backends.ray import ClusterUnavailable, RayPool
+
+    try:
+        return RayPool.connect(address), None
+    except (ClusterUnavailable, ImportError) as exc:
+        logger.warning("per-channel passes stay on this server: %s", exc)
+        return None, str(exc)
+
+
+def passes_placement(explainer: Explainer) -> str:
+    """Where the explainer's per-channel passes run, for the page's header (e.g.
+    "per-channel passes on Ray (2 workers)", or on this server and why)."""
+    from camcore.backends.ray import passes_placement as placement
+
+    address = ray_address()
+    failure = ray_pool(address)[1] if address else None
+    return placement(explainer.backend, failure)
 
 
 @st.cache_resource(show_spinner=False)

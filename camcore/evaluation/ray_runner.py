@@ -25,17 +25,15 @@ Ray is imported only when a run needs it: ``import camcore`` does not import it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
 import pickle
-import tempfile
 import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -66,9 +64,10 @@ from camcore.evaluation.spec import ModelSpec
 from camcore.methods import METHODS
 from camcore.metrics import DEFAULT_THRESHOLDS
 from camcore.metrics.agreement import DEFAULT_AGREEMENT_THRESHOLD
-
-if TYPE_CHECKING:
-    import keras
+from camcore.raycluster import cap_threads as _cap_threads
+from camcore.raycluster import connect as _connect
+from camcore.raycluster import import_ray as _import_ray
+from camcore.raycluster import keras_model_bytes, software_versions, version_mismatch, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -93,34 +92,6 @@ class ModelPayload:
     weights: str
 
 
-def weights_fingerprint(model: "keras.Model") -> str:
-    """A digest of every weight (shape, dtype and values, in the model's order): equal
-    for the same model however it was shipped and loaded."""
-    digest = hashlib.blake2b(digest_size=16)
-    for weight in model.weights:
-        array = np.ascontiguousarray(np.asarray(weight))
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def software_versions() -> dict[str, str]:
-    """The versions that decide the numbers (camcore, TensorFlow, Keras, NumPy, OpenCV):
-    an actor on a node with other versions refuses to run, as its rows could differ."""
-    import importlib.metadata
-
-    import cv2
-    import keras
-    import tensorflow as tf
-
-    try:
-        camcore_version = importlib.metadata.version("cam-studio")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree
-        camcore_version = "source"
-    return {"camcore": camcore_version, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "opencv": cv2.__version__}
-
-
 def model_payload(spec: ModelSpec) -> ModelPayload:
     """How to ship ``spec`` to the actors: a model file by its own bytes, any other model
     (demo, application, upload, in memory) saved as ``.keras`` bytes, so a node needs
@@ -130,10 +101,7 @@ def model_payload(spec: ModelSpec) -> ModelPayload:
     path = Path(spec.key.removeprefix("file:"))
     if spec.key.startswith("file:") and path.is_file():
         return ModelPayload(bare, path.read_bytes(), path.name, weights)
-    with tempfile.TemporaryDirectory(prefix="camcore-model-") as folder:
-        saved = Path(folder) / "model.keras"
-        spec.model.save(saved)
-        return ModelPayload(bare, saved.read_bytes(), saved.name, weights)
+    return ModelPayload(bare, *keras_model_bytes(spec.model), weights)
 
 
 def spec_from_payload(payload: ModelPayload) -> ModelSpec:
@@ -167,21 +135,6 @@ def second_from_payload(payload: PairPayload) -> SecondModel:
     return dataclasses.replace(payload.second, spec=spec_from_payload(payload.model))
 
 
-def _cap_threads(threads: int) -> None:
-    """Size TensorFlow's and OpenCV's thread pools to the actor's CPUs, before TensorFlow
-    starts: actors sharing a machine must not each use every core."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import cv2
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # this worker process already ran TensorFlow
-        logger.warning("TensorFlow was already initialized in this worker; its thread pools are not capped")
-    cv2.setNumThreads(threads)
-
-
 class _EvaluationActor:
     """One Ray actor of the pool: loads the model once, then evaluates one image per call."""
 
@@ -191,11 +144,9 @@ class _EvaluationActor:
     ) -> None:
         threads = max(1, math.floor(cpus))
         _cap_threads(threads)
-        here = software_versions()
-        if here != dict(versions):
-            differ = ", ".join(f"{name} {here.get(name)} (driver: {versions.get(name)})"
-                               for name in sorted(set(here) | set(versions)) if here.get(name) != versions.get(name))
-            raise RuntimeError(f"this node runs other versions than the driver: {differ}")
+        mismatch = version_mismatch(software_versions(), versions)
+        if mismatch is not None:
+            raise RuntimeError(mismatch)
         unknown = [m for m in settings.methods if m not in METHODS and m not in CONTROLS]
         if unknown:
             raise RuntimeError(
@@ -268,33 +219,6 @@ def _windows(
             payloads, failed, size = [], [], 0
     if payloads or failed:
         yield payloads, failed
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise ImportError(f"--ray needs Ray: pip install 'ray[data]==2.60.0' ({exc})") from exc
-    return ray
-
-
-def _connect(address: str | None) -> bool:
-    """Connect to ``address``, else to ``$RAY_ADDRESS``, else start a local Ray on this
-    machine's loopback interface; True if this call connected (and must disconnect)."""
-    ray = _import_ray()
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and address != "local":
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        # A local instance is bound to 127.0.0.1: Ray's default would be the machine's
-        # network address, open to anyone who can reach it.
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
-                 _node_ip_address="127.0.0.1")
-    return True
 
 
 def evaluate_ray(

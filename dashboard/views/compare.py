@@ -372,7 +372,8 @@ def _headline(view: View, side: str = "", image: bool = True) -> None:
     shown_image = f"image **{view.image_name}** · " if image else ""
     st.markdown(
         f"**{side}{view.model_name}** · layer `{view.layer}` ({info.height}×{info.width}×{info.channels}){fused} · "
-        f"{shown_image}explaining **{view.class_name}** (p = {view.probability:.1%}) · {precision_text(view)}"
+        f"{shown_image}explaining **{view.class_name}** (p = {view.probability:.1%}) · {precision_text(view)} · "
+        f"{state.passes_placement(view.explainer)}"
     )
 
 
