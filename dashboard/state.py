@@ -102,8 +102,9 @@ def freeze_long_lived_objects() -> bool:
     models and their traces stay collectable when they leave the caches."""
     import gc
 
-    import camcore.explainer  # noqa: F401 - TensorFlow and Keras
     import plotly.graph_objects  # noqa: F401
+
+    import camcore.explainer  # noqa: F401 - TensorFlow and Keras
 
     gc.collect()
     gc.freeze()

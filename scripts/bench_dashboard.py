@@ -46,6 +46,7 @@ from tests.browser_helpers import (
     wait_idle,
 )
 
+
 # ------------------------------------------------------------------- benchmark
 def _time_page_load(new_page, url: str) -> float:
     page = new_page()

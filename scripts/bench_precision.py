@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

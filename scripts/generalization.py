@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_demos, beside 
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 import train_demos  # noqa: E402
+
 from camcore import demos, synth  # noqa: E402
 from camcore.evaluation import cli as evaluate_cli  # noqa: E402
 from camcore.evaluation.defaults import METHOD_LABELS  # noqa: E402

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from browser_helpers import chromium_path
 
 

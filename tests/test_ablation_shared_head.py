@@ -5,12 +5,12 @@ of its own that cannot take a batch of one (a custom layer) falls back to whole-
 Both must give the plain reference: y_c^k from a copy of the model whose layer output is
 multiplied by an explicit keep vector (shared weights), w_k = (y_c - y_c^k) / |y_c|."""
 
+import keras
 import numpy as np
 import pytest
-import keras
+from toy_models import PassCounter
 
 import camcore
-from toy_models import PassCounter
 
 CHANNELS = 8
 

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from toy_models import small_convnet
 
 import camcore
-from toy_models import small_convnet
 
 
 def corr(a, b):

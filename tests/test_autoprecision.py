@@ -10,12 +10,12 @@ import threading
 
 import numpy as np
 import pytest
+from toy_models import small_convnet
 
 import camcore
 import camcore.autoprecision as auto
 import camcore.precision as precision
 from camcore.autoprecision import Fidelity, Verdict, VerdictStore, decide, fidelity_of, probe
-from toy_models import small_convnet
 
 FAITHFUL = Fidelity(relative_error=0.01, top1_agreement=1.0, topk_overlap=1.0)
 

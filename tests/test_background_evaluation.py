@@ -135,8 +135,8 @@ def test_journal_table_reads_finished_images_and_skips_a_torn_line(spec, tmp_pat
 
 
 def test_an_uploaded_set_runs_in_the_background(spec, tmp_path):
-    from camcore.dagm import write_dagm
     from camcore import synth
+    from camcore.dagm import write_dagm
 
     write_dagm(tmp_path / "set", synth.generate(3, seed=6, size=32, defect_rate=1.0), split="Test")
     items = archives.items_from_folder(tmp_path / "set", source="upload:set.zip:0")

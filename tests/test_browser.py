@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import browser_helpers as browser
+import pytest
 
 from camcore.methods import ORIGINAL_STUDY
 from dashboard.components.grid import ROWS

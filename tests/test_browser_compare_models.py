@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import browser_helpers as browser
+import pytest
 
 from camcore.methods import ORIGINAL_STUDY
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import browser_helpers as browser
 import keras
 import pytest
-import browser_helpers as browser
 
 from camcore import evaluation as ev
 

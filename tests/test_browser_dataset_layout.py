@@ -9,9 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 import browser_helpers as browser
+import pytest
 
 pytestmark = pytest.mark.browser
 

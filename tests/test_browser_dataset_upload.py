@@ -12,11 +12,11 @@ import re
 import zipfile
 from pathlib import Path
 
+import browser_helpers as browser
 import cv2
 import keras
 import numpy as np
 import pytest
-import browser_helpers as browser
 
 from camcore import synth
 from camcore.dagm import write_dagm

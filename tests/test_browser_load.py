@@ -15,10 +15,10 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
 import browser_helpers as browser
 import load_flows
+import numpy as np
+import pytest
 
 from camcore.visualize import png_bytes
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import browser_helpers as browser
+import pytest
 
 from camcore.methods import METHODS
 from dashboard.components.grid import ROWS

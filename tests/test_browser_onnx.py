@@ -5,9 +5,8 @@ console error. Without Chromium the test is skipped, unless ``CAMSTUDIO_REQUIRE_
 
 from __future__ import annotations
 
-import pytest
-
 import browser_helpers as browser
+import pytest
 
 NEEDS_GRADIENTS = "needs gradients — not available for ONNX models"
 

@@ -10,13 +10,13 @@ import json
 import re
 from pathlib import Path
 
+import browser_helpers as browser
 import numpy as np
 import pytest
+from test_mvtec_layout import _blob, _folder_zip, write_mvtec
 
-import browser_helpers as browser
 from camcore import report
 from camcore.localize_settings import parse_settings
-from test_mvtec_layout import _blob, _folder_zip, write_mvtec
 
 pytestmark = pytest.mark.browser
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import browser_helpers as browser
 import keras
 import pytest
-
-import browser_helpers as browser
 from browser_checks import require_browser
+from test_report import SETTINGS, sample_grid, timing
+
 from camcore import evaluation as ev
 from camcore import report
 from camcore.report_sections import evaluation_sections, render_worst_images, row_opener
-from test_report import SETTINGS, sample_grid, timing
 
 pytestmark = pytest.mark.browser
 

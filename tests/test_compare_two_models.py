@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_dashboard_apptest import APP, assert_clean, caption_of, errors, grid_images, keras_file
 
 from camcore import visualize
 from camcore.maps import upsample
 from camcore.methods import ORIGINAL_STUDY
 from dashboard.components import pair
-from test_dashboard_apptest import APP, assert_clean, caption_of, errors, grid_images, keras_file
 
 TITLES = ("Grad-CAM", "Grad-CAM++", "Score-CAM", "Faster-Score-CAM")
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from page_downloads import downloads  # noqa: F401 - the fixture
 from streamlit.testing.v1 import AppTest
+from test_dataset_new_user import DEMO, loaded, texts  # noqa: F401 - loaded is a fixture
+from test_mvtec_layout import _blob, _folder_zip, write_mvtec
+from test_report import assert_self_contained, parse
 
 from camcore import evaluation as ev
 from camcore.evaluation import archives, mvtec
 from camcore.metrics import default_metric_keys, registered_columns
 from camcore.report import SETTINGS_ID
 from dashboard import state
-from page_downloads import downloads  # noqa: F401 - the fixture
-from test_dataset_new_user import DEMO, loaded, texts  # noqa: F401 - loaded is a fixture
-from test_mvtec_layout import _blob, _folder_zip, write_mvtec
-from test_report import assert_self_contained, parse
 
 PAGE = str(Path(__file__).resolve().parent.parent / "dashboard" / "views" / "dataset.py")
 METHODS = ["grad_cam", "sobel", "random"]

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from toy_models import small_convnet
 
 import camcore
 from camcore import evaluation as ev
 from camcore.metrics.sanity import compare_maps, randomized_copy
-from toy_models import small_convnet
 
 
 @pytest.fixture(scope="module")

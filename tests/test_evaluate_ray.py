@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from toy_metrics import map_mean_metric
 
 from camcore import evaluation as ev
 from camcore.dagm import write_dagm
@@ -27,7 +28,6 @@ from camcore.evaluation import ray_runner
 from camcore.evaluation.settings import run_settings
 from camcore.metrics import DEFAULT_THRESHOLDS, register_metric, unregister_metric
 from camcore.synth import generate
-from toy_metrics import map_mean_metric
 
 SIZE = 64  # generated images
 N_IMAGES = 8

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from toy_models import small_convnet
 
 import camcore
 import camcore.precision as precision
-from toy_models import small_convnet
 
 FORWARD_ONLY = ("score_cam", "faster_score_cam", "ablation_cam")
 

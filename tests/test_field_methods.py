@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from toy_models import linear_head_model, nested_backbone_model, small_convnet, strided_convnet
 
 import camcore
 from camcore.methods.ablation_cam import MIN_SCORE_MAGNITUDE, ablation_cam_weights
@@ -14,7 +15,6 @@ from camcore.methods.fusion import fuse_maps
 from camcore.methods.hires_cam import hires_cam_map
 from camcore.methods.layer_cam import layer_cam_map
 from camcore.methods.xgrad_cam import xgrad_cam_weights
-from toy_models import linear_head_model, nested_backbone_model, small_convnet, strided_convnet
 
 GRADIENT_METHODS = ("layer_cam", "xgrad_cam", "hires_cam")
 ALL_METHODS = (*GRADIENT_METHODS, "eigen_cam", "ablation_cam")

@@ -2,10 +2,9 @@
 
 import keras
 import numpy as np
-import pytest
+from toy_models import linear_head_model, small_convnet
 
 import camcore
-from toy_models import linear_head_model, small_convnet
 
 
 def relu_scaled(cam):

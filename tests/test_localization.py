@@ -11,6 +11,7 @@ import pytest
 
 from camcore import metrics as M
 from camcore.maps import upsample
+
 # the function camcore.metrics.localization shadows the module of the same name
 localization_module = importlib.import_module("camcore.metrics.localization")
 

@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from toy_models import small_convnet
 
 from camcore import models
 from camcore.demos import list_demos, load_demo
@@ -21,7 +22,6 @@ from camcore.models import (
     parse_model_key,
 )
 from camcore.preprocess import PREPROCESSING_MODES
-from toy_models import small_convnet
 
 
 def tiny_model(extra=None):

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from camcore import synth
 from camcore import evaluation as ev
+from camcore import synth
 from camcore.dagm import write_dagm
 from camcore.evaluation import archives, mvtec
 from camcore.evaluation.archives import ArchiveError

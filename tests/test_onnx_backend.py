@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphs as g
 import pytest
 
 import camcore
-import onnx_graphs as g
 from camcore.backends.onnx import OnnxBackend, OnnxGraph, OnnxPass
 from camcore.methods import METHODS, available_methods
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from test_dashboard_apptest import assert_clean, caption_of, errors, grid_images, headline, run_app
 
 import camcore
 from camcore.methods import METHODS
-from test_dashboard_apptest import assert_clean, caption_of, errors, grid_images, headline, run_app
 
 GRADIENT_FREE = {"score_cam": "Score-CAM", "faster_score_cam": "Faster-Score-CAM", "ablation_cam": "Ablation-CAM",
                  "eigen_cam": "Eigen-CAM"}

@@ -80,8 +80,9 @@ def test_the_bench_rows_of_an_onnx_export(tmp_path):
     TF's, Score-CAM and Ablation-CAM against ONNX Runtime's floor, the Keras Score-CAM beside."""
     from argparse import Namespace
 
-    from camcore import bench
     from toy_models import small_convnet
+
+    from camcore import bench
 
     model = small_convnet(size=16, channels=6)
     make_input = bench.random_input((16, 16, 3), 1.0)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphs as g
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import camcore
-import onnx_graphs as g
 from camcore.backends import onnx_read
 from camcore.backends.onnx import read_onnx_bytes
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from page_downloads import downloads  # noqa: F401 - the fixture
 from streamlit.testing.v1 import AppTest
+from test_report import MB, assert_self_contained
 
 from camcore import evaluation as ev
 from camcore import localize, metrics, report
@@ -22,8 +24,6 @@ from camcore.localize_settings import parse_settings
 from camcore.samples import load_sample, load_sample_index
 from dashboard import state
 from dashboard.components import exports
-from page_downloads import downloads  # noqa: F401 - the fixture
-from test_report import MB, assert_self_contained
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")

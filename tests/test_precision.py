@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from toy_models import small_convnet
 
 from camcore import precision
 from camcore.adapter import ModelAdapter
 from camcore.precision import Bf16Support, bf16_copy, detect_bf16, resolve_precision, support_from_cpuinfo
-from toy_models import small_convnet
 
 X86_BASE = "fpu vme sse sse2 avx avx2 fma avx512f avx512bw avx512_vnni"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy_models import small_convnet
 
 import camcore
 from camcore.methods import METHODS, MethodSpec, register, unregister
-from toy_models import small_convnet
 
 KEY = "channel_sum_cam"
 LABEL = "Channel-Sum-CAM"

@@ -5,9 +5,9 @@ for real by a counter layer inside the model (see toy_models.PassCounter)."""
 import threading
 
 import numpy as np
+from toy_models import counted_convnet
 
 import camcore
-from toy_models import counted_convnet
 
 SIZE = 12
 

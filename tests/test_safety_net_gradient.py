@@ -9,10 +9,10 @@ gradient. These tests compare both with hand-computed logit values.
 
 import numpy as np
 import tensorflow as tf
+from toy_models import linear_head_model
 
 import camcore
 from camcore.adapter import ModelAdapter
-from toy_models import linear_head_model
 
 H, W = 3, 4
 

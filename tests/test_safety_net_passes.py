@@ -4,9 +4,9 @@ every time the compiled graph runs, so these counts do not trust the library's o
 
 import keras
 import numpy as np
+from toy_models import counted_convnet
 
 import camcore
-from toy_models import counted_convnet
 
 SIZE = 12
 

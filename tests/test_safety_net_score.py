@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from toy_models import pooled_model
 
 import camcore
-from toy_models import pooled_model
 
 SIZE, POOL = 16, 4
 

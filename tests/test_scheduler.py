@@ -8,10 +8,10 @@ import threading
 
 import numpy as np
 import pytest
+from test_backends import SIZE, ToyBackend
 
 import camcore
 from camcore.scheduler import JobCancelled, PassScheduler
-from test_backends import SIZE, ToyBackend
 
 
 class GatedBackend(ToyBackend):

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from toy_models import linear_head_model
 
 import camcore
 from camcore.methods.score_cam import plan_channels
-from toy_models import linear_head_model
 
 
 def same_resolution_model(channels: int = 6, seed: int = 0, dead: tuple = (), constant: dict | None = None):

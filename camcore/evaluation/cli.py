@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from camcore.dagm import DagmFormatError
+from camcore.evaluation.archives import open_data
 from camcore.evaluation.defaults import (
     ALL_METHODS,
     CONTROLS,
@@ -21,7 +22,6 @@ from camcore.evaluation.defaults import (
     DEFAULT_WORKERS,
     check_methods,
 )
-from camcore.evaluation.archives import open_data
 from camcore.evaluation.journal import journal_path
 from camcore.evaluation.pair_summary import format_pair_summary
 from camcore.evaluation.results import check_writable, errors, results_only

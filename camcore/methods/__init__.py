@@ -13,6 +13,8 @@ in :data:`_BUILTIN` below - or, from outside the package, ``register(spec)``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from camcore.methods import (
     ablation_cam,
     eigen_cam,
@@ -23,8 +25,6 @@ from camcore.methods import (
     score_cam,
     xgrad_cam,
 )
-from typing import Any
-
 from camcore.methods.base import FAMILIES, NEEDS, CamInputs, MethodSpec
 
 _BUILTIN: tuple[MethodSpec, ...] = (

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from camcore import metrics
+from camcore.methods import METHODS
 from camcore.metrics.localization import (
     ENERGY_POINTING_GAME,
     IOU_CURVE,
@@ -23,7 +24,6 @@ from camcore.metrics.localization import (
     POINTING_GAME,
     protocol_row,
 )
-from camcore.methods import METHODS
 from dashboard import state
 from dashboard.components import charts, exports, grid
 from dashboard.components.grid import View, label

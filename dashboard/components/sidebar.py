@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any, Final, Sequence
 import numpy as np
 import streamlit as st
 
+from camcore.defaults import DEFAULT_MAX_N
 from dashboard import state
 from dashboard.components.common import FAILED, attempt, failed, show_error
 
-from camcore.defaults import DEFAULT_MAX_N
-
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
-    from camcore.explainer import Explainer
     from streamlit.delta_generator import DeltaGenerator
 
+    from camcore.explainer import Explainer
     from camcore.samples import SampleInfo
 
 MODEL_SOURCES = {"demo": "Demo models", "app": "Keras Applications", "upload": "Upload a model"}

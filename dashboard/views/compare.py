@@ -64,10 +64,9 @@ from dashboard.components.grid import (
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
     from streamlit.delta_generator import DeltaGenerator
 
-    from dashboard.components.pair import Pair, SecondModel
-
     from camcore.explainer import CamResult, Explainer
     from camcore.models import LoadedModel
+    from dashboard.components.pair import Pair, SecondModel
 
 Slots = tuple["DeltaGenerator", "DeltaGenerator", "DeltaGenerator"]  # a column's header, progress bar, panels
 
