@@ -7,8 +7,9 @@ layer, the image (texture, sample, or an uploaded image), the class, the method 
 the threshold, the colormap and the overlay opacity - each to a value the widget offers at
 that moment. After every change the page must have raised nothing and shown no error; at
 the end it must still draw the full grid. Prints the counts by kind, the time per change
-(p50 / p95 / max), the process RSS at the start and the end, and every problem; exit
-status 1 when there is one.
+(p50 / p95 / max), the process RSS at the start and the end, its growth over the last
+``min(1000, changes // 3)`` changes (the plateau check: a leak keeps growing there, bounded
+caches have filled), and every problem; exit status 1 when there is one.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def soak(changes: int = 300, seed: int = 0, log=print) -> dict:
     problems: list[str] = []
     durations: list[float] = []
     counts: Counter = Counter()
+    rss_by_change: dict[int, float] = {}
     for number in range(1, changes + 1):
         kind = str(rng.choice([k for k in KINDS if _available(at, k)]))
         start = time.perf_counter()
@@ -146,6 +148,8 @@ def soak(changes: int = 300, seed: int = 0, log=print) -> dict:
         shown = [e.value for e in at.error]
         if raised or shown:
             problems.append(f"change {number} ({what}): exceptions {raised} errors {shown}")
+        if number % 25 == 0:
+            rss_by_change[number] = process.memory_info().rss / 2**20
         if number % 25 == 0 or raised or shown:
             log(f"{number:4d} {what:60.60s} {durations[-1]:6.2f} s, RSS {process.memory_info().rss / 2**20:.0f} MB"
                 + (" PROBLEM" if raised or shown else ""))
@@ -156,11 +160,17 @@ def soak(changes: int = 300, seed: int = 0, log=print) -> dict:
     if at.exception or final < 4 * 5:
         problems.append(f"the final page draws {final} grid images, exceptions {[e.value for e in at.exception]}")
     ordered = sorted(durations)
+    tail = min(1000, changes // 3)
+    rss_end = process.memory_info().rss / 2**20
+    rss_tail_start = rss_by_change.get(changes - tail - (changes - tail) % 25, rss_start)
     return {
         "changes": changes, "seed": seed, "by_kind": dict(counts), "problems": problems,
         "seconds_p50": ordered[len(ordered) // 2], "seconds_p95": ordered[int(len(ordered) * 0.95) - 1],
         "seconds_max": ordered[-1], "total_s": sum(durations), "final_grid_images": final,
-        "rss_start_mb": round(rss_start), "rss_end_mb": round(process.memory_info().rss / 2**20),
+        "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_end),
+        "tail_changes": tail, "rss_tail_start_mb": round(rss_tail_start),
+        "rss_tail_growth_pct": round(100 * (rss_end / rss_tail_start - 1), 2),
+        "rss_every_25_mb": {n: round(v) for n, v in rss_by_change.items()},
     }
 
 
