@@ -164,8 +164,10 @@ def test_a_metric_registered_alone_reaches_the_table_the_summary_and_the_dataset
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert "map_mean" in at.multiselect(key="ds_metrics").value  # a default metric of the run form
     at = _dataset_page_with(table)
-    summary_shown = next(d.value for d in at.dataframe if "s/image mean" in d.value.columns)
-    assert "map mean mean" in summary_shown.columns
+    # the page's faithfulness table: means only, headed by the metric's label
+    summary_shown = next(d.value for d in at.dataframe if "s/image" in d.value.columns)
+    assert "map mean" in summary_shown.columns
+    assert sorted(summary_shown["map mean"]) == pytest.approx(sorted(means))
     assert "Mean of the map (lower is better)" in at.selectbox(key="ds_metric").options
     assert "highest map mean" in at.selectbox(key="ds_worst_metric").options
     at.selectbox(key="ds_metric").set_value("map_mean").run()

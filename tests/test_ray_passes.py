@@ -148,6 +148,73 @@ def test_an_actor_keeps_a_bounded_number_of_models(monkeypatch, image):
     assert list(actor.backends) == [(models[0][1].weights, "logit"), (models[2][1].weights, "logit")]
 
 
+class _SchedulerWithALaggingNode:
+    """Ray as seen by ``_start_workers`` while node B's resources are not yet known to the
+    scheduler: a soft node-affinity request for B runs on A; a hard one runs on B."""
+
+    class exceptions:  # noqa: N801 - stands in for ray.exceptions
+        class GetTimeoutError(Exception):
+            pass
+
+        class RayError(Exception):
+            pass
+
+    A, B = "a" * 56, "b" * 56  # node IDs as Ray spells them
+
+    def __init__(self) -> None:
+        self.placed: list[tuple[str, bool]] = []  # (target node, soft)
+        self.killed: list[int] = []
+
+    def nodes(self):
+        return [{"NodeID": node, "Alive": True, "Resources": {"CPU": 1.0}} for node in (self.A, self.B)]
+
+    def remote(self, cls):
+        ray = self
+
+        class _Options:
+            def options(self, scheduling_strategy, **_):
+                target, soft = scheduling_strategy.node_id, scheduling_strategy.soft
+                ray.placed.append((target, soft))
+                node = ray.A if soft else target
+                index = len(ray.placed)
+
+                class _Handle:
+                    pid = index
+
+                    class describe:  # noqa: N801 - an actor method's .remote
+                        @staticmethod
+                        def remote():
+                            from camcore.raycluster import software_versions
+
+                            return {"node": node, "pid": index, "cpus": 1, "versions": software_versions()}
+
+                class _Creator:
+                    @staticmethod
+                    def remote(*_):
+                        return _Handle()
+
+                return _Creator()
+
+        return _Options()
+
+    def get(self, ref, timeout=None):
+        return ref
+
+    def kill(self, handle, no_restart=True):
+        self.killed.append(handle.pid)
+
+
+def test_an_actor_the_scheduler_put_on_the_wrong_node_is_pinned_to_its_own():
+    from camcore.backends import ray as ray_backend
+
+    fake = _SchedulerWithALaggingNode()
+    workers = ray_backend._start_workers(fake, retries=1, timeout=5, max_models=2)
+    a, b = fake.A, fake.B
+    assert [worker.node for worker in workers] == [a, b]  # one actor per node after all
+    assert fake.placed == [(a, True), (b, True), (b, False)]
+    assert fake.killed == [2]  # the misplaced one, not left running beside the other
+
+
 def test_an_unreachable_cluster_is_reported_within_seconds():
     address = f"127.0.0.1:{_closed_port()}"
     start = time.perf_counter()

@@ -279,22 +279,22 @@ class RayPool:
 def _start_workers(ray: Any, retries: int, timeout: float, max_models: int) -> list[_Worker]:
     """One PassActor per alive node with CPUs, each capped to its node's CPUs; the ones
     that do not start in time or run other software versions are stopped."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     nodes = [node for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) >= 1]
     if not nodes:
         raise ClusterUnavailable("the Ray cluster has no node with a CPU")
-    remote = ray.remote(PassActor)
-    handles = [
-        remote.options(
-            num_cpus=0, max_restarts=-1, max_task_retries=retries,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True),
-        ).remote(math.floor(node["Resources"]["CPU"]), max_models)
-        for node in nodes
-    ]
+    handles = [_place_actor(ray, node, retries, max_models, soft=True) for node in nodes]
+    found = _describe(ray, handles, timeout)
+    # Soft affinity falls back to another node while the target's resources are not yet
+    # known to the scheduler (a node that just joined, a busy head): two actors then share
+    # one node's CPUs and the other node idles. Such an actor is placed again, pinned.
+    for i, (node, facts) in enumerate(zip(nodes, found)):
+        if isinstance(facts, dict) and facts["node"] != node["NodeID"]:
+            ray.kill(handles[i], no_restart=True)
+            handles[i] = _place_actor(ray, node, retries, max_models, soft=False)
+            found[i] = _describe(ray, [handles[i]], timeout)[0]
     driver = software_versions()
     workers, problems = [], []
-    for handle, facts in zip(handles, _describe(ray, handles, timeout)):
+    for handle, facts in zip(handles, found):
         mismatch = facts if isinstance(facts, str) else version_mismatch(facts["versions"], driver)
         if mismatch is None:
             workers.append(_Worker(handle, facts["node"], facts["pid"], facts["cpus"]))
@@ -306,6 +306,16 @@ def _start_workers(ray: Any, retries: int, timeout: float, max_models: int) -> l
     for problem in problems:
         logger.warning("a Ray worker was left out: %s", problem)
     return workers
+
+
+def _place_actor(ray: Any, node: dict[str, Any], retries: int, max_models: int, *, soft: bool) -> Any:
+    """A :class:`PassActor` on ``node`` (no CPU reserved, see the module's notes)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return ray.remote(PassActor).options(
+        num_cpus=0, max_restarts=-1, max_task_retries=retries,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=soft),
+    ).remote(math.floor(node["Resources"]["CPU"]), max_models)
 
 
 def _describe(ray: Any, handles: list[Any], timeout: float) -> list[dict[str, Any] | str]:

@@ -903,7 +903,8 @@ if data_dir() is not None:
     sources["dagm"] = f"Run on a folder of {DATA_DIR_ENV}"
 sources["results"] = "Load a results file"
 keep_valid("ds_source", list(sources), "generated")
-source = st.radio("Data", list(sources), format_func=sources.get, horizontal=True, key="ds_source")
+source = st.radio("Data", list(sources), format_func=sources.get, horizontal=True, key="ds_source",
+                  persist_state=PERSIST)
 if source == "results":
     load_form()
     st.caption("Write one with e.g. `python -m camcore.evaluate --synthetic 300 --out results.parquet`.")
