@@ -303,7 +303,8 @@ class ModelAdapter:
             out = args[0] if self.head.skip else self._linear_head(*args, **kwargs)
         else:
             # only after the capture: before it, every branch is the one image
-            if hooks.batch_merges and hooks.captured and isinstance(layer, _MERGE_LAYERS) and isinstance(args[0], (list, tuple)):
+            if (hooks.batch_merges and hooks.captured and isinstance(layer, _MERGE_LAYERS)
+                    and isinstance(args[0], (list, tuple))):
                 args = _batch_merge_inputs(args)
             out = layer(*args, **kwargs)
         if hooks.guided and _activation_name(layer) in _RELU_NAMES:

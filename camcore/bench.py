@@ -103,13 +103,13 @@ def best_throughput(
     model: keras.Model, shape: tuple[int, int, int], repeats: int, sizes: tuple[int, ...] = BATCH_SIZES
 ) -> tuple[int, float, dict]:
     """(best batch size, seconds per image at it, {batch: s/img}) for compiled fixed-shape forwards."""
-    per_image = {}
+    per_image: dict[int, float] = {}
     for batch in sizes:
         forward = tf.function(lambda x: model(x, training=False))
         x = tf.constant(np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32))
         forward(x).numpy()  # trace + warm up
-        per_image[batch] = min_time(lambda: forward(x).numpy(), repeats) / batch
-    best = min(per_image, key=per_image.get)
+        per_image[batch] = min_time(lambda forward=forward, x=x: forward(x).numpy(), repeats) / batch
+    best = min(per_image, key=per_image.__getitem__)
     return best, per_image[best], per_image
 
 
@@ -170,7 +170,9 @@ def reference_score_cam(model: keras.Model, x: np.ndarray, layer_model: keras.Mo
     return cam / cam.max() if cam.max() > 0 else cam
 
 
-def _one_pass_rows(name: str, explainer: Explainer, layer: str, fresh: Callable[[], np.ndarray], repeats: int) -> list[Row]:
+def _one_pass_rows(
+    name: str, explainer: Explainer, layer: str, fresh: Callable[[], np.ndarray], repeats: int
+) -> list[Row]:
     """Every one-pass method (gradient and activation families), each alone on images the
     explainer has not seen, interleaved with its floor so that load hits both alike."""
     gradient_floor = flat_gradient_floor(explainer, layer)
@@ -201,7 +203,8 @@ def bench_model(name: str, model: keras.Model, layer: str, make_input: Callable[
     rows: list[Row] = []
     shape = tuple(model.inputs[0].shape[1:])
     batch, per_image, table = best_throughput(model, shape, args.repeats)
-    print(f"[{name}] forward s/img by batch: " + ", ".join(f"{b}: {t * 1000:.1f} ms" for b, t in table.items()), flush=True)
+    print(f"[{name}] forward s/img by batch: " + ", ".join(f"{b}: {t * 1000:.1f} ms" for b, t in table.items()),
+          flush=True)
 
     explainer = Explainer(model, batch_size=batch)
     counter = iter(range(10_000))
@@ -238,7 +241,8 @@ def _score_cam_rows(name: str, explainer: Explainer, layer: str, fresh: Callable
     skipped = 1 - passes / n_channels
     per_image = min(per_image, best_throughput(model, tuple(model.inputs[0].shape[1:]), 1, sizes=(batch,))[1])
     row = Row(name, f"Score-CAM ({n_channels} ch)", score_seconds, passes * per_image,
-              f"{passes} passes, {skipped:.0%} of channels skipped, batch {batch}, peak +{max(r[3] for r in runs):.0f} MB")
+              f"{passes} passes, {skipped:.0%} of channels skipped, batch {batch}, "
+              f"peak +{max(r[3] for r in runs):.0f} MB")
     return [row], x, result, per_image
 
 
@@ -249,7 +253,8 @@ def _max_n_rows(name: str, explainer: Explainer, layer: str, x: np.ndarray) -> l
         start = time.perf_counter()
         explainer.compute("faster_score_cam", x, layer, max_n=int(n))
         changes.append(time.perf_counter() - start)
-    return [Row(name, "max_n change after a run", max(changes), None, f"worst of 20, median {np.median(changes) * 1000:.1f} ms")]
+    return [Row(name, "max_n change after a run", max(changes), None,
+                f"worst of 20, median {np.median(changes) * 1000:.1f} ms")]
 
 
 def _ablation_rows(name: str, explainer: Explainer, layer: str, fresh: Callable[[], np.ndarray], batch: int,
@@ -381,7 +386,9 @@ def demo_cases(names: list[str]):
     for name in names:
         demo = demos.load_demo(name)
         images = [s.image for s in synth.generate(64, seed=4242, defect_rate=1.0)]
-        yield name, demo.model, demo.layer, (lambda i, d=demo, imgs=images: d.preprocess(imgs[i % len(imgs)]) + 1e-6 * (i // len(imgs)))
+        yield name, demo.model, demo.layer, (
+            lambda i, d=demo, imgs=images: d.preprocess(imgs[i % len(imgs)]) + 1e-6 * (i // len(imgs))
+        )
 
 
 def forward_per_image_side_by_side(backend, model: keras.Model, shape: tuple[int, ...], repeats: int,
@@ -392,7 +399,10 @@ def forward_per_image_side_by_side(backend, model: keras.Model, shape: tuple[int
     for batch in sizes:
         x = np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32)
         forward = tf.function(lambda t: model(t, training=False))
-        runs = {"onnx": lambda: backend.forward(x), "tf": lambda: forward(tf.constant(x)).numpy()}
+        runs = {
+            "onnx": lambda x=x: backend.forward(x),
+            "tf": lambda x=x, forward=forward: forward(tf.constant(x)).numpy(),
+        }
         times: dict[str, list[float]] = {"onnx": [], "tf": []}
         for run in runs.values():
             run()  # warm-up: tracing, and ONNX Runtime sizing its buffers for this shape
@@ -438,7 +448,7 @@ def onnx_rows(name: str, model: keras.Model, layer: str, make_input: Callable[[i
     for runtime, table in tables.items():
         print(f"[{label}] {runtime} forward s/img by batch: " + ", ".join(
             f"{b}: {t * 1000:.1f} ms" for b, t in table.items()), flush=True)
-    ort_batch, tf_batch = (min(tables[r], key=tables[r].get) for r in ("onnx", "tf"))
+    ort_batch, tf_batch = (min(tables[r], key=tables[r].__getitem__) for r in ("onnx", "tf"))
     ort_image, tf_image = tables["onnx"][ort_batch], tables["tf"][tf_batch]
     faster = "ONNX Runtime" if ort_image < tf_image else "TF"
     rows = [Row(label, "forward per image, ONNX Runtime", ort_image, tf_image,
@@ -448,7 +458,7 @@ def onnx_rows(name: str, model: keras.Model, layer: str, make_input: Callable[[i
     keras_explainer = Explainer(model, batch_size=tf_batch)
     onnx_explainer.compute("faster_score_cam", make_input(50_000), tensor, max_n=2)  # warm-up
     keras_explainer.compute("faster_score_cam", make_input(50_000), layer, max_n=2)
-    runs = {"onnx": [], "keras": []}
+    runs: dict[str, list[tuple[float, int]]] = {"onnx": [], "keras": []}
     for repeat in range(2 if not args.quick else 1):
         x = make_input(50_001 + repeat)
         runs["onnx"].append(_timed_score_cam(onnx_explainer, x, tensor))
@@ -500,7 +510,9 @@ def _model_rows(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     if "vgg16" in wanted:
         rows += bench_model("VGG16 (weights=None)", _application("VGG16"), "block5_conv3", imagenet_like, args)
     if "resnet50" in wanted:
-        rows += bench_model("ResNet50 (weights=None)", _application("ResNet50"), "conv5_block3_out", imagenet_like, args)
+        rows += bench_model(
+            "ResNet50 (weights=None)", _application("ResNet50"), "conv5_block3_out", imagenet_like, args
+        )
     if "small" in wanted:
         rows += bench_model("small (held out)", small_model(), "c3", random_input((224, 224, 3), 1.0), args)
     demo_names = [w for w in wanted if w not in ("vgg16", "resnet50", "small", "demos", "none")]

@@ -208,7 +208,9 @@ def read_settings(path: str | os.PathLike[str]) -> LocalizeSettings:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SettingsError(f"{path.name} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise SettingsError(
+            f"{path.name} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
     try:
         return parse_settings(raw, base=path.resolve().parent)
     except SettingsError as exc:

@@ -262,7 +262,9 @@ def _run_settings(results_path: Path) -> dict[str, Any] | None:
     return header.get("config") if isinstance(header, dict) else None
 
 
-def _map_maker(model_key: str, layer: str, config: Mapping[str, Any]) -> Callable[[pd.Series, "LoadedImage"], np.ndarray | None]:
+def _map_maker(
+    model_key: str, layer: str, config: Mapping[str, Any]
+) -> Callable[[pd.Series, "LoadedImage"], np.ndarray | None]:
     """``compute_map`` for the worst images: the results' model, loaded once with the run's
     preprocessing and input size (ValueError when it cannot be loaded here, e.g. an
     in-memory model)."""

@@ -232,7 +232,8 @@ def render_worst_images(
     and a note per image that could not be drawn (the report lists it without a picture)."""
     pictures, notes = [], []
     for _, row in worst.iterrows():
-        caption = f"{label(str(row['method']))} · {row['image_id']} · {row['worst_by']} = {float(row[row['worst_by']]):.3f}"
+        caption = (f"{label(str(row['method']))} · {row['image_id']} · "
+                   f"{row['worst_by']} = {float(row[row['worst_by']]):.3f}")
         try:
             loaded = open_image(row)
             cam = compute_map(row, loaded) if compute_map is not None else None

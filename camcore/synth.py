@@ -566,7 +566,9 @@ def _cell_shades(rng: np.random.Generator, rows: np.ndarray, cols: np.ndarray, s
     return table[np.mod(rows, 61).astype(np.intp), np.mod(cols, 67).astype(np.intp)]
 
 
-def _masonry(rng: np.random.Generator, size: int, cell_h: float, cell_w: float, joint: float, bond: float, shade: float) -> np.ndarray:
+def _masonry(
+    rng: np.random.Generator, size: int, cell_h: float, cell_w: float, joint: float, bond: float, shade: float
+) -> np.ndarray:
     """Rectangular cells (bricks, tiles) separated by recessed joints ``joint`` px wide;
     every other course is shifted by ``bond`` of a cell."""
     angle = float(rng.choice([0.0, math.pi / 2])) + rng.normal(0.0, 0.03)
@@ -589,7 +591,9 @@ def _texture_brick(rng: np.random.Generator, size: int) -> np.ndarray:
     # Bricks in running bond: mortar joints are long straight edges that are not defects.
     scale = size / 512.0
     course = rng.uniform(30, 64) * scale
-    field = _masonry(rng, size, course, course * rng.uniform(2.0, 3.2), max(2.0, rng.uniform(0.1, 0.2) * course), 0.5, 0.6)
+    field = _masonry(
+        rng, size, course, course * rng.uniform(2.0, 3.2), max(2.0, rng.uniform(0.1, 0.2) * course), 0.5, 0.6
+    )
     rough = _octaves(rng, size, 24 * scale, 1.5, 0.7)
     return field + np.float32(0.35 / max(float(rough.std()), 1e-6)) * rough
 
@@ -629,7 +633,9 @@ def _texture_gravel(rng: np.random.Generator, size: int) -> np.ndarray:
 def _texture_sandblasted(rng: np.random.Generator, size: int) -> np.ndarray:
     # Matte blasted metal: dense fine pits lit from one side, faint large-scale waviness.
     scale = size / 512.0
-    pits = cv2.GaussianBlur(rng.standard_normal((size, size), dtype=np.float32), (0, 0), rng.uniform(0.8, 1.6) * max(scale, 0.5))
+    pits = cv2.GaussianBlur(
+        rng.standard_normal((size, size), dtype=np.float32), (0, 0), rng.uniform(0.8, 1.6) * max(scale, 0.5)
+    )
     lit = _emboss(pits, rng.uniform(0, 2 * math.pi))
     lit /= max(float(lit.std()), 1e-6)
     wave = _octaves(rng, size, 150 * scale, 40 * scale, 0.5)
@@ -668,7 +674,9 @@ def _texture_cast(rng: np.random.Generator, size: int) -> np.ndarray:
     lit /= max(float(lit.std()), 1e-6)
     pores = np.zeros((size, size), np.float32)
     count = int(rng.uniform(20, 120) * scale * scale) + 1
-    for x, y, r in zip(rng.uniform(0, size, count), rng.uniform(0, size, count), rng.uniform(1.0, 3.5, count) * max(scale, 0.4)):
+    for x, y, r in zip(
+        rng.uniform(0, size, count), rng.uniform(0, size, count), rng.uniform(1.0, 3.5, count) * max(scale, 0.4)
+    ):
         cv2.circle(pores, (int(x), int(y)), max(1, int(round(r))), -2.5, -1, cv2.LINE_AA)
     return lit + pores
 
@@ -676,7 +684,9 @@ def _texture_cast(rng: np.random.Generator, size: int) -> np.ndarray:
 def _texture_painted(rng: np.random.Generator, size: int) -> np.ndarray:
     # Painted sheet: orange-peel bumps lit from one side, with faint brush marks.
     scale = size / 512.0
-    peel = _directional_noise(rng, size, rng.uniform(0, math.pi), rng.uniform(4, 10) * scale, rng.uniform(4, 10) * scale)
+    peel = _directional_noise(
+        rng, size, rng.uniform(0, math.pi), rng.uniform(4, 10) * scale, rng.uniform(4, 10) * scale
+    )
     lit = _emboss(peel, rng.uniform(0, 2 * math.pi))
     lit /= max(float(lit.std()), 1e-6)
     angle = rng.uniform(0, math.pi)
@@ -744,7 +754,9 @@ def _structure_edge(rng: np.random.Generator, size: int) -> np.ndarray:
         cx = size / 2.0 + reach * math.cos(heading)
         cy = size / 2.0 + reach * math.sin(heading)
         axis = np.arange(size, dtype=np.float32)
-        distance = np.sqrt((axis[None, :] - np.float32(cx)) ** 2 + (axis[:, None] - np.float32(cy)) ** 2) - np.float32(radius)
+        distance = (
+            np.sqrt((axis[None, :] - np.float32(cx)) ** 2 + (axis[:, None] - np.float32(cy)) ** 2) - np.float32(radius)
+        )
     width = max(0.5, rng.uniform(0.6, 3.0) * size / 512.0)
     step = rng.uniform(0.8, 2.5) * (-1.0 if rng.random() < 0.5 else 1.0)
     # tanh rather than a logistic: the same sigmoid without overflow far from the edge
@@ -780,7 +792,9 @@ def _structure_lighting(rng: np.random.Generator, size: int) -> np.ndarray:
         return np.float32(rng.uniform(1.0, 3.0)) * ramp
     cx, cy = rng.uniform(-0.5, 0.5, 2)
     sigma = rng.uniform(0.2, 0.5)
-    spot = np.exp(-((axis[None, :] - np.float32(cx)) ** 2 + (axis[:, None] - np.float32(cy)) ** 2) / np.float32(2 * sigma * sigma))
+    spot = np.exp(
+        -((axis[None, :] - np.float32(cx)) ** 2 + (axis[:, None] - np.float32(cy)) ** 2) / np.float32(2 * sigma * sigma)
+    )
     return np.float32(rng.uniform(0.6, 1.6) * (-1.0 if rng.random() < 0.3 else 1.0)) * spot
 
 

@@ -142,8 +142,8 @@ def bench_road(sizes: list[int], repeats: int) -> None:
                 diff = max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs))
                 hand, lib = best_of(
                     repeats,
-                    lambda: [noisy_linear_impute(image, m, noise_std=0.0) for m in masks],
-                    lambda: [scipy_impute(image, m) for m in masks],
+                    lambda image=image, masks=masks: [noisy_linear_impute(image, m, noise_std=0.0) for m in masks],
+                    lambda image=image, masks=masks: [scipy_impute(image, m) for m in masks],
                 )
                 print(f"| {size}² | {channels} | {order} | {hand:.2f} | {lib:.2f} | {lib / hand:.1f}x | {diff:.1e} |",
                       flush=True)
@@ -158,7 +158,9 @@ def bench_spearman(sizes: list[int], repeats: int) -> None:
         for kind, relu in (("smooth", False), ("ReLU'd (ties)", True)):
             a, b = cam_like(rng, size, relu), cam_like(rng, size, relu)
             diff = abs(spearman_correlation(a, b) - scipy_spearman(a, b))
-            hand, lib = best_of(repeats * 10, lambda: spearman_correlation(a, b), lambda: scipy_spearman(a, b))
+            hand, lib = best_of(
+                repeats * 10, lambda a=a, b=b: spearman_correlation(a, b), lambda a=a, b=b: scipy_spearman(a, b)
+            )
             print(f"| {size}² | {kind} | {hand * 1e3:.1f} | {lib * 1e3:.1f} | {lib / hand:.2f}x | {diff:.1e} |",
                   flush=True)
 

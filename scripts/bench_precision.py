@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.models:
             print(f"{name} oneDNN: {kernels(name, args.size)}", flush=True)
 
-    rows = [row for name in args.models for row in bench(name, args.batch, args.repeats, args.size, args.fidelity_images)]
+    rows = [
+        row for name in args.models for row in bench(name, args.batch, args.repeats, args.size, args.fidelity_images)
+    ]
     print("\n| model | batch | fp32 ms/image | bf16 ms/image | bf16 speed-up | logits rel. max err | r | top-1 agree |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:

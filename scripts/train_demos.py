@@ -100,7 +100,9 @@ class Capture:
 CAPTURE = Capture()
 
 
-def _geometry(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, capture: Capture) -> tuple[np.ndarray, np.ndarray]:
+def _geometry(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, capture: Capture
+) -> tuple[np.ndarray, np.ndarray]:
     """Rotate and zoom in about a random point. The view never leaves the generated
     image (a rotation zooms in by |cos| + |sin| to cover its corners), so no border is
     filled: mirrored borders would add symmetric seams and doubled defects that no camera
@@ -122,12 +124,16 @@ def _geometry(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cap
         matrix[:, 2] += half - np.array(centre)  # the chosen point lands in the middle
         warped_mask = cv2.warpAffine(mask.astype(np.uint8), matrix, (size, size), flags=cv2.INTER_NEAREST)
         if defect_pixels == 0 or warped_mask.sum() / (zoom * zoom) >= 0.9 * defect_pixels:  # area grows by zoom²
-            warped = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            warped = cv2.warpAffine(
+                image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+            )
             return warped, warped_mask.astype(bool)
     return image, mask
 
 
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, capture: Capture = CAPTURE) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, capture: Capture = CAPTURE
+) -> tuple[np.ndarray, np.ndarray]:
     """A random capture of a uint8 (H, W) image and its defect mask: geometry first,
     then the optics and sensor in the order a camera applies them (blur, contrast and
     gamma, noise, JPEG). Returns the uint8 image and the bool mask in the new frame."""
@@ -505,9 +511,14 @@ def fit(name: str, pool: Pool, epochs: int, seed: int, verbose: int = 2) -> kera
         if architecture.mask_is_logit:
             defect_map = layers.Activation("sigmoid", name="defect_map")(defect_map)
         if tuple(defect_map.shape[1:]) != (MASK_SIZE, MASK_SIZE, 1):
-            raise ValueError(f"{name}: {architecture.mask_layer} must be {MASK_SIZE}x{MASK_SIZE}x1, is {defect_map.shape[1:]}")
+            raise ValueError(
+                f"{name}: {architecture.mask_layer} must be {MASK_SIZE}x{MASK_SIZE}x1, is {defect_map.shape[1:]}"
+            )
         trained = keras.Model(model.input, {"predictions": model.output, "defect_map": defect_map})
-        losses = {"predictions": "sparse_categorical_crossentropy", "defect_map": lambda c, p: defect_map_loss(c, p, architecture.mask_positive_weight)}
+        losses = {
+            "predictions": "sparse_categorical_crossentropy",
+            "defect_map": lambda c, p: defect_map_loss(c, p, architecture.mask_positive_weight),
+        }
         weights = {"predictions": 1.0, "defect_map": architecture.mask_weight}
         metrics = {"predictions": ["accuracy"]}
     else:
@@ -592,8 +603,10 @@ def train(
     previous = json.loads(card_path.read_text()) if card_path.is_file() else {}
     supervision = (
         f"image labels, plus the defect masks at {MASK_SIZE}x{MASK_SIZE} as the target of "
-        f"{'the sigmoid of ' if architecture.mask_is_logit else ''}{architecture.mask_layer} (binary cross-entropy with the defect cells weighted "
-        f"{architecture.mask_positive_weight}, weight {architecture.mask_weight} against the class loss; mixed supervision)"
+        f"{'the sigmoid of ' if architecture.mask_is_logit else ''}{architecture.mask_layer} "
+        "(binary cross-entropy with the defect cells weighted "
+        f"{architecture.mask_positive_weight}, weight {architecture.mask_weight} against the class loss; "
+        "mixed supervision)"
         if architecture.mask_weight > 0
         else "image labels only (weak supervision)"
     )

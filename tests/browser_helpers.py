@@ -76,7 +76,9 @@ def serve(port: int | None = None, timeout: float = 90.0, env: dict | None = Non
         while True:
             if process.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"streamlit exited with {process.returncode}:\n{log.read().decode(errors='replace')}")
+                raise RuntimeError(
+                    f"streamlit exited with {process.returncode}:\n{log.read().decode(errors='replace')}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
                     if response.read().strip() == b"ok":

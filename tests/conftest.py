@@ -3,6 +3,9 @@ import tempfile
 
 import pytest
 
+# the `downloads` fixture (a page's download buttons as files) for the AppTest page tests
+pytest_plugins = ["page_downloads"]
+
 # camcore and dashboard are imported from the installed project (`pip install -e .`, done by `make test`).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # auto precision's measured verdicts go to a folder of this run (servers started by the tests

@@ -98,7 +98,9 @@ _CAPTIONS_JS = f"""() => [...document.querySelectorAll('{browser.GRID} [data-tes
     .map(c => c.innerText.trim())"""
 
 
-def _expect(page, image: str, model: str, grid_has: tuple[str, ...] = (), grid_lacks: tuple[str, ...] = ()) -> list[str]:
+def _expect(
+    page, image: str, model: str, grid_has: tuple[str, ...] = (), grid_lacks: tuple[str, ...] = ()
+) -> list[str]:
     """Problems with what the page shows: its image in the headline and the grid's input
     column, its model in the headline, panels captioned ``grid_has`` and none ``grid_lacks``."""
     problems = []
@@ -172,7 +174,9 @@ def methods_session(n: int, texture: str, sample: str) -> Session:
         pills.get_by_role("button", name="Score-CAM", exact=True).click()
 
     def marker(page) -> list[str]:
-        return _expect(page, sample, "vgg_defect", grid_has=("LayerCAM · overlay",), grid_lacks=("Score-CAM · overlay",))
+        return _expect(
+            page, sample, "vgg_defect", grid_has=("LayerCAM · overlay",), grid_lacks=("Score-CAM · overlay",)
+        )
 
     return Session(
         f"{n:02d} methods on {sample}", f"/?texture={texture.capitalize()}",

@@ -30,7 +30,8 @@ def branchy_models(merge: str, seed: int = 3):
     counter = PassCounter(name="pass_counter")
     early = keras.layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="early")
     feat = keras.layers.Conv2D(CHANNELS, 3, padding="same", activation="relu", name="feat")
-    joined = {"add": keras.layers.Add, "concatenate": keras.layers.Concatenate, "custom": JoinChannels}[merge](name="join")
+    join_layer = {"add": keras.layers.Add, "concatenate": keras.layers.Concatenate, "custom": JoinChannels}[merge]
+    joined = join_layer(name="join")
     post = keras.layers.Conv2D(5, 3, padding="same", activation="tanh", name="post")
     gap = keras.layers.GlobalAveragePooling2D(name="gap")
     logits = keras.layers.Dense(3, name="logits")
@@ -114,7 +115,9 @@ def test_a_model_that_mixes_the_batch_gets_a_clear_error_for_per_channel_methods
     early = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="early")(image)
     feat = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="feat")(early)
     joined = keras.layers.Concatenate(axis=0)([feat, early])
-    model = keras.Model(image, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(joined)))
+    model = keras.Model(
+        image, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(joined))
+    )
     x = np.random.default_rng(1).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
     with pytest.raises(ValueError, match="mixes images across the batch"):
         camcore.Explainer(model).compute(method, x, "feat", 1)

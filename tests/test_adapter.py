@@ -17,7 +17,8 @@ def vgg_nested_and_flat():
     keras.utils.set_random_seed(0)
     backbone = keras.applications.VGG16(weights=None, include_top=False, input_shape=(64, 64, 3))
     nested = keras.Sequential(
-        [keras.Input((64, 64, 3)), backbone, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, activation="softmax")]
+        [keras.Input((64, 64, 3)), backbone, keras.layers.GlobalAveragePooling2D(),
+         keras.layers.Dense(4, activation="softmax")]
     )
     inp = keras.Input((64, 64, 3))
     h = inp
@@ -113,23 +114,23 @@ def test_errors_name_the_problem():
     explainer = camcore.Explainer(model)
     x = np.random.default_rng(4).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
     with pytest.raises(ValueError, match="'block9' not found"):
-        explainer.compute("grad_cam", x, "block9").cam
+        _ = explainer.compute("grad_cam", x, "block9").cam
     with pytest.raises(ValueError, match="'predictions'.*no spatial map"):
-        explainer.compute("grad_cam", x, "predictions").cam
+        _ = explainer.compute("grad_cam", x, "predictions").cam
     with pytest.raises(ValueError, match="'gap'.*no spatial map"):
-        explainer.compute("score_cam", x, "gap").cam
+        _ = explainer.compute("score_cam", x, "gap").cam
     with pytest.raises(ValueError, match="rank 3"):
-        explainer.compute("grad_cam", x[0], "conv2").cam
+        _ = explainer.compute("grad_cam", x[0], "conv2").cam
     with pytest.raises(ValueError, match=r"shape \(1, 12, 12, 3\)"):
-        explainer.compute("grad_cam", np.zeros((1, 20, 20, 3), np.float32), "conv2").cam
+        _ = explainer.compute("grad_cam", np.zeros((1, 20, 20, 3), np.float32), "conv2").cam
     with pytest.raises(ValueError, match="class_index 3 out of range"):
-        explainer.compute("grad_cam", x, "conv2", 3).cam
+        _ = explainer.compute("grad_cam", x, "conv2", 3).cam
     with pytest.raises(ValueError, match="class_index -1 out of range"):
-        explainer.compute("score_cam", x, "conv2", -1).cam
+        _ = explainer.compute("score_cam", x, "conv2", -1).cam
     with pytest.raises(TypeError, match="class_index must be an int"):
-        explainer.compute("grad_cam", x, "conv2", 1.5).cam
+        _ = explainer.compute("grad_cam", x, "conv2", 1.5).cam
     with pytest.raises(ValueError, match="NaN"):
-        explainer.compute("grad_cam", np.full((1, 12, 12, 3), np.nan, np.float32), "conv2").cam
+        _ = explainer.compute("grad_cam", np.full((1, 12, 12, 3), np.nan, np.float32), "conv2").cam
     with pytest.raises(TypeError):
         camcore.Explainer("not a model")
 
@@ -143,7 +144,7 @@ def test_one_by_one_layer_is_listed_but_not_spatial():
     assert [i.path for i in explainer.layers] == ["conv", "pooled"]
     assert explainer.default_layer == "conv"
     with pytest.raises(ValueError, match="1×1"):
-        explainer.compute("grad_cam", np.zeros((1, 8, 8, 3), np.float32), "pooled").cam
+        _ = explainer.compute("grad_cam", np.zeros((1, 8, 8, 3), np.float32), "pooled").cam
 
 
 def test_model_without_spatial_layer_is_rejected_clearly():
@@ -155,7 +156,7 @@ def test_model_without_spatial_layer_is_rejected_clearly():
     explainer = camcore.Explainer(image_model)
     assert explainer.layers == []
     with pytest.raises(ValueError, match="no layer with a spatial"):
-        explainer.default_layer
+        _ = explainer.default_layer
 
 
 def test_subclassed_model_is_rejected_clearly():
@@ -191,7 +192,7 @@ def test_lru_cache_is_bounded():
     explainer = camcore.Explainer(model, cache_size=5)
     for i in range(10):
         x = np.random.default_rng(i).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32)
-        explainer.compute("grad_cam", x, "conv2").cam
+        _ = explainer.compute("grad_cam", x, "conv2").cam
     assert len(explainer.cache) <= 5
 
 

@@ -199,7 +199,8 @@ def test_the_running_total_stops_the_extraction(tmp_path, monkeypatch):
 
 def test_macos_metadata_is_skipped(tmp_path):
     root = safe_extract(
-        _zip({"images/a.png": b"1", "__MACOSX/images/._a.png": b"junk", "images/._a.png": b"junk", "images/.DS_Store": b"j"}),
+        _zip({"images/a.png": b"1", "__MACOSX/images/._a.png": b"junk", "images/._a.png": b"junk",
+              "images/.DS_Store": b"j"}),
         tmp_path / "out",
     )
     assert _files(root) == ["images/a.png"]
@@ -216,7 +217,9 @@ def test_dagm_layout_items_read_like_the_written_samples(tmp_path):
     written += write_dagm(tmp_path / "wrap" / "dagm", samples[4:], split="Test")
     items = archives.items_from_folder(tmp_path, source="upload:x")
     assert archives.detect_layout(tmp_path)[0] == "dagm"
-    by_path = {w.image_path.relative_to(tmp_path / "wrap" / "dagm").as_posix(): (w, s) for w, s in zip(written, samples)}
+    by_path = {
+        w.image_path.relative_to(tmp_path / "wrap" / "dagm").as_posix(): (w, s) for w, s in zip(written, samples)
+    }
     assert sorted(item.id for item in items) == sorted(by_path)
     for item in items:
         entry, sample = by_path[item.id]
@@ -239,7 +242,8 @@ def test_a_broken_dagm_index_is_named_relative_to_the_archive(tmp_path):
 
 
 def _flat(root: Path, images: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> None:
-    for name, pixels in {**{f"images/{k}": v for k, v in images.items()}, **{f"masks/{k}": v for k, v in masks.items()}}.items():
+    files = {**{f"images/{k}": v for k, v in images.items()}, **{f"masks/{k}": v for k, v in masks.items()}}
+    for name, pixels in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(_png(pixels, Path(name).suffix))

@@ -47,7 +47,8 @@ def test_a_second_model_side_by_side_with_live_max_n(dashboard_url: str, tmp_pat
                 const box = document.querySelector('.st-key-pair_faster_score_cam');
                 const images = [...box.querySelectorAll('[data-testid=stImage] img')];
                 const cap = box.querySelector('[data-testid=stCaptionContainer]');
-                return images.length === 3 && images.every((img, i) => img.getAttribute('src') !== old[i] && img.complete)
+                return images.length === 3
+                    && images.every((img, i) => img.getAttribute('src') !== old[i] && img.complete)
                     && cap && cap.innerText.startsWith('max_N = ' + n + ' ·');
             }""",
             arg=[tiles, n + 1],

@@ -52,7 +52,9 @@ def _png(pixels: np.ndarray) -> bytes:
 def _dagm_zip(tmp_path: Path) -> Path:
     root = tmp_path / "dagm"
     write_dagm(root, synth.generate(4, seed=12, size=SIZE, defect_rate=0.75), split="Test")
-    entries = {f"parts/{p.relative_to(root).as_posix()}": p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    entries = {
+        f"parts/{p.relative_to(root).as_posix()}": p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
     return _write_zip(tmp_path / "parts.zip", entries)
 
 

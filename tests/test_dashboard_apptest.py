@@ -102,13 +102,15 @@ def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
         assert f"Guided {title}" in captions
         assert f"Sobel × {title}" in captions
     assert "Ground truth (green)" in captions  # the default sample is defective
-    assert "vgg_defect" in headline(at) and "top_down56" in headline(at)  # the card's layer since issue 14 (block5_conv3 before)
+    # the card's layer since issue 14 (block5_conv3 before)
+    assert "vgg_defect" in headline(at) and "top_down56" in headline(at)
     headers = [m.value for m in at.main.markdown]
     for title in ("Input", *TITLES):
         assert f"**{title}**" in headers
     assert len(at.get("plotly_chart")) == 3  # timing, trade-off, IoU curves
     assert len(at.get("download_button")) == 6  # grid, maps, timings, settings, report, localize settings
-    assert at.slider(key="max_n").value == 10 and at.slider(key="max_n").max == 32  # top_down56 has 32 channels (block5_conv3: 64)
+    # top_down56 has 32 channels (block5_conv3: 64)
+    assert at.slider(key="max_n").value == 10 and at.slider(key="max_n").max == 32
     assert not errors(at)
 
 

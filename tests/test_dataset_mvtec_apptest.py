@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from page_downloads import downloads  # noqa: F401 - the fixture
 from streamlit.testing.v1 import AppTest
 from test_dataset_new_user import DEMO, loaded, texts  # noqa: F401 - loaded is a fixture
 from test_mvtec_layout import _blob, _folder_zip, write_mvtec
@@ -104,7 +103,7 @@ def test_three_categories_evaluate_as_the_library_does(page, loaded):  # noqa: F
     pd.testing.assert_frame_equal(ours, theirs, check_exact=False, atol=1e-9)
 
 
-def test_a_category_with_its_train_good_images_and_the_report_says_so(page, downloads):  # noqa: F811
+def test_a_category_with_its_train_good_images_and_the_report_says_so(page, downloads):
     page.selectbox(key="ds_category").select("carpet").run()
     page.checkbox(key="ds_train_good").check().run()
     table = _run(page)

@@ -270,7 +270,8 @@ def test_7_time_per_image_shows_the_metrics_time(page, tiny_results):
 
 # ---------------------------------------------------------------- point 8
 def test_8_a_wrong_size_mask_is_reported_with_its_reason(page):
-    wrong = {"images/zz.png": _png(np.zeros((SIZE, SIZE), np.uint8)), "masks/zz.png": _png(np.zeros((16, 16), np.uint8))}
+    wrong = {"images/zz.png": _png(np.zeros((SIZE, SIZE), np.uint8)),
+             "masks/zz.png": _png(np.zeros((16, 16), np.uint8))}
     at = upload_data(page, "flat.zip", flat_zip([True], extra=wrong))
     run(at)
     shown = [w.value for w in at.warning]
@@ -302,7 +303,9 @@ def test_9c_a_fixed_size_model_shows_its_size_not_224(monkeypatch, tmp_path):
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     upload_data(at, "one.zip", flat_zip([True]))
     at.radio(key="ds_model_source").set_value("upload").run()
-    at.file_uploader(key="ds_model_file").set_value(("fixed.keras", path.read_bytes(), "application/octet-stream")).run()
+    at.file_uploader(key="ds_model_file").set_value(
+        ("fixed.keras", path.read_bytes(), "application/octet-stream")
+    ).run()
     assert not at.exception, at.exception
     sizes = [n for n in at.number_input if n.key in ("ds_upload_height", "ds_upload_width")]
     assert not sizes, [(n.key, n.proto.placeholder) for n in sizes]

@@ -195,14 +195,17 @@ def _symlink_zip() -> bytes:
 
 
 BAD_ZIPS = {
-    "bomb": (lambda: _zip({"images/a.png": b"1", "images/zeros.png": bytes(16 * 2**20)}), "unpacks to more than 4.0 MB"),
+    "bomb": (
+        lambda: _zip({"images/a.png": b"1", "images/zeros.png": bytes(16 * 2**20)}), "unpacks to more than 4.0 MB"
+    ),
     "traversal": (lambda: _zip({"images/a.png": b"1", "../x.png": b"1"}), "points outside the folder (..)"),
     "absolute": (lambda: _zip({"/tmp/x.png": b"1"}), "has an absolute path"),
     "symlink": (_symlink_zip, "is a symbolic link"),
     "not a zip": (lambda: b"PK but not really a zip archive", "not a zip archive"),
     "no images": (lambda: _zip({"docs/readme.txt": b"hello"}), "no images found"),
     "masks not matching": (
-        lambda: _zip({"images/a.png": _png(np.zeros((8, 8), np.uint8)), "masks/b.png": _png(np.zeros((8, 8), np.uint8))}),
+        lambda: _zip({"images/a.png": _png(np.zeros((8, 8), np.uint8)),
+                      "masks/b.png": _png(np.zeros((8, 8), np.uint8))}),
         "masks not matching: 1 mask(s) match no image: masks/b.png",
     ),
 }
@@ -305,7 +308,9 @@ def test_an_uploaded_model_asks_for_its_input_size_and_preprocessing(monkeypatch
     at.radio(key="ds_source").set_value("upload").run()
     _upload(at, "flat.zip", flat_zip)
     at.radio(key="ds_model_source").set_value("upload").run()
-    at.file_uploader(key="ds_model_file").set_value(("variable.keras", model_file.read_bytes(), "application/octet-stream")).run()
+    at.file_uploader(key="ds_model_file").set_value(
+        ("variable.keras", model_file.read_bytes(), "application/octet-stream")
+    ).run()
     assert any("does not fix its input size" in w for w in _texts(at.warning)), _texts(at.warning)
     assert "ds_run" not in [b.key for b in at.button]
     at.number_input(key="ds_upload_height").set_value(SIZE).run()

@@ -26,7 +26,8 @@ def test_both_demo_models_are_shipped_default_first():
 @pytest.mark.parametrize("name", EXPECTED)
 def test_card_records_how_the_model_was_made(name):
     card = json.loads((demos.MODELS_DIR / f"{name}.json").read_text())
-    for field in ("architecture", "input_size", "channels", "preprocessing", "class_names", "layer", "training", "heldout"):
+    for field in ("architecture", "input_size", "channels", "preprocessing", "class_names", "layer", "training",
+                  "heldout"):
         assert field in card, field
     assert card["class_names"] == ["clean", "defective"]
     assert card["heldout"]["images"] >= 600
@@ -192,7 +193,9 @@ def _assert_grad_cam_is_the_maps_logit(model: keras.Model, kernel: np.ndarray, s
     assert seen_map  # not only all-zero maps
 
 
-MAP_HEAD = {"defect_logit", "defect_map", "logit_max", "logit_mean", "map_mean", "evidence", "evidence_bn", "predictions"}
+MAP_HEAD = {
+    "defect_logit", "defect_map", "logit_max", "logit_mean", "map_mean", "evidence", "evidence_bn", "predictions"
+}
 
 
 CONTEXT_HEAD = {"defect_logit", "logit_max", "evidence", "evidence_bn", "dropout", "predictions"}
@@ -218,7 +221,8 @@ def test_map_designs_grad_cam_at_top_down56_is_the_defect_maps_logit(design, rea
     model.get_layer("defect_logit").set_weights([kernel, np.zeros(1, np.float32)])
     head = np.array([[-1.0, 1.0], [-0.5, 0.5], [-2.0, 2.0]], np.float32)
     if design == "map_context":
-        assert "context_max" not in _downstream(model, "top_down56") and "predictions" in _downstream(model, "block5_bn3")
+        assert "context_max" not in _downstream(model, "top_down56")
+        assert "predictions" in _downstream(model, "block5_bn3")
         head = np.concatenate([head[:1], rng.normal(0.0, 1.0, (64, 2)).astype(np.float32)])
     model.get_layer("predictions").set_weights([head, np.zeros(2, np.float32)])
     _assert_grad_cam_is_the_maps_logit(model, kernel, synth.generate(3, seed=FRESH_SEED + 2, defect_rate=1.0))

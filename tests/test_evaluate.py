@@ -256,7 +256,9 @@ def test_global_threshold_maximizes_mean_iou_and_flags_follow_the_controls():
     }
     pointing = {"grad_cam": [1.0, 1.0], "score_cam": [1.0, 1.0], "sobel": [0.0, 1.0], "random": [0.0, 0.0]}
     table = ev.add_global_threshold(_fake_results(curves, pointing))
-    assert ev.global_thresholds(table) == pytest.approx({"grad_cam": 0.4, "score_cam": 0.7, "sobel": 0.5, "random": 0.5})
+    assert ev.global_thresholds(table) == pytest.approx(
+        {"grad_cam": 0.4, "score_cam": 0.7, "sobel": 0.5, "random": 0.5}
+    )
     grad = table[table["method"] == "grad_cam"]
     expected_iou = [bump(0.3, 0.6)[7], bump(0.5, 0.6)[7]]
     np.testing.assert_allclose(grad["iou_at_global"], expected_iou)

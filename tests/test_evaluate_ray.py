@@ -170,7 +170,9 @@ def test_windows_ship_seeds_or_pixels_and_record_unreadable_images_on_the_driver
     for payload in shipped:
         np.testing.assert_array_equal(payload["loaded"].image, by_id[payload["id"]].load().image)
         np.testing.assert_array_equal(payload["loaded"].mask, by_id[payload["id"]].load().mask)
-    generated = list(ray_runner._windows(ev.synthetic_items(50, size=SIZE), window_bytes=ray_runner.DEFAULT_WINDOW_BYTES))
+    generated = list(
+        ray_runner._windows(ev.synthetic_items(50, size=SIZE), window_bytes=ray_runner.DEFAULT_WINDOW_BYTES)
+    )
     assert len(generated) == 1 and all(p["loaded"] is None for p in generated[0][0])  # seeds only
 
 

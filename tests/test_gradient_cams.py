@@ -131,7 +131,9 @@ def test_default_class_is_top_one_and_explicit_class_is_honoured():
     x = np.random.default_rng(8).uniform(0, 1, (1, 3, 3, 3)).astype(np.float32)
     top = int(np.argmax(model.predict(x, verbose=0)[0]))
     explainer = camcore.Explainer(model)
-    np.testing.assert_array_equal(explainer.compute("grad_cam", x, "feat").cam, explainer.compute("grad_cam", x, "feat", top).cam)
+    np.testing.assert_array_equal(
+        explainer.compute("grad_cam", x, "feat").cam, explainer.compute("grad_cam", x, "feat", top).cam
+    )
     other = (top + 1) % 3
     expected = relu_scaled(np.tensordot(x[0], kernel[:, other], axes=([-1], [0])))
     np.testing.assert_allclose(explainer.compute("grad_cam", x, "feat", other).cam, expected, atol=1e-5)

@@ -190,7 +190,8 @@ def test_an_unwritable_output_is_refused_before_any_work(model_file, dagm_root, 
         start = time.perf_counter()
         assert ev.main(_arguments(model_file, root, out)) == 2, out
         message = capsys.readouterr().err
-        assert message.startswith(f"error: cannot write the results to {out.parent if reason != 'it is a folder' else out}")
+        named = out.parent if reason != "it is a folder" else out
+        assert message.startswith(f"error: cannot write the results to {named}")
         assert reason in message, message
         assert "Traceback" not in message and time.perf_counter() - start < 5
         assert not ev.journal_path(out).exists()

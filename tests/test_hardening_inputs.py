@@ -377,7 +377,9 @@ def test_a_decompression_bomb_is_refused_from_its_header():
 def test_a_sample_of_fuzzed_files_through_the_ui_shows_errors_not_tracebacks():
     from camcore.demos import list_demos
 
-    assert "vgg_defect" in list_demos(), "the shipped demo model vgg_defect is missing (the models are part of the repository)"
+    assert "vgg_defect" in list_demos(), (
+        "the shipped demo model vgg_defect is missing (the models are part of the repository)"
+    )
     from streamlit.testing.v1 import AppTest
 
     app = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -428,7 +430,9 @@ def test_layers_without_a_spatial_map_are_refused_by_name(tiny):
         explainer.compute("grad_cam", x, "gap")
     with pytest.raises(ValueError, match=r"layer 'predictions' .*no spatial map"):
         explainer.compute("score_cam", x, "predictions")
-    with pytest.raises(ValueError, match=r"layer 'nope' not found in model 'tiny'; layers with spatial maps include: .*conv"):
+    with pytest.raises(
+        ValueError, match=r"layer 'nope' not found in model 'tiny'; layers with spatial maps include: .*conv"
+    ):
         explainer.compute("grad_cam", x, "nope")
     with pytest.raises(TypeError, match="layer must be"):
         explainer.compute("grad_cam", x, [])
@@ -505,7 +509,9 @@ def test_out_of_range_widget_state_is_reset_not_crashed():
     another layer) gets valid defaults."""
     from camcore.demos import list_demos
 
-    assert "vgg_defect" in list_demos(), "the shipped demo model vgg_defect is missing (the models are part of the repository)"
+    assert "vgg_defect" in list_demos(), (
+        "the shipped demo model vgg_defect is missing (the models are part of the repository)"
+    )
     from streamlit.testing.v1 import AppTest
 
     app = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")

@@ -155,7 +155,9 @@ def test_no_widget_takes_a_server_path(tmp_path, audited):
 
     from camcore.demos import list_demos
 
-    assert "vgg_defect" in list_demos(), "the shipped demo model vgg_defect is missing (the models are part of the repository)"
+    assert "vgg_defect" in list_demos(), (
+        "the shipped demo model vgg_defect is missing (the models are part of the repository)"
+    )
     secret = tmp_path / "secret_sentinel"
     secret.mkdir()
     planted = _saved(_tiny(), secret, ".keras")

@@ -66,7 +66,9 @@ def test_the_evaluation_command_takes_an_hdf5_model(hdf5_bytes, tmp_path, capsys
 def _upload_as_a_browser_would(at: AppTest, key: str, name: str, data: bytes) -> None:
     uploader = at.file_uploader(key=key)
     allowed = {t.lower().lstrip(".") for t in uploader.allowed_type}
-    assert Path(name).suffix.lower().lstrip(".") in allowed, f"the browser refuses {name}: accepts only {sorted(allowed)}"
+    assert Path(name).suffix.lower().lstrip(".") in allowed, (
+        f"the browser refuses {name}: accepts only {sorted(allowed)}"
+    )
     uploader.upload(name, data, "application/octet-stream").run()
 
 

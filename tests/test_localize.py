@@ -156,7 +156,8 @@ def test_defect_regions_of_the_bundled_samples_overlap_their_masks(localizer, sa
                 strays.append((info.name, region.area, region.peak))
     print("IoU per defective sample:", {k: round(float(v), 3) for k, v in ious.items()})
     print("mean IoU", float(np.mean(list(ious.values()))), "regions not on the mask:", strays)
-    assert len(ious) == sum(info.defective for info, _, _ in samples) and min(ious.values()) > 0.4 and np.mean(list(ious.values())) > 0.65
+    assert len(ious) == sum(info.defective for info, _, _ in samples)
+    assert min(ious.values()) > 0.4 and np.mean(list(ious.values())) > 0.65
     assert len(strays) <= 1 and all(area < 100 and peak < 0.4 for _, area, peak in strays), strays
     tidy = camcore.Localizer({**RECOMMENDED, "min_area": 100}, model=localizer.model, explainer=localizer.explainer)
     for info, image, mask in samples:
@@ -206,7 +207,8 @@ def test_cam_studio_localize_writes_regions_in_image_pixels_and_overlays(localiz
     x, y, w, h = defect["regions"][0]["bbox"]
     assert x + w <= 900 and y + h <= 700
     assert (x + w / 2, y + h / 2) == pytest.approx(
-        ((reference.bbox[0] + reference.bbox[2] / 2) * 900 / 512, (reference.bbox[1] + reference.bbox[3] / 2) * 700 / 512),
+        ((reference.bbox[0] + reference.bbox[2] / 2) * 900 / 512,
+         (reference.bbox[1] + reference.bbox[3] / 2) * 700 / 512),
         abs=12)
     assert all(len(point) == 2 for point in defect["regions"][0]["contour"])
     overlay = cv2.imread(defect["overlay"])
@@ -220,6 +222,7 @@ def test_cam_studio_localize_refuses_malformed_settings(tmp_path, capsys):
 
     (tmp_path / "s.json").write_text(json.dumps({**RECOMMENDED, "threshold": 30}))
     image = load_sample_index()[0].image_path
-    assert main(["localize", "--settings", str(tmp_path / "s.json"), str(image), "--out", str(tmp_path / "r.json")]) == 2
+    arguments = ["localize", "--settings", str(tmp_path / "s.json"), str(image), "--out", str(tmp_path / "r.json")]
+    assert main(arguments) == 2
     assert "s.json: settings field 'threshold': expected a number in [0, 1], got 30" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()

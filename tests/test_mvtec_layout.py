@@ -240,7 +240,8 @@ def test_three_mvtec_categories_score_like_the_dagm_layout_on_the_same_images(tm
     for n, sample in enumerate(samples):
         kind = sample.defect or "good"
         key = f"test/{kind}/{n:03d}"
-        mvtec_ids.append(write_mvtec(tmp_path / "mvtec", sample.texture, {key: (sample.image, sample.mask if sample.defect else None)})[key])
+        files = {key: (sample.image, sample.mask if sample.defect else None)}
+        mvtec_ids.append(write_mvtec(tmp_path / "mvtec", sample.texture, files)[key])
     dagm = archives.open_archive(_folder_zip(tmp_path / "dagm"), "dagm.zip", parent=tmp_path)
     mvtec = archives.open_archive(_folder_zip(tmp_path / "mvtec"), "mvtec.zip", parent=tmp_path)
     assert (dagm.layout, mvtec.layout, mvtec.categories) == ("dagm", "mvtec", TEXTURES)
@@ -283,8 +284,9 @@ def test_python_m_camcore_evaluate_runs_an_mvtec_zip(two_categories, tmp_path, c
         tmp_path / "mini.keras")
     (tmp_path / "set.zip").write_bytes(_folder_zip(two_categories))
     out = tmp_path / "r.csv"
-    status = main(["--model", str(tmp_path / "mini.keras"), "--preprocessing", "unit", "--data", str(tmp_path / "set.zip"),
-                   "--category", "carpet", "--methods", "grad_cam", "--steps", "2", "--workers", "1", "--out", str(out)])
+    status = main(["--model", str(tmp_path / "mini.keras"), "--preprocessing", "unit",
+                   "--data", str(tmp_path / "set.zip"), "--category", "carpet", "--methods", "grad_cam",
+                   "--steps", "2", "--workers", "1", "--out", str(out)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "note: carpet/test/hole/001.png: no mask" in captured.err

@@ -77,7 +77,8 @@ def _graph_without_a_spatial_tensor() -> bytes:
 
     nodes = [helper.make_node("Flatten", ["image"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["z"]),
              helper.make_node("Softmax", ["z"], ["p"])]
-    graph = helper.make_graph(nodes, "flat", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])],
+    graph = helper.make_graph(nodes, "flat",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])],
                               [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 2])],
                               initializer=[numpy_helper.from_array(np.ones((192, 2), np.float32), "w")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from page_downloads import downloads  # noqa: F401 - the fixture
 from streamlit.testing.v1 import AppTest
 from test_report import MB, assert_self_contained
 

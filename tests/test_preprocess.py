@@ -48,7 +48,9 @@ def test_preprocess_modes_and_channels():
     caffe = preprocess_image(rgb, (8, 8), 3, "caffe")
     np.testing.assert_allclose(caffe[0, 0, 0], [-103.939, -116.779, 255 - 123.68], atol=1e-4)
     torch = apply_preprocessing(np.full((1, 2, 2, 3), 255.0, np.float32), "torch")
-    np.testing.assert_allclose(torch[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-5)
+    np.testing.assert_allclose(
+        torch[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="unknown preprocessing"):
         apply_preprocessing(np.zeros((1, 2, 2, 3)), "bogus")
     with pytest.raises(ValueError, match="3 channels"):

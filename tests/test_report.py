@@ -98,7 +98,9 @@ SETTINGS = {"model": "demo:vgg_defect", "layer": "top_down56", "methods": ["grad
 
 def test_a_compare_report_embeds_everything_and_keeps_the_settings(tmp_path):
     grid = sample_grid()
-    table = pd.DataFrame({"Method": ["Grad-CAM", "<b>Score-CAM</b>"], "IoU @ 0.30": [0.6512, 0.3], "Peak": ["✓ hit", "✗ miss"]})
+    table = pd.DataFrame(
+        {"Method": ["Grad-CAM", "<b>Score-CAM</b>"], "IoU @ 0.30": [0.6512, 0.3], "Peak": ["✓ hit", "✗ miss"]}
+    )
     path = report.write_report(tmp_path / "compare.html", model="vgg_defect (demo)", layer="top_down56",
                                precision="fp32", settings=SETTINGS, grid_png=grid, grid_caption="fractal_defective_1",
                                timing_figure=timing(), threshold_table=table)

@@ -115,7 +115,9 @@ def test_faster_score_cam_on_a_pooled_sigmoid_layer_uses_the_top_std_channels():
     for n in (2, 4):
         chosen = order[:n]
         expected = combine(activations[..., chosen], weights[chosen])
-        np.testing.assert_allclose(explainer.compute("faster_score_cam", x, "pooled", 1, max_n=n).cam, expected, atol=1e-5)
+        np.testing.assert_allclose(
+            explainer.compute("faster_score_cam", x, "pooled", 1, max_n=n).cam, expected, atol=1e-5
+        )
 
 
 def test_max_n_beyond_the_channel_count_is_clamped_where_it_is_reported():

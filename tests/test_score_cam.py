@@ -101,7 +101,9 @@ def test_faster_score_cam_uses_top_std_channels_in_order():
     explainer = camcore.Explainer(model)
     for n in (1, 3, 5):
         expected, _ = plain_score_cam(model, x, "feat", 2, channels=order[:n])
-        np.testing.assert_allclose(explainer.compute("faster_score_cam", x, "feat", 2, max_n=n).cam, expected, atol=1e-5)
+        np.testing.assert_allclose(
+            explainer.compute("faster_score_cam", x, "feat", 2, max_n=n).cam, expected, atol=1e-5
+        )
         np.testing.assert_allclose(camcore.faster_score_cam(model, x, "feat", 2, max_n=n), expected, atol=1e-5)
 
 
@@ -109,11 +111,14 @@ def test_max_n_larger_than_channel_count_is_full_score_cam():
     model = same_resolution_model(channels=5, seed=5)
     x = np.random.default_rng(5).uniform(0, 1, (1, 10, 10, 2)).astype(np.float32)
     explainer = camcore.Explainer(model)
-    np.testing.assert_array_equal(explainer.compute("faster_score_cam", x, "feat", 0, max_n=1000).cam, explainer.compute("score_cam", x, "feat", 0).cam)
+    np.testing.assert_array_equal(
+        explainer.compute("faster_score_cam", x, "feat", 0, max_n=1000).cam,
+        explainer.compute("score_cam", x, "feat", 0).cam,
+    )
     # numpy slicing clamps by itself: only the reported max_n shows that the clamp ran
     assert explainer.compute("faster_score_cam", x, "feat", 0, max_n=5 + 5).max_n == 5
     with pytest.raises(ValueError, match="max_n"):
-        explainer.compute("faster_score_cam", x, "feat", 0, max_n=0).cam
+        _ = explainer.compute("faster_score_cam", x, "feat", 0, max_n=0).cam
 
 
 def test_prefix_cache_makes_max_n_changes_free():

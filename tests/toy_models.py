@@ -6,7 +6,9 @@ import keras
 import numpy as np
 
 
-def linear_head_model(h: int = 4, w: int = 4, channels: int = 3, classes: int = 3, activation: str = "softmax", seed: int = 0):
+def linear_head_model(
+    h: int = 4, w: int = 4, channels: int = 3, classes: int = 3, activation: str = "softmax", seed: int = 0
+):
     """x → feat (identity, so A = x) → GAP → Dense(classes, activation).
 
     The logit is z_c = sum_k W_kc mean_ij A^k_ij + b_c, so dz_c/dA^k_ij = W_kc / (h·w).

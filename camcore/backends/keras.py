@@ -240,7 +240,9 @@ class KerasBackend(Backend):
                       precision: str = "fp32") -> np.ndarray:
         maps = np.asarray(maps, np.float32)
         if maps.shape[1:] != self.layer_info(layer).shape[:2]:
-            raise ValueError(f"maps of shape {maps.shape[1:]} do not fit layer {layer!r} {self.layer_info(layer).shape[:2]}")
+            raise ValueError(
+                f"maps of shape {maps.shape[1:]} do not fit layer {layer!r} {self.layer_info(layer).shape[:2]}"
+            )
         fn = self._static(("masked", layer, preprocessing, precision), self._masked_fn(layer, preprocessing, precision),
                           x, maps)
         return fn(tf.constant(x), tf.constant(maps)).numpy()

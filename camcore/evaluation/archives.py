@@ -286,7 +286,9 @@ def _open_checked(
     the archive's size, its entry count, names and kinds, and the sizes it declares."""
     size = _stream_size(stream)
     if size > max_compressed:
-        raise ArchiveError(f"refused: the archive is {_megabytes(size)}, more than the limit of {_megabytes(max_compressed)}")
+        raise ArchiveError(
+            f"refused: the archive is {_megabytes(size)}, more than the limit of {_megabytes(max_compressed)}"
+        )
     try:
         zf = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError):
@@ -349,7 +351,9 @@ def _data_root(folder: Path) -> Path:
     return root
 
 
-def _dagm_loader(root: Path, image: Path, mask: Path | None, defective: bool, class_name: str) -> Callable[[], LoadedImage]:
+def _dagm_loader(
+    root: Path, image: Path, mask: Path | None, defective: bool, class_name: str
+) -> Callable[[], LoadedImage]:
     image_shown = image.relative_to(root).as_posix()
 
     def load() -> LoadedImage:
@@ -414,13 +418,17 @@ def _flat_items(root: Path, source: str) -> list[EvalItem]:
         shown = mask.relative_to(root).as_posix()
         if key in masks:
             other = masks[key].relative_to(root).as_posix()
-            raise ArchiveError(f"masks not matching: {other} and {shown} are both masks of {IMAGES_DIR}/{key}.*; keep one")
+            raise ArchiveError(
+                f"masks not matching: {other} and {shown} are both masks of {IMAGES_DIR}/{key}.*; keep one"
+            )
         if key not in by_key:
             orphans.append(shown)
             continue
         if len(by_key[key]) > 1:
             names = [p.relative_to(root).as_posix() for p in by_key[key]]
-            raise ArchiveError(f"masks not matching: {shown} matches {len(names)} images ({', '.join(names)}); rename one")
+            raise ArchiveError(
+                f"masks not matching: {shown} matches {len(names)} images ({', '.join(names)}); rename one"
+            )
         masks[key] = mask
     if orphans:
         raise ArchiveError(
@@ -487,7 +495,9 @@ def read_folder(
     layout, root = detect_layout(folder)
     source = str(root) if source is None else source
     if layout != "mvtec" and category is not None:
-        raise ArchiveError(f"a category ({category!r}) can be chosen in an MVTec AD layout only; this is a {layout} one")
+        raise ArchiveError(
+            f"a category ({category!r}) can be chosen in an MVTec AD layout only; this is a {layout} one"
+        )
     if layout == "mvtec":
         # a wrapper folder stepped into names the category better than the caller's guess
         top_name = top_name if root == Path(folder).resolve() else None
@@ -534,7 +544,9 @@ class UploadedDataset:
         if category is None:
             return self.items
         if category not in self.categories:
-            raise ValueError(f"no category {category!r} in {self.name}; it holds {', '.join(self.categories) or 'none'}")
+            raise ValueError(
+                f"no category {category!r} in {self.name}; it holds {', '.join(self.categories) or 'none'}"
+            )
         return tuple(item for item in self.items if (item.class_name or "").startswith(f"{category}/"))
 
     def item(self, image_id: str) -> EvalItem:

@@ -61,7 +61,8 @@ class _Job:
 
     def __init__(self, model: ModelSpec, items: Sequence[EvalItem], methods: Sequence[str],
                  options: dict[str, Any], parent: str | os.PathLike[str] | None) -> None:
-        self.model, self.items, self.methods, self.options, self.parent = model, list(items), list(methods), options, parent
+        self.model, self.items, self.methods = model, list(items), list(methods)
+        self.options, self.parent = options, parent
         self.cancel_requested = threading.Event()
         self.finished = threading.Event()
         self.done = 0

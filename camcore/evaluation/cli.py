@@ -50,7 +50,8 @@ def _metrics_help() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m camcore.evaluate",
-        description="Evaluate CAM methods over a data set (DAGM, MVTec AD or flat; a folder or a .zip) or a generated set.",
+        description="Evaluate CAM methods over a data set (DAGM, MVTec AD or flat; a folder or a .zip) "
+        "or a generated set.",
     )
     parser.add_argument("--model", default=None, help="demo name or .keras/.h5/.hdf5 file (default: the default demo)")
     parser.add_argument("--preprocessing", choices=sorted(PREPROCESSING_MODES), help="needed for a model file")
@@ -91,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads for metric work")
     parser.add_argument("--overwrite", action="store_true", help="discard the journal of an earlier run")
-    cluster = parser.add_argument_group("Ray", "run on a Ray cluster (pip install 'ray[data]'); same results and journal")
+    cluster = parser.add_argument_group(
+        "Ray", "run on a Ray cluster (pip install 'ray[data]'); same results and journal"
+    )
     cluster.add_argument("--ray", action="store_true", help="run on Ray: $RAY_ADDRESS if set, else a local instance")
     cluster.add_argument("--ray-address", metavar="ADDR", default=None, help="Ray cluster to use (implies --ray)")
     cluster.add_argument("--ray-actors", type=int, default=None, metavar="N",

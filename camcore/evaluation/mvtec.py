@@ -92,7 +92,9 @@ def _masks_by_stem(folder: Path, root: Path) -> dict[str, Path]:
         stem = _mask_stem(mask)
         if stem in masks:
             first, second = (m.relative_to(root).as_posix() for m in (masks[stem], mask))
-            raise ArchiveError(f"masks not matching: {first} and {second} are both masks of the image {stem}.*; keep one")
+            raise ArchiveError(
+                f"masks not matching: {first} and {second} are both masks of the image {stem}.*; keep one"
+            )
         masks[stem] = mask
     return masks
 
@@ -165,5 +167,7 @@ def mvtec_set(root: Path, source: str, *, category: str | None = None, train_goo
         items += _category_items(root, name, folder, source, train_good, notes)
     if not items:
         raise ArchiveError(f"no images found in {', '.join(f'{n}/{TEST}/' for n in found)}")
-    numbered = tuple(EvalItem(i.id, i.source, n, i.load, i.path, i.class_name, i.defective) for n, i in enumerate(items))
+    numbered = tuple(
+        EvalItem(i.id, i.source, n, i.load, i.path, i.class_name, i.defective) for n, i in enumerate(items)
+    )
     return MvtecSet(numbered, tuple(found), tuple(notes))

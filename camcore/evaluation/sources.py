@@ -101,7 +101,9 @@ def synthetic_items(
         raise ValueError(f"need at least one synthetic image, got {n}")
     source = synthetic_source(seed, size, defect_rate)
     return [
-        EvalItem(id=f"synthetic/{i:05d}", source=source, index=i, load=partial(_synthetic_load, i, seed, size, defect_rate))
+        EvalItem(
+            id=f"synthetic/{i:05d}", source=source, index=i, load=partial(_synthetic_load, i, seed, size, defect_rate)
+        )
         for i in range(n)
     ]
 

@@ -417,7 +417,10 @@ ROAD_MORF_CURVE = Curve("road_morf", "fraction of pixels removed, most relevant 
                         "class probability (lower AUC is better)")
 ROAD_LERF_CURVE = Curve("road_lerf", "fraction of pixels removed, least relevant first",
                         "class probability (higher AUC is better)")
-_ORDERS: tuple[tuple[Literal["morf", "lerf"], Curve, Column], ...] = (("morf", ROAD_MORF_CURVE, ROAD_MORF_AUC), ("lerf", ROAD_LERF_CURVE, ROAD_LERF_AUC))
+_ORDERS: tuple[tuple[Literal["morf", "lerf"], Curve, Column], ...] = (
+    ("morf", ROAD_MORF_CURVE, ROAD_MORF_AUC),
+    ("lerf", ROAD_LERF_CURVE, ROAD_LERF_AUC),
+)
 
 
 def _noise_std(context: RunContext) -> float:

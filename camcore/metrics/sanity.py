@@ -295,7 +295,9 @@ def parameter_randomization(
         original, randomized = (_map_of(runner, one, x, layer, index, max_n) for runner in pair)
         rho, structure, passed = compare_maps(original, randomized, size, threshold)
         name = str(getattr(one, "__name__", "custom")) if callable(one) else str(one)
-        results.append(SanityResult(name, layer, index, rho, structure, passed, randomized_layers, original, randomized))
+        results.append(
+            SanityResult(name, layer, index, rho, structure, passed, randomized_layers, original, randomized)
+        )
     return results if isinstance(method, (list, tuple)) else results[0]
 
 

@@ -207,7 +207,8 @@ def mean_curve_figure(curves: Any, method_labels: dict[str, str], x_title: str, 
             fig.add_trace(go.Scatter(
                 x=[x], y=[curves.loc[x, method]], mode="markers", showlegend=False,
                 marker=dict(symbol="star", size=14, color=color, line=dict(width=1, color="black")),
-                name=f"{name} best", hovertemplate=f"{name}: best threshold {x:.2f}, mean IoU %{{y:.3f}}<extra></extra>",
+                name=f"{name} best",
+                hovertemplate=f"{name}: best threshold {x:.2f}, mean IoU %{{y:.3f}}<extra></extra>",
             ))
     fig.update_layout(xaxis_title=x_title, yaxis_title=y_title, height=380, margin=dict(t=30, b=30),
                       legend=dict(orientation="h", y=-0.2))
