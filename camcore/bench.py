@@ -103,14 +103,17 @@ def best_throughput(
     model: keras.Model, shape: tuple[int, int, int], repeats: int, sizes: tuple[int, ...] = BATCH_SIZES
 ) -> tuple[int, float, dict]:
     """(best batch size, seconds per image at it, {batch: s/img}) for compiled fixed-shape forwards."""
-    per_image: dict[int, float] = {}
-    for batch in sizes:
-        forward = tf.function(lambda x: model(x, training=False))
-        x = tf.constant(np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32))
-        forward(x).numpy()  # trace + warm up
-        per_image[batch] = min_time(lambda forward=forward, x=x: forward(x).numpy(), repeats) / batch
+    per_image = {batch: _compiled_forward_seconds(model, shape, batch, repeats) / batch for batch in sizes}
     best = min(per_image, key=per_image.__getitem__)
     return best, per_image[best], per_image
+
+
+def _compiled_forward_seconds(model: keras.Model, shape: tuple[int, int, int], batch: int, repeats: int) -> float:
+    """Best time of one compiled forward of a random batch of ``batch`` (traced and warmed up first)."""
+    forward = tf.function(lambda x: model(x, training=False))
+    x = tf.constant(np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32))
+    forward(x).numpy()  # trace + warm up
+    return min_time(lambda: forward(x).numpy(), repeats)
 
 
 def flat_gradient_floor(explainer: Explainer, layer: str) -> Callable[[np.ndarray], object]:
@@ -184,11 +187,15 @@ def _one_pass_rows(
         explainer.compute(method, fresh(), layer)  # warm-up: tracing is paid once per layer
     floors: dict[str, list[float]] = {"gradient": [], "activation": []}
     times: dict[str, list[float]] = {m: [] for m in methods}
+
+    def run(method: str) -> Callable[[], object]:
+        return lambda: explainer.compute(method, fresh(), layer)
+
     for _ in range(repeats + 2):
         floors["gradient"].append(min_time(lambda: gradient_floor(fresh()), 1))
         floors["activation"].append(min_time(lambda: forward_floor(fresh()), 1))
         for method in methods:
-            times[method].append(min_time(lambda m=method: explainer.compute(m, fresh(), layer), 1))
+            times[method].append(min_time(run(method), 1))
     rows = []
     for method in methods:
         spec = METHODS[method]
@@ -233,6 +240,8 @@ def _score_cam_rows(name: str, explainer: Explainer, layer: str, fresh: Callable
         with PeakMemory() as memory:
             result = explainer.compute("score_cam", x, layer)
         state = explainer.score_state(x, layer)
+        if state is None:
+            raise RuntimeError(f"Score-CAM on {layer!r} ran but left no channel plan in the cache")
         runs.append((result.timings["masked passes"] + result.timings["weights"], result, state, memory.extra_mb, x))
     score_seconds, result, state, extra_mb, x = min(runs, key=lambda run: run[0])
     n_channels = state.plan.n_channels
@@ -398,11 +407,7 @@ def forward_per_image_side_by_side(backend, model: keras.Model, shape: tuple[int
     per_image: dict[str, dict[int, float]] = {"onnx": {}, "tf": {}}
     for batch in sizes:
         x = np.random.default_rng(batch).uniform(0, 1, (batch, *shape)).astype(np.float32)
-        forward = tf.function(lambda t: model(t, training=False))
-        runs = {
-            "onnx": lambda x=x: backend.forward(x),
-            "tf": lambda x=x, forward=forward: forward(tf.constant(x)).numpy(),
-        }
+        runs = _onnx_and_tf_forwards(backend, model, x)
         times: dict[str, list[float]] = {"onnx": [], "tf": []}
         for run in runs.values():
             run()  # warm-up: tracing, and ONNX Runtime sizing its buffers for this shape
@@ -412,6 +417,12 @@ def forward_per_image_side_by_side(backend, model: keras.Model, shape: tuple[int
         for runtime in runs:
             per_image[runtime][batch] = min(times[runtime]) / batch
     return per_image
+
+
+def _onnx_and_tf_forwards(backend, model: keras.Model, x: np.ndarray) -> dict[str, Callable[[], object]]:
+    """One batched forward of ``x`` by ONNX Runtime and by TF's compiled forward of the Keras model."""
+    forward = tf.function(lambda t: model(t, training=False))
+    return {"onnx": lambda: backend.forward(x), "tf": lambda: forward(tf.constant(x)).numpy()}
 
 
 def export_onnx(model: keras.Model, path: str) -> bytes:
