@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections import Counter
@@ -170,8 +171,20 @@ def soak(changes: int = 300, seed: int = 0, log=print) -> dict:
         "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_end),
         "tail_changes": tail, "rss_tail_start_mb": round(rss_tail_start),
         "rss_tail_growth_pct": round(100 * (rss_end / rss_tail_start - 1), 2),
+        "rss_tail_growth_windowed_pct": _windowed_growth(rss_by_change, changes - tail, changes),
         "rss_every_25_mb": {n: round(v) for n, v in rss_by_change.items()},
     }
+
+
+def _windowed_growth(rss_by_change: dict[int, float], start: int, end: int, window: int = 250) -> float | None:
+    """Growth between the median RSS of the tail's first ``window`` changes and of its last:
+    adjacent samples swing by ±70 MB (the allocator returns memory in steps), so two single
+    samples can show growth a plateau does not have, or hide some it has."""
+    first = [v for n, v in rss_by_change.items() if start <= n < start + window]
+    last = [v for n, v in rss_by_change.items() if end - window < n <= end]
+    if not first or not last:
+        return None
+    return round(100 * (statistics.median(last) / statistics.median(first) - 1), 2)
 
 
 def main(argv: list[str] | None = None) -> int:
