@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.sessions} sessions: first full grid p50 {figures['first_grid_p50_s']:.1f} s, "
         f"p95 {figures['first_grid_p95_s']:.1f} s, max {figures['first_grid_max_s']:.1f} s; changes p50 "
-        f"{figures['change_p50_s']:.1f} s, p95 {figures['change_p95_s']:.1f} s; wall {figures['wall_s']:.0f} s; "
+        f"{figures['change_p50_s']:.1f} s, p95 {figures['change_p95_s']:.1f} s; moves on cached maps p50 "
+        f"{figures['cached_change_p50_s']:.2f} s, p95 {figures['cached_change_p95_s']:.2f} s; "
+        f"wall {figures['wall_s']:.0f} s; "
         f"server peak RSS {figures['server_peak_rss_mb']} MB; {len(figures['problems'])} problems"
     )
     if args.json:

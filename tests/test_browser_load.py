@@ -37,6 +37,7 @@ def test_eight_sessions_at_once_keep_their_own_grids_without_errors(dashboard_se
     print("\n" + json.dumps({k: v for k, v in figures.items() if k != "problems"}, indent=1))
     assert not figures["problems"], figures["problems"]
     assert figures["grids"] == sum(s.grid for s in flows)  # every Compare session drew its grid
+    assert figures["cached_changes"] == 6  # the cached reader's four max_N and two threshold moves
     assert left_behind == [], left_behind  # uploads stayed in memory
 
 

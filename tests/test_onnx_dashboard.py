@@ -5,6 +5,8 @@ the page still usable."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -98,3 +100,48 @@ def test_bad_onnx_files_are_clear_messages_and_the_page_goes_on(demo_onnx_export
         at.radio(key="model_source").set_value("demo").run()
         assert_clean(at)
         assert not errors(at) and len(grid_images(at)) > 0
+
+
+def test_the_dataset_page_evaluates_the_export_as_the_library_evaluates_the_keras_model(demo_onnx_exports, tmp_path,
+                                                                                       monkeypatch):
+    """The Dataset page with the uploaded export: the four gradient-free methods' rows equal the
+    Keras model's (every metric within 1e-3, as tests/test_onnx_demos.py finds in the library),
+    and Grad-CAM, which the export cannot serve, is left out with its reason, not a failure."""
+    import tempfile
+
+    from streamlit.testing.v1 import AppTest
+
+    from camcore import evaluation as ev
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"), default_timeout=300)
+    at.switch_page("views/dataset.py").run()
+    at.slider(key="ds_n").set_value(2).run()
+    at.slider(key="ds_rate").set_value(1.0).run()
+    at.radio(key="ds_model_source").set_value("upload").run()
+    data = demo_onnx_exports["vgg_defect"].read_bytes()
+    at.file_uploader(key="ds_model_file").set_value(("vgg_defect.onnx", data, "application/octet-stream")).run()
+    at.selectbox(key="ds_upload_preprocessing").select("unit").run()
+    layer = next(option for option in at.selectbox(key="ds_layer").options if "top_down56_1/Relu" in option)
+    at.selectbox(key="ds_layer").select(layer).run()
+    methods = [*GRADIENT_FREE, "grad_cam"]
+    at.multiselect(key="ds_methods").set_value(methods).run()
+    at.button(key="ds_run").click().run()
+    assert not at.exception, at.exception
+    page = at.session_state["ds_results"]["table"]
+    page = ev.results_only(page).set_index(["image_id", "method"]).sort_index()
+    assert set(page.index.get_level_values("method")) == set(GRADIENT_FREE)
+    assert any(NEEDS_GRADIENTS in str(element.value) for kind in ("info", "warning", "caption", "markdown")
+               for element in at.get(kind)), "Grad-CAM's reason is not on the page"
+
+    keras_spec = ev.load_model_spec("vgg_defect", layer="top_down56")
+    keras = ev.evaluate(keras_spec, ev.synthetic_items(2, seed=0, defect_rate=1.0), list(GRADIENT_FREE),
+                        max_n=int(at.session_state["ds_max_n"]), metrics=list(at.multiselect(key="ds_metrics").value),
+                        seed=0, workers=1)
+    keras = ev.results_only(keras).set_index(["image_id", "method"]).sort_index()
+    assert page.index.equals(keras.index)
+    numeric = [c for c in keras.columns if keras[c].dtype.kind == "f" and c in page.columns
+               and c not in ("seconds", "metric_seconds") and not c.startswith(("deletion@", "insertion@"))]
+    assert len(numeric) > 10
+    difference = (page[numeric] - keras[numeric]).abs().max()
+    assert (difference <= 1e-3).all(), difference[difference > 1e-3]

@@ -451,6 +451,12 @@ def run_form(source: str) -> None:
     if not methods:
         st.info("Choose at least one method.")
         return
+    left_out = ev.unavailable_methods(model_spec(model[0], model[1]), methods)
+    if left_out:
+        st.info("Left out for this model: " + "; ".join(f"{label(m)} ({why})" for m, why in left_out.items())
+                + ".")
+        if len(left_out) == len(methods):
+            return
     if not st.button("Run evaluation", type="primary", key="ds_run", disabled=busy):
         return
     start_run(data, model, methods, max_n, metric_keys, second)
