@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make run    create .venv if missing, install, start the dashboard on 127.0.0.1:8501
-#   make test   create .venv if missing, install runtime + dev tools, run the tests
+#   make test   create .venv if missing, install runtime + dev tools, lint (ruff), type-check
+#               camcore (mypy), run the tests (the docstring examples too: tests/test_doctests.py)
 # Both install the project itself editable (pip install -e .), so `camcore` and `dashboard`
 # import from this checkout and the `cam-studio` command exists in .venv/bin.
 PYTHON  ?= python3
@@ -32,7 +33,10 @@ $(VENV)/.project: pyproject.toml setup.py $(VENV)/.runtime
 run: $(VENV)/.project
 	$(VENV)/bin/cam-studio run --server.address $(ADDRESS) --server.port $(PORT)
 
+# ruff and mypy first: they take seconds and fail fast, before the minutes of pytest.
 test: $(VENV)/.dev $(VENV)/.project
+	$(PY) -m ruff check .
+	$(PY) -m mypy camcore
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.project

@@ -187,6 +187,8 @@ class ModelAdapter:
         head = self.head
         if head.kind == "linear" or head.skip:
             return None
+        if head.path is None:  # _find_head gives every softmax or sigmoid head its layer's path
+            raise RuntimeError(f"the model's {head.kind} head has no layer path")
         layer = self._resolve(head.path)
         config = layer.get_config()
         config["activation"] = "linear"
@@ -194,6 +196,12 @@ class ModelAdapter:
         clone.build(tuple(layer.input.shape))
         clone.set_weights(layer.get_weights())
         return clone
+
+    def _linear_head_copy(self) -> keras.layers.Layer:
+        """The head layer's linear copy (every softmax or sigmoid head but a bare activation has one)."""
+        if self._linear_head is None:
+            raise RuntimeError(f"the model's {self.head.kind} head {self.head.path!r} has no linear copy")
+        return self._linear_head
 
     def _resolve(self, path: str) -> keras.layers.Layer:
         layer: Any = self.model
@@ -254,6 +262,7 @@ class ModelAdapter:
                 f"layer {path!r} not found in model {self.model.name!r}; "
                 f"layers with spatial maps include: {names}"
             ) from None
+        shape: tuple[Any, ...] | str
         try:
             shape = tuple(layer.output.shape)
         except (AttributeError, ValueError):
@@ -300,7 +309,7 @@ class ModelAdapter:
         if _is_model(layer) and _is_graph_model(layer) and self._must_descend(path, hooks):
             out = self._run_model(layer, args[0], hooks, path + "/")
         elif self.head.path == path and self.head.kind != "linear":
-            out = args[0] if self.head.skip else self._linear_head(*args, **kwargs)
+            out = args[0] if self.head.skip else self._linear_head_copy()(*args, **kwargs)
         else:
             # only after the capture: before it, every branch is the one image
             if (hooks.batch_merges and hooks.captured and isinstance(layer, _MERGE_LAYERS)

@@ -229,7 +229,8 @@ def probe(
 
 # --------------------------------------------------------------------- the keys
 def _cpu_identity(cpuinfo: str) -> tuple[str, list[str]]:
-    model, flags = "unknown", []
+    model = "unknown"
+    flags: list[str] = []
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()

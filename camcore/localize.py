@@ -275,7 +275,8 @@ def _overlay_name(path: Path, used: set[str]) -> str:
 def _run(localizer: Localizer, paths: Sequence[Path], overlays: Path | None) -> list[dict[str, Any]]:
     from camcore.visualize import png_bytes
 
-    entries, used = [], set()
+    entries: list[dict[str, Any]] = []
+    used: set[str] = set()
     for path in paths:
         try:
             pixels = _pixels(path)
@@ -316,12 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     entries = _run(localizer, paths, args.overlays)
     failed = [e for e in entries if "error" in e]
     called = [e for e in entries if e.get("regions")]
-    document = {"settings": settings.to_dict(), "model": localizer.describe(), "images": entries,
-                "summary": {"images": len(entries), "with_regions": len(called),
-                            "regions": sum(len(e["regions"]) for e in called), "errors": len(failed)}}
+    summary = {"images": len(entries), "with_regions": len(called),
+               "regions": sum(len(e["regions"]) for e in called), "errors": len(failed)}
+    document = {"settings": settings.to_dict(), "model": localizer.describe(), "images": entries, "summary": summary}
     _write_json(args.out, document)
     print(f"{len(entries)} image(s): {len(called)} with defect regions "
-          f"({document['summary']['regions']} regions), {len(failed)} unreadable -> {args.out}")
+          f"({summary['regions']} regions), {len(failed)} unreadable -> {args.out}")
     for entry in failed:
         print(f"  {entry['error']}", file=sys.stderr)
     return 1 if failed else 0

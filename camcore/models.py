@@ -465,10 +465,11 @@ def _custom_object_names(message: str) -> list[str]:
 def _exception_text(exc: BaseException) -> str:
     # .keras loading wraps the real reason in a generic TypeError: read the whole chain
     parts, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        parts.append(str(link))
+        link = link.__cause__ or link.__context__
     return "\n".join(parts)
 
 
@@ -603,7 +604,7 @@ def with_fixed_input(model: "keras.Model", shape: tuple[int, int, int]) -> "kera
         nodes = getattr(layer, "_inbound_nodes", None) or []
         fed = tuple(nodes[0].input_tensors[0].shape) if nodes and nodes[0].input_tensors else ()
         if len(fed) == 4 and all(isinstance(d, int) for d in fed[1:]):
-            inner[layer.name] = tuple(int(d) for d in fed[1:])
+            inner[layer.name] = (int(fed[1]), int(fed[2]), int(fed[3]))
     fixed = first
     if inner:
         def clone(layer):
@@ -673,7 +674,7 @@ def from_keras(
 def _with_input_size(model: keras.Model, name: str, input_size: tuple[int, int] | None) -> keras.Model:
     """``model``, or a copy with its input fixed at ``input_size`` when it accepts any size."""
     shape = _image_input_shape(model)
-    if input_size_is_variable(model):
+    if shape is not None and input_size_is_variable(model):  # a variable input has a shape
         if input_size is None:
             raise NeedsInputSize(name, shape)
         if shape[3] is None:

@@ -64,7 +64,8 @@ def _declared_size(data: bytes) -> str | None:
         with Image.open(io.BytesIO(data)) as image:
             width, height = (int(v) for v in image.size)
     except Image.DecompressionBombError:  # Pillow's own ceiling, far above ours
-        return f"over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+        ceiling = Image.MAX_IMAGE_PIXELS  # set, or Pillow would not have raised (None disables it)
+        return f"over {2 * ceiling // 1_000_000} megapixels" if ceiling is not None else "over Pillow's pixel limit"
     except Exception:  # noqa: BLE001 - an unreadable header is OpenCV's to report
         return None
     return f"{width}×{height} pixels" if width * height > MAX_IMAGE_PIXELS else None

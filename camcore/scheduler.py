@@ -17,7 +17,10 @@ flights (:meth:`camcore.Explainer.flight`): the second waits for the first's job
 the passes done.
 
     >>> scheduler = PassScheduler()
-    >>> scheduler.run("session-1", [lambda: None] * 3, progress=print)   # doctest: +SKIP
+    >>> reports = []                     # (done, total) as the caller saw them, first and last always
+    >>> scheduler.run("session-1", [lambda: None] * 3, progress=lambda done, total: reports.append((done, total)))
+    >>> reports[0], reports[-1]
+    ((0, 3), (3, 3))
     >>> scheduler.close()
 """
 

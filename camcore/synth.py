@@ -503,8 +503,8 @@ def _texture_blotch(rng: np.random.Generator, size: int) -> np.ndarray:
 def _texture_speckle(rng: np.random.Generator, size: int) -> np.ndarray:
     # Fine grain plus sparse bright and dark dots of 2-4 px.
     scale = size / 512.0
-    grain = rng.standard_normal((size, size), dtype=np.float32)
-    grain = cv2.GaussianBlur(grain, (0, 0), 0.8)
+    noise = rng.standard_normal((size, size), dtype=np.float32)
+    grain = cv2.GaussianBlur(noise, (0, 0), 0.8)
     dots = rng.random((size, size), dtype=np.float32)
     density = rng.uniform(0.004, 0.012)
     bright = (dots < density * 0.7).astype(np.float32) - (dots > 1.0 - density * 0.3).astype(np.float32)

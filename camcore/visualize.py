@@ -123,7 +123,7 @@ def difference_overlay(image: np.ndarray, difference: np.ndarray, alpha: float =
     (so the default alpha 0.5 paints a strong difference fully; alpha 0 gives the image)."""
     alpha = _check_unit(alpha, "alpha")
     rgb = to_rgb(image)
-    signed = np.asarray(difference, dtype=np.float32)
+    signed: np.ndarray = np.asarray(difference, dtype=np.float32)  # cv2.resize below returns a plain ndarray
     if signed.ndim == 3 and signed.shape[-1] == 1:
         signed = signed[..., 0]
     if signed.ndim == 2 and signed.shape != rgb.shape[:2]:

@@ -132,7 +132,8 @@ class KerasBackend(Backend):
             concrete = traces.get(signature)
             if concrete is None:
                 specs = [tf.TensorSpec(shape, tf.as_dtype(dtype)) for shape, dtype in signature]
-                concrete = traces[signature] = fn.get_concrete_function(*specs)
+                # build() makes a tf.function; TensorFlow ships no type information for it
+                concrete = traces[signature] = fn.get_concrete_function(*specs)  # type: ignore[attr-defined]
             return concrete
 
     def forward(self, batch: np.ndarray, precision: str = "fp32") -> np.ndarray:

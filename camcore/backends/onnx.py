@@ -395,7 +395,7 @@ def _as_graph(model: OnnxGraph | onnx.ModelProto | bytes, name: str) -> OnnxGrap
 
 def _chosen_size(graph: OnnxGraph, input_size: tuple[int, int] | None) -> tuple[int, int]:
     image = graph.image
-    if not graph.variable_size:
+    if image.height is not None and image.width is not None:  # not graph.variable_size
         size = (int(image.height), int(image.width))
         if input_size is not None and tuple(int(v) for v in input_size) != size:
             raise ValueError(f"{graph.name} fixes its input size at {size[0]}×{size[1]}, not "

@@ -59,6 +59,8 @@ class ImageInput:
 
     def dims(self, batch: int | str, height: int, width: int) -> list[int | str]:
         """The input's dimensions in its own layout for a batch (int, or a symbolic name) and size."""
+        if self.channels is None:  # OnnxModel refuses such a graph before it asks for dimensions
+            raise ValueError(f"{self.name}: the number of input channels is not fixed in the graph")
         if self.layout == "NCHW":
             return [batch, self.channels, height, width]
         return [batch, height, width, self.channels]
@@ -255,7 +257,9 @@ def _spread(node: onnx.NodeProto, ranks: dict[str, int], layouts: dict[str, str]
         return False
     members = [n for n in (*node.input, *node.output) if n and ranks.get(n) == 4]
     known = next((layouts[n] for n in members if n in layouts), None)
-    new = [n for n in members if n not in layouts] if known is not None else []
+    if known is None:
+        return False
+    new = [n for n in members if n not in layouts]
     for n in new:
         layouts[n] = known
     return bool(new)

@@ -43,7 +43,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -295,12 +295,15 @@ def _start_workers(ray: Any, retries: int, timeout: float, max_models: int) -> l
     driver = software_versions()
     workers, problems = [], []
     for handle, facts in zip(handles, found):
-        mismatch = facts if isinstance(facts, str) else version_mismatch(facts["versions"], driver)
-        if mismatch is None:
-            workers.append(_Worker(handle, facts["node"], facts["pid"], facts["cpus"]))
+        if isinstance(facts, str):
+            problem: str | None = facts
         else:
-            problems.append(mismatch)
-            ray.kill(handle, no_restart=True)
+            problem = version_mismatch(facts["versions"], driver)
+            if problem is None:
+                workers.append(_Worker(handle, facts["node"], facts["pid"], facts["cpus"]))
+                continue
+        problems.append(problem)
+        ray.kill(handle, no_restart=True)
     if not workers:
         raise ClusterUnavailable(f"no Ray worker could run the passes: {problems[0]}")
     for problem in problems:
@@ -479,7 +482,8 @@ def on_cluster(backend: Backend, pool: RayPool | None) -> Backend:
     model's), else ``backend`` itself."""
     if pool is None or backend.kind != "keras" or isinstance(backend, RayBackend):
         return backend
-    return RayBackend(backend, pool)  # type: ignore[arg-type]
+    # kind "keras" is a KerasBackend's (compared by kind: importing that class imports TensorFlow)
+    return RayBackend(cast("KerasBackend", backend), pool)
 
 
 def passes_placement(backend: Backend, unavailable: str | None = None) -> str:

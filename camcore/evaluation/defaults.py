@@ -28,7 +28,7 @@ class _RegistryKeys(Sequence):
     def _keys(self) -> tuple[str, ...]:
         return tuple(METHODS) + (CONTROLS if self._with_controls else ())
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):  # untyped: Sequence's is overloaded (an index, a slice)
         return self._keys()[index]
 
     def __len__(self) -> int:

@@ -105,14 +105,15 @@ def _loader(root: Path, image: Path, mask: Path | None, defect_type: str, class_
     defective = defect_type != GOOD
 
     def load() -> LoadedImage:
-        if defective and mask is None:
+        if not defective:
+            pixels = read_pixels(image, image_shown)
+            return LoadedImage(pixels, np.zeros(pixels.shape[:2], bool), False, class_name)
+        if mask is None:
             raise ArchiveError(
                 f"{image_shown}: no ground-truth mask (expected {expected_mask}); a defective image "
                 "without a mask cannot be scored, so it is skipped"
             )
         pixels = read_pixels(image, image_shown)
-        if not defective:
-            return LoadedImage(pixels, np.zeros(pixels.shape[:2], bool), False, class_name)
         shown = mask.relative_to(root).as_posix()
         labels = read_mask(mask, shown, pixels.shape, image_shown)
         if not labels.any():

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ParamSpec, Protocol, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -51,6 +51,11 @@ UNREADABLE_ERRORS = (DagmFormatError, ValueError, OSError)
 """What loading or preprocessing an image raises when the image, not the code, is at fault."""
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+ModelInput = TypeVar("ModelInput")
+
+
 def _stable_seed(seed: int, text: str) -> int:
     digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
@@ -59,8 +64,8 @@ def _stable_seed(seed: int, text: str) -> int:
 class InlineExecutor(Executor):
     """An executor that runs submitted work at once, in the caller's thread (one worker)."""
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
-        future: Future = Future()
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
         try:
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
@@ -219,8 +224,19 @@ class ImageRunner:
         return rows, maps
 
 
+class Runner(Protocol[ModelInput]):
+    """A run's per-image runner, :class:`ImageRunner` or :class:`~camcore.evaluation.pair.PairRunner`
+    (whose model input is a pair): :meth:`run` takes the input :meth:`model_input` makes."""
+
+    def warm_up(self) -> None: ...
+
+    def model_input(self, loaded: LoadedImage) -> ModelInput: ...
+
+    def run(self, item: EvalItem, loaded: LoadedImage, x: ModelInput) -> list[dict[str, Any]]: ...
+
+
 def make_runner(spec: ModelSpec, settings: RunSettings, pool: Executor,
-                second: SecondModel | None = None) -> ImageRunner | PairRunner:
+                second: SecondModel | None = None) -> Runner[Any]:
     """The per-image runner of a run: ``spec``'s, or with a ``second`` model both models'
     and their agreement (:class:`~camcore.evaluation.pair.PairRunner`)."""
     runner = ImageRunner(spec, settings, pool)
@@ -358,7 +374,7 @@ def _run_local(model: ModelSpec, settings: RunSettings, todo: Sequence[EvalItem]
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def evaluate_item(runner: ImageRunner | PairRunner, item: EvalItem) -> dict[str, Any]:
+def evaluate_item(runner: Runner[ModelInput], item: EvalItem) -> dict[str, Any]:
     """The journal record of one image: its rows, or its error if it cannot be read."""
     try:
         loaded = item.load()

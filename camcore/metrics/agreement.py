@@ -113,7 +113,7 @@ def _common_size(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None,
             raise ValueError(f"size must be a positive (height, width), got {size}")
         return height, width
     if mask is not None:
-        return tuple(np.asarray(mask).shape[:2])  # type: ignore[return-value]
+        return tuple(np.asarray(mask).shape[:2])
     return max(a.shape, b.shape, key=lambda shape: shape[0] * shape[1])
 
 

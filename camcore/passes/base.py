@@ -58,9 +58,13 @@ class Cache(Protocol):
 class Engine(Protocol):
     """What providers may use of the engine (:class:`camcore.Explainer`)."""
 
-    backend: Backend
-    cache: Cache
-    batch_size: int
+    # Read-only to providers (so an engine's own cache type, e.g. the Explainer's LRUCache, is one)
+    @property
+    def backend(self) -> Backend: ...
+    @property
+    def cache(self) -> Cache: ...
+    @property
+    def batch_size(self) -> int: ...
 
     def activations_of(self, prepared: Prepared, layer: str, call: CallRecord) -> np.ndarray: ...
     def scores_of(self, prepared: Prepared, call: CallRecord | None = None) -> np.ndarray: ...
