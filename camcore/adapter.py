@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from camcore.backends.base import LayerInfo
+from camcore.backends.base import LayerInfo, last_spatial_layer
 
 # Activations whose inverse the CAM papers use as "the score": logits for softmax,
 # pre-sigmoid for sigmoid.
@@ -238,10 +238,7 @@ class ModelAdapter:
     @property
     def default_layer(self) -> str:
         """The last layer whose map has more than one spatial position."""
-        spatial = [info for info in self._layers if info.spatial]
-        if not spatial:
-            raise ValueError("the model has no layer with a spatial (H×W with H·W > 1) output")
-        return spatial[-1].path
+        return last_spatial_layer(self._layers)
 
     def layer_info(self, path: str) -> LayerInfo:
         """Validated info for ``path``; ValueError naming the problem otherwise."""

@@ -28,7 +28,7 @@ A minimal backend is a few lines of NumPy (see ``tests/test_backends.py``)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -77,6 +77,15 @@ def masks_from_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if high > low:
             masks[k] = (up - low) / (high - low)
     return masks
+
+
+def last_spatial_layer(layers: Sequence[LayerInfo]) -> str:
+    """The path of the last of ``layers`` whose map has more than one spatial position (the
+    default layer of every backend); ValueError when there is none."""
+    spatial = [info for info in layers if info.spatial]
+    if not spatial:
+        raise ValueError("the model has no layer with a spatial (H×W with H·W > 1) output")
+    return spatial[-1].path
 
 
 class Backend:
@@ -161,10 +170,7 @@ class Backend:
     @property
     def default_layer(self) -> str:
         """The last layer whose map has more than one spatial position."""
-        spatial = [info for info in self.layers if info.spatial]
-        if not spatial:
-            raise ValueError("the model has no layer with a spatial (H×W with H·W > 1) output")
-        return spatial[-1].path
+        return last_spatial_layer(self.layers)
 
     def layer_info(self, path: str) -> LayerInfo:
         """Validated info for ``path``; ValueError naming the problem otherwise."""
