@@ -114,6 +114,42 @@ def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
     assert not errors(at)
 
 
+def test_a_sessions_first_run_draws_the_charts_only_once_the_browser_has_drawn_the_grid() -> None:
+    """The grid's first paint waited for the browser to load Plotly's and the data frame's
+    code (seconds): a session's first run leaves them out and mounts the component that
+    reports the grid drawn; the run after it draws them (tests/test_browser.py drives the
+    real browser through it)."""
+    import json
+
+    from dashboard.components.after_paint import GRID_PAINTED
+
+    at = run_app({GRID_PAINTED: False})  # a new session: its browser has not reported yet
+    assert len(grid_images(at)) == len(ROWS) * (1 + len(TITLES))  # the whole grid
+    assert not at.get("plotly_chart") and not at.get("arrow_data_frame") and not at.get("download_button")
+    assert any(block.key == "analysis_pending" for block in _blocks(at.main))  # the note below the grid
+    reporters = [e for e in _elements(at.main) if e.type == "bidi_component"]
+    assert len(reporters) == 1 and reporters[0].proto.component_name == "camstudio_when_drawn"
+    assert json.loads(reporters[0].proto.json)["selector"] == ".st-key-grid"
+
+    at.session_state[GRID_PAINTED] = True  # what the component's trigger sets
+    at.run()
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 3 and len(at.get("download_button")) == 6
+    assert not any(block.key == "analysis_pending" for block in _blocks(at.main))
+    assert not [e for e in _elements(at.main) if e.type == "bidi_component"]
+
+
+def _elements(node) -> list:
+    found = []
+    for child in getattr(node, "children", {}).values():
+        found += [child, *_elements(child)]
+    return found
+
+
+def _blocks(node) -> list:
+    return [e for e in _elements(node) if e.type == "flex_container"]
+
+
 def test_max_n_change_rerenders_faster_score_cam(default_app: AppTest) -> None:
     at = default_app
     before = image_url(at, "Faster-Score-CAM · overlay")
