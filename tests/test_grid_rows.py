@@ -5,7 +5,6 @@ without TensorFlow."""
 
 from __future__ import annotations
 
-import base64
 import inspect
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from shown_panels import assert_shown_as
 from streamlit.testing.v1 import AppTest
 
 from camcore import visualize
@@ -42,11 +42,6 @@ INVERTED = grid.GridRow("Inverted", input_tile=_inverted_input, method_tile=_inv
 def inverted_row(monkeypatch) -> grid.GridRow:
     monkeypatch.setattr(grid, "ROWS", (*grid.ROWS, INVERTED))
     return INVERTED
-
-
-def _decode(data_url: str) -> np.ndarray:
-    png = base64.b64decode(data_url.split(",", 1)[1])
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def _page_view(methods: tuple[str, ...]) -> tuple[grid.View, dict[str, Any]]:
@@ -82,10 +77,10 @@ def test_a_row_added_to_the_row_list_is_drawn_in_every_column_and_exported(inver
               for image in at.main.image if image.captions and image.captions[0].strip()}
     assert len(images) == len(grid.ROWS) * (1 + len(methods)) == 5 * (1 + len(methods))
     view, cams = _page_view(methods)
-    np.testing.assert_array_equal(_decode(images["Input inverted"]), 255 - view.rgb)
+    assert_shown_as(images["Input inverted"], 255 - view.rgb)
     for method in methods:
         expected = visualize.colorize(1.0 - upsample(cams[method], view.rgb.shape[:2]), view.colormap)
-        np.testing.assert_array_equal(_decode(images[f"1 - {grid.label(method)}"]), expected)
+        assert_shown_as(images[f"1 - {grid.label(method)}"], expected)
         assert f"Sobel × {grid.label(method)}" in images  # the study's rows are all still there
 
     # the exported PNG: a fifth band, the new row's tiles under each column

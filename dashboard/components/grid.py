@@ -285,6 +285,23 @@ def column_header(title: str, detail: str, help: str | None = None) -> None:
     st.caption(detail or " ")
 
 
+DISPLAY_JPEG_QUALITY = 90
+
+
+def display_jpeg(rgb: np.ndarray) -> bytes:
+    """A panel as the page shows it: JPEG at quality 90 with full-resolution color (4:4:4,
+    so a one-pixel outline keeps its color), a third to a fifth of the PNG's bytes and
+    ~10x faster to encode. Only the page's display: every download stays lossless PNG."""
+    import cv2
+
+    bgr = cv2.cvtColor(visualize.to_rgb(rgb), cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, DISPLAY_JPEG_QUALITY,
+                                          cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    if not ok:
+        raise ValueError("could not encode the panel as JPEG")
+    return data.tobytes()
+
+
 def show_panels(panels: list[Tile]) -> None:
     """The panels as images sent inside the page update (data URLs), not as files the
     browser fetches afterwards. Streamlit deletes an image file once a newer run no longer
@@ -294,9 +311,8 @@ def show_panels(panels: list[Tile]) -> None:
     import base64
 
     for title, rgb in panels:
-        # Encoded by OpenCV: Streamlit's own PNG path (PIL) is ~20x slower per tile.
-        png = visualize.png_bytes(rgb)
-        st.image("data:image/png;base64," + base64.b64encode(png).decode("ascii"), caption=title, width="stretch")
+        jpeg = base64.b64encode(display_jpeg(rgb)).decode("ascii")
+        st.image("data:image/jpeg;base64," + jpeg, caption=title, width="stretch")
 
 
 def precision_text(view: View) -> str:
