@@ -67,8 +67,12 @@ def _time_page_load(new_page, url: str) -> tuple[float, float]:
 
 
 def _time_new_image(page, texture: str) -> float:
+    combobox = page.get_by_role("combobox", name="Texture")
+    # below the sidebar's fold: a click that first scrolls the sidebar had its list close again
+    combobox.scroll_into_view_if_needed()
+    page.wait_for_timeout(200)
     start = time.perf_counter()
-    page.get_by_role("combobox", name="Texture").click()
+    combobox.click()
     page.get_by_role("option", name=texture.capitalize(), exact=True).click()
     page.wait_for_timeout(50)
     wait_full_grid(page)
