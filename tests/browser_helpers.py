@@ -135,7 +135,10 @@ def wait_idle(page, timeout_ms: float = 120_000) -> None:
 
 GRID_DRAWN_JS = f"""() => {{
     const grid = document.querySelector('{GRID}');
-    const unfinished = '[data-testid=stProgress], [data-testid=stSkeleton], [data-stale=true]';
+    // a progress bar, an element still loading, a tile of the run before (a stale empty
+    // slot shows nothing), a gray tile that a map replaces in this run
+    const unfinished = '[data-testid=stProgress], [data-testid=stSkeleton], '
+        + '[data-stale=true]:not(:has([data-testid=stEmpty])), [data-waiting=true]';
     if (!grid || grid.querySelector(unfinished)) return false;
     const images = [...grid.querySelectorAll('[data-testid=stImage] img')];
     return document.querySelectorAll('{FSC_PANELS} [data-testid=stImage] img').length >= {len(ROWS)}
@@ -147,10 +150,23 @@ GRID_DRAWN_JS = f"""() => {{
 
 def wait_grid_drawn(page, timeout_ms: float = 180_000) -> None:
     """Wait until the whole grid is drawn: every column's tiles decoded (the max_N column's
-    too), no tile still loading, computing or left over from the run before, and the run
-    that drew it past the grid (below it: the note of a session's first run, or the
-    downloads). Checked every animation frame: the benchmark's first-grid times end here."""
+    too), no tile still loading, queued, computing or left over from the run before, and
+    the run that drew it past the grid (below it: the note of a session's first run, or the
+    downloads). Checked every animation frame: the benchmark's first-grid times end here.
+    After a change that reruns the page, first :func:`wait_run_started`: until then the
+    grid of the run before is complete."""
     page.wait_for_function(GRID_DRAWN_JS, timeout=timeout_ms, polling="raf")
+
+
+def wait_run_started(page, timeout_ms: float = 30_000) -> None:
+    """Wait until the grid shows a run has started (a tile left from the run before, or the
+    page running), checked every animation frame."""
+    page.wait_for_function(
+        f"""() => document.querySelector('[data-testid=stApp]').getAttribute('data-test-script-state') === 'running'
+              || !!document.querySelector('{GRID} [data-stale=true]')""",
+        timeout=timeout_ms,
+        polling="raf",
+    )
 
 
 def wait_full_grid(page, timeout_ms: float = 180_000) -> None:

@@ -250,17 +250,18 @@ def method_panels(view: View, method: str, cam: np.ndarray) -> list[Tile]:
     return [row.method_tile(view, method, cam) for row in ROWS]
 
 
-def show_placeholders(view: View, method: str, note: str) -> None:
-    """Gray tiles for a column whose maps are not ready ("queued", "computing"), one per
-    row of :data:`ROWS`."""
-    show_placeholder_tiles([view.rgb.shape[:2]] * len(ROWS), f"{label(method)} · {note}")
+def show_placeholders(view: View, method: str, note: str, waiting: bool = True) -> None:
+    """Gray tiles for a column whose maps are not ready ("queued", "computing"; or "not
+    available", ``waiting=False``: no map will come), one per row of :data:`ROWS`."""
+    show_placeholder_tiles([view.rgb.shape[:2]] * len(ROWS), f"{label(method)} · {note}", waiting)
 
 
-def show_placeholder_tiles(sizes: Sequence[tuple[int, int]], title: str) -> None:
+def show_placeholder_tiles(sizes: Sequence[tuple[int, int]], title: str, waiting: bool = True) -> None:
     """Gray tiles of the given (height, width) aspect ratios, the first captioned ``title``,
     drawn as HTML rather than images: Streamlit deletes an image the moment the run that
     replaced it ends, and a browser that had not fetched it yet logged a 404 (seen with 8
-    concurrent sessions)."""
+    concurrent sessions). ``data-waiting`` says whether this run replaces them with maps
+    (what tells a browser, or a test, that the grid is not drawn yet)."""
     import html
 
     shade = f"rgb({EMPTY_SHADE},{EMPTY_SHADE},{EMPTY_SHADE})"
@@ -269,7 +270,8 @@ def show_placeholder_tiles(sizes: Sequence[tuple[int, int]], title: str) -> None
                "color:rgba(49,51,63,0.6);white-space:nowrap;overflow:hidden;text-overflow:ellipsis")
     for number, (height, width) in enumerate(sizes):
         text = title if number == 0 else "\u00a0"
-        st.html(f'<div style="width:100%;aspect-ratio:{width}/{height};background:{shade}"></div>'
+        st.html(f'<div data-waiting="{str(waiting).lower()}" '
+                f'style="width:100%;aspect-ratio:{width}/{height};background:{shade}"></div>'
                 f'<div style="{caption}">{html.escape(text)}</div>')
 
 
