@@ -1,9 +1,11 @@
-"""The page's panels as the tests read them back: data URLs of JPEG pictures
-(``dashboard.components.grid.display_jpeg``), compared with the pictures they show."""
+"""The page's panels as the tests read them back: a column's tiles in one image element,
+their pictures data URLs of JPEGs (``dashboard.components.grid.show_panels``), compared with
+the pictures they show."""
 
 from __future__ import annotations
 
 import base64
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -24,3 +26,15 @@ def assert_shown_as(data_url: str, expected: np.ndarray) -> None:
     assert shown.shape == np.shape(expected), (shown.shape, np.shape(expected))
     error = np.abs(shown - np.asarray(expected, int))
     assert error.mean() < 2.0 and np.percentile(error, 99) < 16, (error.mean(), np.percentile(error, 99))
+
+
+class Tile(NamedTuple):
+    caption: str
+    url: str
+
+
+def tiles(area) -> list[Tile]:
+    """Every captioned picture of an AppTest area (``at.main``), in page order: a column's
+    tiles are one image element (``grid.show_panels``), a caption under each."""
+    return [Tile(caption, url) for image in area.image for caption, url in zip(image.captions, image.value)
+            if caption and caption.strip()]

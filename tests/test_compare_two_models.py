@@ -35,7 +35,7 @@ def run_pair(session: dict | None = None, b_demo: str = "resnet_defect") -> AppT
 
 
 def images(at: AppTest) -> dict[str, str]:
-    return {caption_of(image): image.value[0] for image in grid_images(at)}
+    return {caption_of(tile): tile.url for tile in grid_images(at)}
 
 
 def tables(at: AppTest) -> list:

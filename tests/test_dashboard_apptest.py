@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shown_panels import Tile, tiles
 from streamlit.testing.v1 import AppTest
 
 from camcore.demos import list_demos
@@ -45,19 +46,20 @@ def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
-def grid_images(at: AppTest) -> list:
-    """Images of the main area's grid (the sidebar's thumbnails excluded)."""
-    return [image for image in at.main.image if image.captions and image.captions[0].strip()]
+def grid_images(at: AppTest) -> list[Tile]:
+    """The tiles of the main area's grid, (caption, data URL) each (the sidebar's
+    thumbnails excluded)."""
+    return tiles(at.main)
 
 
-def caption_of(image) -> str:
-    return image.captions[0]
+def caption_of(tile: Tile) -> str:
+    return tile.caption
 
 
 def image_url(at: AppTest, caption_prefix: str) -> str:
-    found = [image for image in at.main.image if caption_of(image).startswith(caption_prefix)]
-    assert found, f"no image captioned {caption_prefix!r}: {[caption_of(i) for i in at.main.image]}"
-    return found[0].value[0]
+    found = [tile for tile in grid_images(at) if tile.caption.startswith(caption_prefix)]
+    assert found, f"no image captioned {caption_prefix!r}: {[tile.caption for tile in grid_images(at)]}"
+    return found[0].url
 
 
 def headline(at: AppTest) -> str:
@@ -96,6 +98,8 @@ def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
     at = default_app
     images = grid_images(at)
     assert len(images) == len(ROWS) * (1 + len(TITLES))
+    # a column's tiles are one element: each element costs the browser a re-render and a toolbar
+    assert [len(image.value) for image in at.main.image] == [len(ROWS)] * (1 + len(TITLES))
     captions = [caption_of(i) for i in images]
     for title in TITLES:
         assert f"{title} · overlay" in captions
