@@ -3,8 +3,8 @@
 Streamlit's browser client loads an element's code the first time the page shows one:
 Plotly's is 4.7 MB, the data frame's 1.2 MB with Apache Arrow. Evaluating them kept the
 main thread busy for seconds, and the grid's images, though already received, appeared
-only after that (measured with a new page: grid at 6.2 s with the charts in the first run,
-3.1 s without them). So a session's first page run draws, below the grid, a short note and
+only after that (a new page, 2026-12-07 at load 5-7: grid at 6.2-6.9 s with the charts in
+the first run, 3.1-3.8 s without them). So a session's first page run draws, below the grid, a short note and
 :func:`when_drawn`, a tiny component that waits in the browser until everything inside
 the grid is drawn (every image decoded, no element still loading or left from an earlier
 run), then reports it; its trigger reruns the fragment that drew it, which now finds
