@@ -38,6 +38,7 @@ CHROMIUM_ARGS = [
 GRID = ".st-key-grid"
 FSC_PANELS = ".st-key-faster_score_cam_panels"
 MAX_N_LABEL = "max_N (Faster-Score-CAM channels)"
+ANALYSIS_PENDING = ".st-key-analysis_pending"  # the note below the grid until its charts are drawn
 DOWNLOADS = 6  # download buttons (grid, maps, timings, settings, report, localize settings): drawn last,
 # so their presence means the page is complete
 
@@ -132,12 +133,50 @@ def wait_idle(page, timeout_ms: float = 120_000) -> None:
     )
 
 
-def wait_full_grid(page, timeout_ms: float = 180_000) -> None:
-    """Wait until the grid, the charts and the downloads are all drawn and the run is over."""
+GRID_DRAWN_JS = f"""() => {{
+    const grid = document.querySelector('{GRID}');
+    // a progress bar, an element still loading, a tile of the run before (a stale empty
+    // slot shows nothing), a gray tile that a map replaces in this run
+    const unfinished = '[data-testid=stProgress], [data-testid=stSkeleton], '
+        + '[data-stale=true]:not(:has([data-testid=stEmpty])), [data-waiting=true]';
+    if (!grid || grid.querySelector(unfinished)) return false;
+    const images = [...grid.querySelectorAll('[data-testid=stImage] img')];
+    return document.querySelectorAll('{FSC_PANELS} [data-testid=stImage] img').length >= {len(ROWS)}
+        && images.every(image => image.complete && image.naturalWidth > 0)
+        && (!!document.querySelector('{ANALYSIS_PENDING}')
+            || document.querySelectorAll('[data-testid=stDownloadButton]').length >= {DOWNLOADS});
+}}"""
+
+
+def wait_grid_drawn(page, timeout_ms: float = 180_000) -> None:
+    """Wait until the whole grid is drawn: every column's tiles decoded (the max_N column's
+    too), no tile still loading, queued, computing or left over from the run before, and
+    the run that drew it past the grid (below it: the note of a session's first run, or the
+    downloads). Checked every animation frame: the benchmark's first-grid times end here.
+    After a change that reruns the page, first :func:`wait_run_started`: until then the
+    grid of the run before is complete."""
+    page.wait_for_function(GRID_DRAWN_JS, timeout=timeout_ms, polling="raf")
+
+
+def wait_run_started(page, timeout_ms: float = 30_000) -> None:
+    """Wait until the grid shows a run has started (a tile left from the run before, or the
+    page running), checked every animation frame."""
     page.wait_for_function(
-        f"""() => document.querySelectorAll('[data-testid=stDownloadButton]').length >= {DOWNLOADS}
-              && document.querySelectorAll('{FSC_PANELS} [data-testid=stImage] img').length >= {len(ROWS)}
-              && !document.querySelector('{GRID} [data-testid=stProgress]')""",
+        f"""() => document.querySelector('[data-testid=stApp]').getAttribute('data-test-script-state') === 'running'
+              || !!document.querySelector('{GRID} [data-stale=true]')""",
+        timeout=timeout_ms,
+        polling="raf",
+    )
+
+
+def wait_full_grid(page, timeout_ms: float = 180_000) -> None:
+    """Wait until the whole grid is drawn (:func:`wait_grid_drawn`), then the analysis below
+    it (its charts follow the grid in a session's first run), the downloads, and the run
+    is over."""
+    wait_grid_drawn(page, timeout_ms)
+    page.wait_for_function(
+        f"""() => !document.querySelector('{ANALYSIS_PENDING}')
+              && document.querySelectorAll('[data-testid=stDownloadButton]').length >= {DOWNLOADS}""",
         timeout=timeout_ms,
         polling=50,
     )

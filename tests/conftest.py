@@ -17,10 +17,12 @@ os.environ.pop("CAMSTUDIO_AUTO_PRECISION", None)
 
 @pytest.fixture(autouse=True, scope="session")
 def pages_compiled_once():
-    """AppTest runs compile each page once, as a server does (tests/streamlit_harness.py)."""
-    from streamlit_harness import compile_pages_once
+    """AppTest runs compile each page once, as a server does, and their sessions start with
+    the grid painted, as a browser reports it (tests/streamlit_harness.py)."""
+    from streamlit_harness import compile_pages_once, sessions_with_grid_painted
 
     compile_pages_once()
+    sessions_with_grid_painted()
 
 
 @pytest.fixture

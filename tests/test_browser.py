@@ -63,3 +63,37 @@ def test_grid_live_max_n_and_charts(dashboard_url: str, tmp_path: Path) -> None:
         assert tuple(browser.fsc_state(page)) == (new_src, header)
 
         assert not problems, problems
+
+
+GRID_DRAWN_AT = f"""
+window.__gridDrawnAt = null;
+const gridDrawn = {browser.GRID_DRAWN_JS};
+const watch = () => {{
+    if (gridDrawn()) {{ window.__gridDrawnAt = performance.now(); return; }}
+    requestAnimationFrame(watch);
+}};
+requestAnimationFrame(watch);
+"""
+
+
+def test_a_new_page_draws_the_grid_before_fetching_the_charts_code(dashboard_url: str) -> None:
+    """Plotly's code (4.7 MB) and the data frame's kept the main thread busy for seconds
+    before the grid could appear: a session's first run sends the grid, and the charts only
+    once the browser reports the grid drawn. So neither is fetched before the grid is on
+    screen, and the charts then follow with no click."""
+    from playwright.sync_api import expect
+
+    with browser.open_browser(1600, 1000) as (_, new_page):
+        page = new_page()
+        page.add_init_script(GRID_DRAWN_AT)
+        page.goto(dashboard_url)
+        browser.wait_full_grid(page)
+        drawn_at = page.evaluate("window.__gridDrawnAt")
+        fetched = page.evaluate("""() => performance.getEntriesByType('resource')
+            .filter(e => /\\/(PlotlyChart|DataFrame)\\.[^/]*\\.js$/.test(e.name))
+            .map(e => [e.name.split('/').pop(), e.startTime])""")
+        assert drawn_at is not None
+        assert {name.split(".")[0] for name, _ in fetched} == {"PlotlyChart", "DataFrame"}, fetched
+        assert all(start > drawn_at for _, start in fetched), (drawn_at, fetched)
+        expect(page.locator(".js-plotly-plot")).to_have_count(3)  # the timing, trade-off and IoU charts
+        expect(page.locator(browser.ANALYSIS_PENDING)).to_have_count(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shown_panels import tiles
 from streamlit.testing.v1 import AppTest
 
 from camcore.methods import METHODS
@@ -25,7 +26,7 @@ def _run(session: dict) -> AppTest:
 
 
 def _captions(at: AppTest) -> list[str]:
-    return [image.captions[0] for image in at.main.image if image.captions and image.captions[0].strip()]
+    return [tile.caption for tile in tiles(at.main)]
 
 
 def _headline(at: AppTest) -> str:
@@ -45,6 +46,8 @@ def test_every_method_is_a_column_and_nine_wrap_into_two_rows(all_methods: AppTe
     # 9 methods in rows of at most 5, each row led by the input column: 2 input columns
     assert captions.count("Guided backprop") == 2
     assert len(captions) == len(ROWS) * (len(METHODS) + 2)
+    # the per-channel columns' gray "queued" tiles are all replaced by their maps, none left under them
+    assert not [h for h in all_methods.main.get("html") if 'data-waiting="true"' in h.proto.body]
     titles = [m.value for m in all_methods.main.markdown]
     for spec in METHODS.values():
         assert f"**{spec.label}**" in titles

@@ -4,7 +4,6 @@ size, without gradients or with other classes; a model against itself agrees exa
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
@@ -12,6 +11,7 @@ import re
 import cv2
 import numpy as np
 import pytest
+from shown_panels import assert_shown_as, decode
 from streamlit.testing.v1 import AppTest
 from test_dashboard_apptest import APP, assert_clean, caption_of, errors, grid_images, keras_file
 
@@ -35,12 +35,7 @@ def run_pair(session: dict | None = None, b_demo: str = "resnet_defect") -> AppT
 
 
 def images(at: AppTest) -> dict[str, str]:
-    return {caption_of(image): image.value[0] for image in grid_images(at)}
-
-
-def decode(data_url: str) -> np.ndarray:
-    png = base64.b64decode(data_url.split(",", 1)[1])
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return {caption_of(tile): tile.url for tile in grid_images(at)}
 
 
 def tables(at: AppTest) -> list:
@@ -127,13 +122,13 @@ def test_the_tiles_are_each_models_map_and_their_difference(vgg_against_resnet: 
     for method, title in zip(ORIGINAL_STUDY, TITLES):
         a, b = found[method].a.cam, found[method].b.cam
         expected_a = visualize.overlay(two.a.rgb, upsample(a, two.a.rgb.shape[:2]), "jet", 0.5)
-        np.testing.assert_array_equal(decode(shown[f"{title} · A"]), expected_a)
+        assert_shown_as(shown[f"{title} · A"], expected_a)
         expected_b = visualize.overlay(two.b.rgb, upsample(b, two.b.rgb.shape[:2]), "jet", 0.5)
-        np.testing.assert_array_equal(decode(shown[f"{title} · B"]), expected_b)
+        assert_shown_as(shown[f"{title} · B"], expected_b)
         difference = upsample(a, (512, 512)) - upsample(b, (512, 512))  # the sample's mask is 512×512
         expected = visualize.draw_outline(visualize.difference_overlay(two.a.rgb, difference, 0.5), two.a.mask,
                                           (0, 255, 0))
-        np.testing.assert_array_equal(decode(shown[f"{title} · A − B"]), expected)
+        assert_shown_as(shown[f"{title} · A − B"], expected)
 
 
 def test_max_n_updates_both_models(vgg_against_resnet: AppTest) -> None:

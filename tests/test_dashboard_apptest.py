@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shown_panels import Tile, tiles
 from streamlit.testing.v1 import AppTest
 
 from camcore.demos import list_demos
@@ -45,19 +46,20 @@ def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
-def grid_images(at: AppTest) -> list:
-    """Images of the main area's grid (the sidebar's thumbnails excluded)."""
-    return [image for image in at.main.image if image.captions and image.captions[0].strip()]
+def grid_images(at: AppTest) -> list[Tile]:
+    """The tiles of the main area's grid, (caption, data URL) each (the sidebar's
+    thumbnails excluded)."""
+    return tiles(at.main)
 
 
-def caption_of(image) -> str:
-    return image.captions[0]
+def caption_of(tile: Tile) -> str:
+    return tile.caption
 
 
 def image_url(at: AppTest, caption_prefix: str) -> str:
-    found = [image for image in at.main.image if caption_of(image).startswith(caption_prefix)]
-    assert found, f"no image captioned {caption_prefix!r}: {[caption_of(i) for i in at.main.image]}"
-    return found[0].value[0]
+    found = [tile for tile in grid_images(at) if tile.caption.startswith(caption_prefix)]
+    assert found, f"no image captioned {caption_prefix!r}: {[tile.caption for tile in grid_images(at)]}"
+    return found[0].url
 
 
 def headline(at: AppTest) -> str:
@@ -96,6 +98,8 @@ def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
     at = default_app
     images = grid_images(at)
     assert len(images) == len(ROWS) * (1 + len(TITLES))
+    # a column's tiles are one element: each element costs the browser a re-render and a toolbar
+    assert [len(image.value) for image in at.main.image] == [len(ROWS)] * (1 + len(TITLES))
     captions = [caption_of(i) for i in images]
     for title in TITLES:
         assert f"{title} · overlay" in captions
@@ -112,6 +116,42 @@ def test_default_load_renders_the_full_grid(default_app: AppTest) -> None:
     # top_down56 has 32 channels (block5_conv3: 64)
     assert at.slider(key="max_n").value == 10 and at.slider(key="max_n").max == 32
     assert not errors(at)
+
+
+def test_a_sessions_first_run_draws_the_charts_only_once_the_browser_has_drawn_the_grid() -> None:
+    """The grid's first paint waited for the browser to load Plotly's and the data frame's
+    code (seconds): a session's first run leaves them out and mounts the component that
+    reports the grid drawn; the run after it draws them (tests/test_browser.py drives the
+    real browser through it)."""
+    import json
+
+    from dashboard.components.after_paint import GRID_PAINTED
+
+    at = run_app({GRID_PAINTED: False})  # a new session: its browser has not reported yet
+    assert len(grid_images(at)) == len(ROWS) * (1 + len(TITLES))  # the whole grid
+    assert not at.get("plotly_chart") and not at.get("arrow_data_frame") and not at.get("download_button")
+    assert any(block.key == "analysis_pending" for block in _blocks(at.main))  # the note below the grid
+    reporters = [e for e in _elements(at.main) if e.type == "bidi_component"]
+    assert len(reporters) == 1 and reporters[0].proto.component_name == "camstudio_when_drawn"
+    assert json.loads(reporters[0].proto.json)["selector"] == ".st-key-grid"
+
+    at.session_state[GRID_PAINTED] = True  # what the component's trigger sets
+    at.run()
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 3 and len(at.get("download_button")) == 6
+    assert not any(block.key == "analysis_pending" for block in _blocks(at.main))
+    assert not [e for e in _elements(at.main) if e.type == "bidi_component"]
+
+
+def _elements(node) -> list:
+    found = []
+    for child in getattr(node, "children", {}).values():
+        found += [child, *_elements(child)]
+    return found
+
+
+def _blocks(node) -> list:
+    return [e for e in _elements(node) if e.type == "flex_container"]
 
 
 def test_max_n_change_rerenders_faster_score_cam(default_app: AppTest) -> None:

@@ -9,9 +9,9 @@ import base64
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from shown_panels import assert_shown_as
 from streamlit.testing.v1 import AppTest
 
 from camcore import evaluation as ev
@@ -49,11 +49,6 @@ def _gallery(at: AppTest) -> dict[str, list]:
         if image.captions and image.captions[0]:
             found.setdefault(image.captions[0], []).append(image.value[0])
     return found
-
-
-def _decode(data_url: str) -> np.ndarray:
-    png = base64.b64decode(data_url.split(",", 1)[1])
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +107,7 @@ def test_the_gallery_shows_both_overlays_of_the_least_agreeing_images(pair_run):
                       max_n=10, threshold=0.5, mask=loaded.mask if loaded.defective else None)
     assert found.agreement.correlation == pytest.approx(row["map_correlation"], abs=1e-6)
     rgb = visualize.to_rgb(loaded.image)
-    shown_b = _decode(gallery["Grad-CAM · B"][0])
-    np.testing.assert_allclose(shown_b.astype(int), visualize.overlay(rgb, found.cam_b).astype(int), atol=2)
+    assert_shown_as(gallery["Grad-CAM · B"][0], visualize.overlay(rgb, found.cam_b))
 
 
 def test_a_pair_results_file_shows_the_pair_section(pair_run, tmp_path):

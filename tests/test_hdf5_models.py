@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from shown_panels import tiles
 from streamlit.testing.v1 import AppTest
 
 import camcore
@@ -82,4 +83,4 @@ def test_the_compare_sidebar_accepts_an_hdf5_upload(hdf5_bytes):
     assert not at.exception and not at.error, [e.value for e in at.error]
     headline = next(m.value for m in at.main.markdown if m.value.startswith("**") and " · layer " in m.value)
     assert "weights.best.hdf5" in headline and "`residual`" in headline
-    assert len([image for image in at.main.image if image.captions and image.captions[0].strip()]) == 4 * 5
+    assert len(tiles(at.main)) == 4 * 5

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 from ray_cluster import local_cluster, worker_processes
+from shown_panels import tiles
 from streamlit.testing.v1 import AppTest
 
 from camcore.backends import as_backend
@@ -260,7 +261,7 @@ def test_the_page_with_an_unreachable_cluster_computes_here_and_says_why(monkeyp
         at = _page(monkeypatch, address, ["grad_cam", "faster_score_cam"])
         assert (f"per-channel passes on this server (Ray cluster at {address} unreachable: nothing answers"
                 in _headline(at))
-        captions = [image.captions[0] for image in at.main.image if image.captions]
+        captions = [tile.caption for tile in tiles(at.main)]
         assert "Faster-Score-CAM · overlay" in captions
         assert not isinstance(state.get_explainer("demo:vgg_defect").backend, RayBackend)
     finally:
@@ -336,7 +337,7 @@ def test_the_page_runs_its_passes_on_the_cluster_and_says_so(cluster, pool, monk
     try:
         at = _page(monkeypatch, cluster.address, ["grad_cam", "score_cam", "ablation_cam"])
         assert "per-channel passes on Ray (2 workers)" in _headline(at)
-        captions = [image.captions[0] for image in at.main.image if image.captions]
+        captions = [tile.caption for tile in tiles(at.main)]
         assert "Score-CAM · overlay" in captions and "Ablation-CAM · overlay" in captions
         backend = state.get_explainer("demo:vgg_defect").backend
         assert isinstance(backend, RayBackend) and backend.remote_batches > 0 and backend.local_batches == 0

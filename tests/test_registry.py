@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shown_panels import tiles
 from toy_models import small_convnet
 
 import camcore
@@ -87,7 +88,7 @@ def test_registered_method_is_a_grid_column(throwaway_method) -> None:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-    captions = [image.captions[0] for image in at.main.image if image.captions]
+    captions = [tile.caption for tile in tiles(at.main)]
     assert f"{LABEL} · overlay" in captions and f"Sobel × {LABEL}" in captions
     titles = [m.value for m in at.main.markdown]
     assert f"**{LABEL}**" in titles

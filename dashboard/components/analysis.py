@@ -25,7 +25,7 @@ from camcore.metrics.localization import (
     protocol_row,
 )
 from dashboard import state
-from dashboard.components import charts, exports, grid
+from dashboard.components import after_paint, charts, exports, grid
 from dashboard.components.grid import View, label
 
 if TYPE_CHECKING:  # annotations only: camcore.explainer imports TensorFlow
@@ -99,7 +99,11 @@ def _total_text(method: str, rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------- sections
 def render(view: View, max_n: int) -> None:
-    """The analysis below the grid."""
+    """The analysis below the grid; in a session's first run, a note until the browser has
+    drawn the grid (:mod:`dashboard.components.after_paint`)."""
+    if not after_paint.grid_painted():
+        _pending()
+        return
     results = current_results(view, max_n)
     left, right = st.columns(2, gap="large")
     with left:
@@ -109,6 +113,18 @@ def render(view: View, max_n: int) -> None:
     threshold_table = _threshold_section(view, results, max_n)
     _sanity_section(view, results, max_n)
     _downloads(view, results, max_n, threshold_table)
+
+
+PENDING = "analysis_pending"  # the note's container, until the charts are drawn
+
+
+def _pending() -> None:
+    """What stands below the grid until the browser has drawn it: a note, and the component
+    that reports the grid drawn (then the fragment reruns and draws the charts)."""
+    with st.container(key=PENDING):
+        st.caption(":material/hourglass_top: Compute times, the max_N trade-off, threshold tuning, the sanity "
+                   "check and the downloads follow once the grid is drawn.")
+        after_paint.when_drawn("grid", key="grid_drawn")
 
 
 def timing_chart(view: View, results: Results, max_n: int):

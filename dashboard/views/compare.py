@@ -114,7 +114,7 @@ def _unavailable_column(view: View, method: str, reason: str) -> None:
     """A method this model cannot serve (e.g. a gradient method on an ONNX model): its
     column says why, with gray tiles keeping the rows aligned."""
     _header(view, method, reason)
-    show_placeholders(view, method, "not available")
+    show_placeholders(view, method, "not available", waiting=False)
 
 
 def _max_n_column(view: View, method: str, n: int, sharing: _Sharing) -> None:
