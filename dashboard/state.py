@@ -106,9 +106,6 @@ def freeze_long_lived_objects() -> bool:
 
     import camcore.explainer  # noqa: F401 - TensorFlow and Keras
 
-    # the Compare page's modules: a process's first page run no longer imports them (~0.2 s)
-    from dashboard.components import analysis, pair, sidebar  # noqa: F401
-
     gc.collect()
     gc.freeze()
     return True
