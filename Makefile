@@ -9,6 +9,8 @@ VENV    ?= .venv
 PORT    ?= 8501
 ADDRESS ?= 127.0.0.1
 PY      := $(VENV)/bin/python
+# pytest-xdist workers for `make test` (0: one process); see tests/conftest.py for the grouping.
+TEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: run test bench bench-dashboard train-demos generalization samples clean-venv
@@ -37,7 +39,7 @@ run: $(VENV)/.project
 test: $(VENV)/.dev $(VENV)/.project
 	$(PY) -m ruff check .
 	$(PY) -m mypy camcore
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(VENV)/.project
 	$(PY) -m camcore.bench

@@ -15,6 +15,28 @@ os.environ["CAMSTUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="camstudio-test-cach
 os.environ.pop("CAMSTUDIO_AUTO_PRECISION", None)
 
 
+# `make test` runs two pytest-xdist workers with `--dist loadgroup`. Each test file is one group,
+# so a module's fixtures are built once, on one worker; the files that start a Ray cluster share
+# a group, so they run one after another (two clusters started at once on 2 cores starve each
+# other's raylets). The longest groups go first, so that the two workers finish together instead
+# of one waiting on a long file handed out last.
+_RAY_FILES = ("test_evaluate_ray.py", "test_ray_passes.py", "test_ray_lost_results.py")
+_LONGEST_FIRST = ("ray", "test_browser_load.py", "test_browser_page_reports.py", "test_hardening_evaluation.py",
+                  "test_hardening_memory.py", "test_browser_dataset_layout.py", "test_browser_dataset_upload.py",
+                  "test_browser_onnx.py", "test_browser.py", "test_dataset_page.py", "test_evaluate_pair.py")
+
+
+def _group(item) -> str:
+    return "ray" if item.path.name in _RAY_FILES else item.path.name
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {group: position for position, group in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order otherwise
+
+
 @pytest.fixture(autouse=True, scope="session")
 def pages_compiled_once():
     """AppTest runs compile each page once, as a server does, and their sessions start with
