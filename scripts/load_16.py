@@ -42,6 +42,24 @@ def _server_process(url: str) -> psutil.Process | None:
     return None
 
 
+def _cpu_seconds(server: psutil.Process | None) -> dict[str, float]:
+    """CPU seconds so far of the server (with its children), of everything else this script
+    started (the browsers, Playwright) and of the whole machine: where a saturated run's time went."""
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return 0.0
+
+    server_tree = [server, *server.children(recursive=True)] if server is not None else []
+    server_pids = {process.pid for process in server_tree}
+    others = [p for p in psutil.Process().children(recursive=True) if p.pid not in server_pids]
+    machine = psutil.cpu_times()
+    return {"server": sum(map(used, server_tree)), "browsers": sum(map(used, others)),
+            "machine": machine.user + machine.system + getattr(machine, "nice", 0.0)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.load_16", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=16)
@@ -69,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        before = _cpu_seconds(server)
         figures = load_flows.run(url, new_page, flows, timeout_s=1800)
+        after = _cpu_seconds(server)
         stop.set()
         sampler.join(2)
     figures["server_peak_rss_mb"] = round(peak["rss_mb"])
     figures["sessions_run"] = args.sessions
+    figures["cpu_s"] = {what: round(after[what] - before[what], 1) for what in before}
     print(json.dumps(figures, indent=1))
     print(
         f"\n{args.sessions} sessions: first full grid p50 {figures['first_grid_p50_s']:.1f} s, "
@@ -81,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{figures['change_p50_s']:.1f} s, p95 {figures['change_p95_s']:.1f} s; moves on cached maps p50 "
         f"{figures['cached_change_p50_s']:.2f} s, p95 {figures['cached_change_p95_s']:.2f} s; "
         f"wall {figures['wall_s']:.0f} s; "
-        f"server peak RSS {figures['server_peak_rss_mb']} MB; {len(figures['problems'])} problems"
+        f"server peak RSS {figures['server_peak_rss_mb']} MB; CPU seconds: server {figures['cpu_s']['server']}, "
+        f"browsers {figures['cpu_s']['browsers']}, whole machine {figures['cpu_s']['machine']}; "
+        f"{len(figures['problems'])} problems"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
