@@ -25,7 +25,8 @@ or ``$CHROMIUM``) with Playwright, and prints a table:
 * script only: the same flows through Streamlit's AppTest, without a browser: the
   page script's own time (the browser numbers add page loading, rendering, fetching).
 
-Warm numbers are the minimum over ``--runs`` after a warm-up; these machines are shared.
+Each row: minimum, median and maximum over ``--runs`` (warm cases after a warm-up); these
+machines are shared.
 The helpers (``serve``, ``open_browser``, ``wait_idle`` ...) are shared with the
 browser tests.
 """
@@ -33,6 +34,7 @@ browser tests.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -206,11 +208,12 @@ def format_table(results: dict[str, list[float]]) -> str:
         "script_new_image": "script only: another sample (two reruns, every model pass)",
         "script_max_n": "script only: max_N change (fragment rerun)",
     }
-    lines = ["| measurement | min (s) | runs |", "|---|---:|---:|"]
+    lines = ["| measurement | min (s) | median (s) | max (s) | runs |", "|---|---:|---:|---:|---:|"]
     for key, label in names.items():
         values = results.get(key) or []
         if values:
-            lines.append(f"| {label} | {min(values):.3f} | {len(values)} |")
+            lines.append(f"| {label} | {min(values):.3f} | {statistics.median(values):.3f} | {max(values):.3f} "
+                         f"| {len(values)} |")
     return "\n".join(lines)
 
 
