@@ -251,12 +251,10 @@ def _score_cam_rows(name: str, explainer: Explainer, layer: str, fresh: Callable
             raise RuntimeError(f"Score-CAM on {layer!r} ran but left no channel plan in the cache")
         varying, needs_zero = state.plan.passes_needed(state.plan.n_channels)
         passes = int(varying.size) + int(needs_zero)
-        runs.append((result.timings["masked passes"] + result.timings["weights"], result, state, memory.extra_mb, x))
+        runs.append((result.timings["masked passes"] + result.timings["weights"], result, passes, memory.extra_mb, x))
         floors.append(_batched_forwards_seconds(forward, batches, passes, batch) / passes)
-    score_seconds, result, state, extra_mb, x = min(runs, key=lambda run: run[0])
-    n_channels = state.plan.n_channels
-    varying, needs_zero = state.plan.passes_needed(n_channels)
-    passes = int(varying.size) + int(needs_zero)
+    score_seconds, result, passes, extra_mb, x = min(runs, key=lambda run: run[0])
+    n_channels = explainer.layer_info(layer).channels
     skipped = 1 - passes / n_channels
     pairs = ", ".join(f"{run[0] * 1000:.0f}/{floor * passes * 1000:.0f} ms" for run, floor in zip(runs, floors))
     row = Row(name, f"Score-CAM ({n_channels} ch)", score_seconds, passes * min(floors),
