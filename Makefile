@@ -39,7 +39,7 @@ run: $(VENV)/.project
 test: $(VENV)/.dev $(VENV)/.project
 	$(PY) -m ruff check .
 	$(PY) -m mypy camcore
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(VENV)/.project
 	$(PY) -m camcore.bench

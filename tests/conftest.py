@@ -15,26 +15,41 @@ os.environ["CAMSTUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="camstudio-test-cach
 os.environ.pop("CAMSTUDIO_AUTO_PRECISION", None)
 
 
-# `make test` runs two pytest-xdist workers with `--dist loadgroup`. Each test file is one group,
-# so a module's fixtures are built once, on one worker; the files that start a Ray cluster share
-# a group, so they run one after another (two clusters started at once on 2 cores starve each
-# other's raylets). The longest groups go first, so that the two workers finish together instead
-# of one waiting on a long file handed out last.
+# `make test` runs two pytest-xdist workers with `--dist loadfile`, scheduled by the scheduler
+# below: each test file is one unit of work, so a module's fixtures are built once, on one worker;
+# the files that start a Ray cluster are one unit, so they run one after another (two clusters
+# started at once on 2 cores starve each other's raylets). The longest units go first, so that the
+# two workers finish together instead of one waiting on a long file handed out last.
+# (Not `--dist loadgroup` with xdist_group markers: xdist 3.8 groups by rewriting a node's
+# `_nodeid`, which pytest 9 no longer reads, so every test became a unit of its own.)
 _RAY_FILES = ("test_evaluate_ray.py", "test_ray_passes.py", "test_ray_lost_results.py")
 _LONGEST_FIRST = ("ray", "test_browser_load.py", "test_browser_page_reports.py", "test_hardening_evaluation.py",
                   "test_hardening_memory.py", "test_browser_dataset_layout.py", "test_browser_dataset_upload.py",
                   "test_browser_onnx.py", "test_browser.py", "test_dataset_page.py", "test_evaluate_pair.py")
 
 
-def _group(item) -> str:
-    return "ray" if item.path.name in _RAY_FILES else item.path.name
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: "ray" for the Ray files, else its file."""
+    path = nodeid.split("::", 1)[0]
+    return "ray" if path.rsplit("/", 1)[-1] in _RAY_FILES else path
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    rank = {group: position for position, group in enumerate(_LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order otherwise
+    rank = {unit: position for position, unit in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid).rsplit("/", 1)[-1], len(rank)))  # stable
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the longest-first order, not most-tests-first
+    return ByWorkUnit(config, log)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -22,24 +22,41 @@ import streamlit as st
 GRID_PAINTED = "_grid_painted"  # session key: True once the browser reported the grid drawn
 WAIT_AT_MOST_MS = 15_000  # a grid that never settles (an image that never loads) still gets its charts
 
+# Checked when the page changes (a DOM mutation, an image decoded), not every animation frame:
+# a page waiting half a minute for its grid on a busy server kept its renderer and the
+# compositor producing frames sixty times a second for nothing.
 _JS = """
 export default function ({ data, setTriggerValue }) {
-  const started = performance.now();
-  let frame = 0;
+  let queued = false, finished = false;
   const drawn = () => {
     const box = document.querySelector(data.selector);
     if (!box || box.querySelector('[data-testid=stSkeleton], [data-stale=true]')) return false;
     return [...box.querySelectorAll('img')].every((image) => image.complete);
   };
-  const check = () => {
-    if (drawn() || performance.now() - started > data.wait_ms) {
-      setTriggerValue('drawn', true);
-      return;
-    }
-    frame = requestAnimationFrame(check);
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    stop();
+    setTriggerValue('drawn', true);
   };
-  frame = requestAnimationFrame(check);
-  return () => cancelAnimationFrame(frame);
+  const check = () => {
+    queued = false;
+    if (!finished && drawn()) finish();
+  };
+  const soon = () => {
+    if (!queued) { queued = true; queueMicrotask(check); }
+  };
+  const observer = new MutationObserver(soon);
+  observer.observe(document.body, { subtree: true, childList: true, attributes: true });
+  document.addEventListener('load', soon, true);  // an image decoded: it mutates nothing
+  const timeout = setTimeout(finish, data.wait_ms);
+  const stop = () => {
+    observer.disconnect();
+    document.removeEventListener('load', soon, true);
+    clearTimeout(timeout);
+  };
+  check();
+  return stop;
 }
 """
 
