@@ -1,3 +1,4 @@
+import contextlib
 import os
 import tempfile
 
@@ -50,6 +51,32 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False  # keep the longest-first order, not most-tests-first
     return ByWorkUnit(config, log)
+
+
+_STOP_RAY_CLUSTER = pytest.StashKey()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(request):
+    """One head and one worker node, one CPU each, on 127.0.0.1 with token authentication, for
+    every Ray test file: they are one unit of work (above), and the cluster stops after the
+    last test of that unit (``pytest_runtest_teardown`` below), not at the end of the session,
+    so it does not idle on the cores the rest of the suite needs."""
+    from ray_cluster import local_cluster
+
+    stack = contextlib.ExitStack()
+    cluster = stack.enter_context(local_cluster(nodes=2, cpus=1))
+    request.config.stash[_STOP_RAY_CLUSTER] = stack.close
+    request.addfinalizer(stack.close)  # a second close does nothing
+    return cluster
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    if work_unit(item.nodeid) == "ray" and (nextitem is None or work_unit(nextitem.nodeid) != "ray"):
+        stop = item.config.stash.get(_STOP_RAY_CLUSTER, None)
+        if stop is not None:
+            stop()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,12 +7,9 @@ import dataclasses
 import json
 import os
 import pickle
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -20,6 +17,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from ray_cluster import worker_processes
 from toy_metrics import map_mean_metric
 
 from camcore import evaluation as ev
@@ -31,6 +29,7 @@ from camcore.synth import generate
 
 SIZE = 64  # generated images
 N_IMAGES = 8
+ROWS_IMAGES = 4  # the rows test: two images per actor, with ROAD; the killed-actor test keeps N_IMAGES
 TIMING_COLUMNS = {"seconds", "metric_seconds", "b_seconds", "b_metric_seconds"}
 # One method per kind of pass an actor runs (forward+backward, masked forward passes, the
 # ablation pass, a pass-free one); the controls are always added. All nine methods took
@@ -57,51 +56,14 @@ def model_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A head node and a worker node, one CPU each, on 127.0.0.1 with token authentication;
-    every process of it is stopped at the end. Yields the address."""
-    folder = tempfile.mkdtemp(prefix="camray")  # short: Ray's socket paths must stay < 108 chars
-    env = {
-        "RAY_TMPDIR": folder,  # sessions and the address file stay in this folder
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        import ray
-        import ray._private.ray_constants as ray_constants
-        from ray.cluster_utils import Cluster
-
-        # Ray swaps a 127.0.0.1 address for the machine's network address unless it runs
-        # in single-machine mode; this keeps the driver on the loopback interface too.
-        patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-        nodes = Cluster(
-            initialize_head=True,
-            head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False},
-        )
-        try:
-            nodes.add_node(node_ip_address="127.0.0.1", num_cpus=1)
-            yield nodes
-        finally:
-            if ray.is_initialized():
-                ray.shutdown()
-            workers = [child for pid in _raylet_pids(nodes) for child in psutil.Process(pid).children(recursive=True)]
-            nodes.shutdown()
-            # a worker may outlive its raylet by a moment: wait for it, then stop it
-            _, alive = psutil.wait_procs(workers, timeout=10)
-            for process in alive:
-                process.kill()
-            shutil.rmtree(folder, ignore_errors=True)
+def cluster(ray_cluster):
+    """The Ray tests' 2-node cluster on 127.0.0.1 (tests/conftest.py)."""
+    return ray_cluster
 
 
-def _raylet_pids(nodes) -> list[int]:
-    return [node.all_processes["raylet"][0].process.pid for node in [nodes.head_node, *nodes.worker_nodes]]
-
-
-def _cli(model_file: Path, out: Path, *extra: str) -> list[str]:
+def _cli(model_file: Path, out: Path, *extra: str, images: int = N_IMAGES) -> list[str]:
     return [
-        "--model", str(model_file), "--preprocessing", "unit", "--synthetic", str(N_IMAGES), "--size", str(SIZE),
+        "--model", str(model_file), "--preprocessing", "unit", "--synthetic", str(images), "--size", str(SIZE),
         "--seed", "3", "--steps", "4", "--max-n", "3", "--road", "--methods", *RAY_METHODS, "--out", str(out), *extra,
     ]
 
@@ -206,15 +168,15 @@ def test_the_actor_computes_the_local_rows(model_file, tmp_path, monkeypatch):
 
 def test_ray_rows_match_the_local_run(cluster, model_file, tmp_path):
     local_out, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
-    assert ev.main(_cli(model_file, local_out)) == 0
-    assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address)) == 0
+    assert ev.main(_cli(model_file, local_out, images=ROWS_IMAGES)) == 0
+    assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address, images=ROWS_IMAGES)) == 0
     local, remote = ev.read_results(local_out), ev.read_results(ray_out)
-    assert remote["image_id"].nunique() == N_IMAGES and ev.errors(remote).empty
+    assert remote["image_id"].nunique() == ROWS_IMAGES and ev.errors(remote).empty
     _assert_same_rows(local, remote)
     assert sorted(_journal_ids(ray_out)) == sorted(_journal_ids(local_out))
     # the same journal: a rerun finds every image done and adds nothing (no Ray needed)
     before = ev.journal_path(ray_out).read_text()
-    assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address)) == 0
+    assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address, images=ROWS_IMAGES)) == 0
     assert ev.journal_path(ray_out).read_text() == before
 
 
@@ -256,12 +218,7 @@ def test_a_pair_run_on_ray_gives_the_local_rows(cluster, model_file, tmp_path):
 
 def _actor_processes(nodes) -> list[psutil.Process]:
     """The evaluation actors started by this cluster's raylets."""
-    return [
-        child
-        for pid in _raylet_pids(nodes)
-        for child in psutil.Process(pid).children(recursive=True)
-        if "_EvaluationActor" in " ".join(child.cmdline())
-    ]
+    return worker_processes(nodes, "_EvaluationActor")
 
 
 def test_a_killed_actor_loses_no_image_and_duplicates_none(cluster, model_file, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from ray_cluster import local_cluster, worker_processes
+from ray_cluster import worker_processes
 from shown_panels import tiles
 from streamlit.testing.v1 import AppTest
 
@@ -272,9 +272,9 @@ def test_the_page_with_an_unreachable_cluster_computes_here_and_says_why(monkeyp
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with local_cluster(nodes=2, cpus=1) as nodes:
-        yield nodes
+def cluster(ray_cluster):
+    """The Ray tests' 2-node cluster on 127.0.0.1 (tests/conftest.py)."""
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
