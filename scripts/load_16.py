@@ -136,13 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         before = _cpu_seconds(server)
-        figures = load_flows.run(url, new_page, flows, timeout_s=1800)
+        figures = load_flows.run(url, new_page, flows, timeout_s=1800, renderer_metrics=True)
         after = _cpu_seconds(server)
         stop.set()
         sampler.join(2)
     figures["server_peak_rss_mb"] = round(peak["rss_mb"])
     figures["sessions_run"] = args.sessions
     figures["browser"] = "cold" if args.cold_browser else "opened the app once before"
+    pages = figures.get("renderer_metrics", {}).values()
+    spent = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
+    figures["renderer_seconds"] = {what: round(sum(page.get(what, 0.0) for page in pages), 1) for what in spent}
     figures["cpu_s"] = {what: round(after[what] - before.get(what, 0.0), 1) for what in after}
     print(json.dumps(figures, indent=1))
     print(
@@ -154,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         f"wall {figures['wall_s']:.0f} s; "
         f"server peak RSS {figures['server_peak_rss_mb']} MB; CPU seconds: server {figures['cpu_s']['server']}, "
         f"browsers {figures['cpu_s']['browsers']}, whole machine {figures['cpu_s']['machine']}; "
+        f"the pages' main threads (s): {figures['renderer_seconds']}; "
         f"{len(figures['problems'])} problems"
     )
     if args.json:

@@ -96,6 +96,7 @@ class Session:
     page: object = None
     errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    messages: int = 0  # websocket messages the page received from the server
     index: int = 0
     started: float = 0.0  # time.time() at the step's start (the page's Date.now() is on the same clock)
     watching: int = -1  # the step whose watcher the page runs
@@ -372,6 +373,14 @@ def _watch(session: Session) -> None:
     page.on("console", lambda message: session.errors.append(f"console: {message.text}")
             if message.type == "error" else None)
     page.on("pageerror", lambda error: session.errors.append(f"pageerror: {error}"))
+
+    def count(socket) -> None:
+        def received(_payload) -> None:
+            session.messages += 1
+
+        socket.on("framereceived", received)
+
+    page.on("websocket", count)
     page.on("response", lambda response: session.errors.append(f"HTTP {response.status}: {response.url}")
             if response.status >= 400 else None)
 
@@ -380,11 +389,22 @@ def _exceptions(page) -> int:
     return page.locator("[data-testid=stException]").count()
 
 
-def run(url: str, new_page: Callable, flows: list[Session], timeout_s: float = 600.0) -> dict:
-    """Drive every session's flow at once; returns the figures and the problems found."""
+# Chromium's per-page counters (CDP Performance.getMetrics) that say what a renderer spent its time on
+RENDERER_METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration", "LayoutCount",
+                    "RecalcStyleCount", "Nodes", "JSHeapUsedSize")
+
+
+def run(url: str, new_page: Callable, flows: list[Session], timeout_s: float = 600.0,
+        renderer_metrics: bool = False) -> dict:
+    """Drive every session's flow at once; returns the figures and the problems found (and,
+    with ``renderer_metrics``, each page's :data:`RENDERER_METRICS` at the end)."""
+    probes = {}
     for session in flows:
         session.page = new_page()
         _watch(session)
+        if renderer_metrics:
+            probes[session.name] = session.page.context.new_cdp_session(session.page)
+            probes[session.name].send("Performance.enable")
     start = time.monotonic()
     for session in flows:  # every session asks at once; the server queues the work
         session.started = time.time()
@@ -406,8 +426,16 @@ def run(url: str, new_page: Callable, flows: list[Session], timeout_s: float = 6
         if _exceptions(session.page):
             problems.append(f"{session.name}: the page shows an exception")
         problems += [f"{session.name}: {e}" for e in session.errors]
-    return {"wall_s": wall, "problems": problems, "sessions": {s.name: dict(s.timings) for s in flows},
-            **percentiles(flows)}
+    figures = {"wall_s": wall, "problems": problems,
+               "sessions": {s.name: {**s.timings, "messages": s.messages} for s in flows},
+               **percentiles(flows)}
+    if renderer_metrics:
+        figures["renderer_metrics"] = {}
+        for name, probe in probes.items():
+            counters = probe.send("Performance.getMetrics")["metrics"]
+            figures["renderer_metrics"][name] = {c["name"]: c["value"] for c in counters
+                                                 if c["name"] in RENDERER_METRICS}
+    return figures
 
 
 # In the page: check the step's condition whenever the page changes (a DOM mutation, an
