@@ -1,6 +1,7 @@
 """Benchmark: N concurrent browser sessions (16 by default) against one dashboard server.
 
-    python -m scripts.load_16 [--sessions 16] [--cold] [--cold-browser] [--json out.json]
+    python -m scripts.load_16 [--sessions 16] [--cold] [--cold-browser] [--one-context] [--url URL]
+                              [--json out.json]
 
 Run it from the repository root after ``pip install -e .`` (the tests' helpers import as
 ``tests.browser_helpers`` / ``tests.load_flows``). The server starts as ``cam-studio run``
@@ -12,7 +13,9 @@ The browser is one headless Chromium, each session a page of its own (a fresh co
 During the warm-up it opens the app once, as the team's browsers have before
 (``--cold-browser``: not, so every page also pays the browser's first start, ~5 CPU-s
 each on this page, 2026-12-07). The sessions' browsers run on the server's two cores here,
-where a team's run on their own machines: the script reports the CPU each side used.
+where a team's run on their own machines: the script reports the CPU each side used, and
+``--url`` drives a server started elsewhere (``cam-studio run --server.address 0.0.0.0``
+on the server machine) so that the browsers do not share its cores.
 
 Prints the time to each session's first full grid (p50 / p95 / max; every tile drawn, as
 ``scripts/bench_dashboard.py`` times it) and to its complete first page (the charts and the
@@ -26,6 +29,7 @@ the pages (``tests/load_flows.py``). Exit status 1 when there is a problem; queu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -103,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.load_16", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--cold", action="store_true", help="plain streamlit run, no warm-up")
+    parser.add_argument("--url", default=None,
+                        help="a dashboard already running (e.g. `cam-studio run --server.address 0.0.0.0` on "
+                             "another machine, so the browsers do not share its cores); no server is started, "
+                             "its CPU is not measured")
     parser.add_argument("--one-context", action="store_true",
                         help="every session a tab of one browser context (one cache), not a context of its own")
     parser.add_argument("--cold-browser", action="store_true",
@@ -114,12 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="camstudio-load-"))
     flows = load_flows.sessions(args.sessions, folder)
     peak = {"rss_mb": 0.0}
-    with browser.serve(warm=not args.cold) as url, browser.open_browser(1400, 900) as (chromium, new_page):
+    server_here = browser.serve(warm=not args.cold) if args.url is None else contextlib.nullcontext(args.url)
+    with server_here as url, browser.open_browser(1400, 900) as (chromium, new_page):
         if args.one_context:
             context = chromium.new_context(viewport={"width": 1400, "height": 900})
             new_page = context.new_page
         server = _server_process(url)
-        warm_until = time.monotonic() + (0 if args.cold else args.warm_seconds)
+        warm_until = time.monotonic() + (0 if args.cold or args.url else args.warm_seconds)
         if not args.cold_browser:
             _open_once(url, new_page)
         time.sleep(max(0.0, warm_until - time.monotonic()))
