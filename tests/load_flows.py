@@ -5,7 +5,7 @@
 Every session is a page of one headless Chromium, driving its own flow (a demo model, a
 sample, an uploaded model and image, a method set, max_N moves, the Dataset page). The
 flows run at the same time from one thread: each is a list of steps (an action, then a
-condition on the page polled without blocking), and the driver visits every session in
+condition that the page itself watches), and the driver visits every session in
 turn, so the server sees all of them at once. Each session has its own marker - the image
 (and model) its grid must show - checked when its grid is complete and again when every
 session is done (no cross-talk).
@@ -65,8 +65,8 @@ def grid_text(page) -> str:
     return str(page.evaluate(_GRID_TEXT_JS))
 
 
-# textContent, not innerText: checked ten times a second in every page, innerText would lay
-# the page out each time
+# textContent, not innerText: checked on every change of every page, innerText would lay the
+# page out each time
 _HEADLINE_CONTENT_JS = _HEADLINE_JS.replace("innerText", "textContent")
 
 
@@ -99,7 +99,6 @@ class Session:
     messages: int = 0  # websocket messages the page received from the server
     index: int = 0
     started: float = 0.0  # time.time() at the step's start (the page's Date.now() is on the same clock)
-    watching: int = -1  # the step whose watcher the page runs
     done: bool = False
 
 
