@@ -94,17 +94,25 @@ def default_model_key() -> str | None:
 # ------------------------------------------------------------------- the process
 @st.cache_resource(show_spinner=False)
 def freeze_long_lived_objects() -> bool:
-    """Streamlit ends every script run (a fragment's too) with keras.backend.clear_session(),
-    which runs a full garbage collection: over TensorFlow's ~360k import-time objects it held
-    the GIL for 0.25 s per rerun, stalling every session of the server. Those objects live as
-    long as the process: gc.freeze() moves them out of the collector's sight. Called once,
-    before any model is loaded (by the page, and first by the warm-up when there is one), so
-    models and their traces stay collectable when they leave the caches."""
+    """Streamlit ends every script run (a fragment's too) with a full garbage collection
+    (``runner.postScriptGC``; also keras.backend.clear_session()): over TensorFlow's ~250k
+    and the other libraries' import-time objects it held the GIL for 0.15-0.44 s per rerun,
+    stalling every session of the server. Those objects live as long as the process:
+    gc.freeze() moves them out of the collector's sight. Called once, before any model is
+    loaded (by the page, and first by the warm-up when there is one), so models and their
+    traces stay collectable when they leave the caches. The imports are named here: since the
+    backend split ``camcore.explainer`` no longer imports TensorFlow, and a freeze before it
+    froze 91k objects and left 240k for every rerun's collection (found 2026-12-07)."""
     import gc
 
+    import keras  # noqa: F401
+    import pandas  # noqa: F401
     import plotly.graph_objects  # noqa: F401
+    import pyarrow  # noqa: F401 - the data frames' transport
+    import tensorflow  # noqa: F401
 
-    import camcore.explainer  # noqa: F401 - TensorFlow and Keras
+    import camcore.backends.keras  # noqa: F401
+    import camcore.explainer  # noqa: F401
 
     gc.collect()
     gc.freeze()
