@@ -77,7 +77,8 @@ def test_upload_a_data_set_and_a_model_run_cancel_and_see_the_plots(dashboard_ur
     with browser.open_browser(1400, 1000) as (_, new_page):
         page = new_page()
         problems: list[str] = []
-        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.on("console", lambda message: problems.append(f"{message.text} ({message.location.get('url')})")
+                if message.type == "error" else None)
         page.on("pageerror", lambda error: problems.append(str(error)))
         # through the app's navigation: a direct /dataset URL makes the frontend probe
         # /dataset/_stcore/... first, which answers 404 (console errors that are not ours)
