@@ -43,7 +43,7 @@ from tests import browser_helpers as browser
 from tests import load_flows
 
 
-def _server_process(url: str) -> psutil.Process | None:
+def server_process(url: str) -> psutil.Process | None:
     """The process listening on the server's port (the peak RSS is sampled from it)."""
     port = int(url.rsplit(":", 1)[1])
     for proc in psutil.Process().children(recursive=True):
@@ -68,7 +68,7 @@ def _process_kind(process: psutil.Process) -> str:
     return kinds[0] if kinds else "browser"
 
 
-def _cpu_seconds(server: psutil.Process | None) -> dict[str, float]:
+def cpu_seconds(server: psutil.Process | None) -> dict[str, float]:
     """CPU seconds so far of the server (with its children), of everything else this script
     started (the browsers, by Chromium process type, and Playwright) and of the whole
     machine: where a saturated run's time went."""
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.one_context:
             context = chromium.new_context(viewport={"width": 1400, "height": 900})
             new_page = context.new_page
-        server = _server_process(url)
+        server = server_process(url)
         warm_until = time.monotonic() + (0 if args.cold or args.url else args.warm_seconds)
         if not args.cold_browser:
             _open_once(url, new_page)
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        before = _cpu_seconds(server)
+        before = cpu_seconds(server)
         figures = load_flows.run(url, new_page, flows, timeout_s=1800, renderer_metrics=True)
-        after = _cpu_seconds(server)
+        after = cpu_seconds(server)
         stop.set()
         sampler.join(2)
     figures["server_peak_rss_mb"] = round(peak["rss_mb"])

@@ -213,7 +213,7 @@ def sessions(count: int) -> list[Client]:
     from tests import load_flows
 
     made = []
-    samples = load_flows._SAMPLES
+    samples = load_flows.SAMPLES
     for n in range(1, count + 1):
         kind = (n - 1) % 8
         texture, sample = samples[(n - 1 + (n - 1) // 8 + (kind in (5, 7))) % len(samples)]
@@ -250,13 +250,10 @@ async def run(url: str, clients: list[Client]) -> dict:
                          for c in clients}}
 
 
-def _quantile(values: list[float], q: float) -> float:
-    from tests.load_flows import _quantile as quantile
-
-    return quantile(sorted(values), q) if values else float("nan")
-
-
 def summary(figures: dict) -> dict:
+    """p50 / p95 of the first grids, the first pages (with charts), the changes and the moves on cached maps."""
+    from tests.load_flows import quantile
+
     rows = figures["sessions"].values()
     firsts = [r["first_grid"] for r in rows if "first_grid" in r]
     pages = [r["first_page"] for r in rows if "first_page" in r]
@@ -266,7 +263,7 @@ def summary(figures: dict) -> dict:
     for name, values in (("first_grid", firsts), ("first_page", pages), ("change", changes),
                          ("cached_change", cached)):
         for q in (0.5, 0.95):
-            figures[f"{name}_p{round(q * 100)}_s"] = round(_quantile(values, q), 2)
+            figures[f"{name}_p{round(q * 100)}_s"] = round(quantile(sorted(values), q), 2)
     return figures
 
 
@@ -278,17 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    from scripts.load_16 import _cpu_seconds, _server_process
+    from scripts.load_16 import cpu_seconds, server_process
     from tests import browser_helpers as browser
 
     server_here = browser.serve(warm=True) if args.url is None else contextlib.nullcontext(args.url)
     with server_here as url:
-        server = _server_process(url)
+        server = server_process(url)
         if args.url is None:
             time.sleep(args.warm_seconds)
-        before = _cpu_seconds(server)
+        before = cpu_seconds(server)
         figures = asyncio.run(run(url, sessions(args.sessions)))
-        after = _cpu_seconds(server)
+        after = cpu_seconds(server)
     figures.update(summary(figures))
     figures["cpu_s"] = {what: round(after[what] - before[what], 1) for what in ("server", "machine")}
     print(json.dumps(figures, indent=1))

@@ -337,7 +337,7 @@ def _write_results(path: Path) -> None:
 
 
 # Eight different flows; sessions 9..16 repeat them on other samples.
-_SAMPLES = [("fractal", "fractal_defective_1"), ("grain", "grain_defective_1"), ("blotch", "blotch_defective_1"),
+SAMPLES = [("fractal", "fractal_defective_1"), ("grain", "grain_defective_1"), ("blotch", "blotch_defective_1"),
             ("speckle", "speckle_defective_1"), ("woven", "woven_defective_1"), ("brushed", "brushed_defective_1")]
 
 
@@ -346,7 +346,7 @@ def sessions(count: int, folder: Path) -> list[Session]:
     made: list[Session] = []
     for n in range(1, count + 1):
         kind = (n - 1) % 8
-        texture, sample = _SAMPLES[(n - 1 + (n - 1) // 8) % len(_SAMPLES)]
+        texture, sample = SAMPLES[(n - 1 + (n - 1) // 8) % len(SAMPLES)]
         if kind == 0 or (kind == 1 and n > 8):
             made.append(sample_session(n, texture, sample))
         elif kind == 1:
@@ -520,15 +520,16 @@ def percentiles(flows: list[Session]) -> dict:
     pages = sorted(s.timings["first_page"] for s in flows if s.grid and "first_page" in s.timings)
     changes = sorted(v for s in flows for k, v in s.timings.items() if k.startswith("change"))
     cached = sorted(v for s in flows for k, v in s.timings.items() if k.startswith("cached"))
-    return {"first_grid_p50_s": _quantile(firsts, 0.5), "first_grid_p95_s": _quantile(firsts, 0.95),
+    return {"first_grid_p50_s": quantile(firsts, 0.5), "first_grid_p95_s": quantile(firsts, 0.95),
             "first_grid_max_s": max(firsts) if firsts else float("nan"),
-            "first_page_p50_s": _quantile(pages, 0.5), "first_page_p95_s": _quantile(pages, 0.95),
-            "change_p50_s": _quantile(changes, 0.5), "change_p95_s": _quantile(changes, 0.95),
-            "cached_change_p50_s": _quantile(cached, 0.5), "cached_change_p95_s": _quantile(cached, 0.95),
+            "first_page_p50_s": quantile(pages, 0.5), "first_page_p95_s": quantile(pages, 0.95),
+            "change_p50_s": quantile(changes, 0.5), "change_p95_s": quantile(changes, 0.95),
+            "cached_change_p50_s": quantile(cached, 0.5), "cached_change_p95_s": quantile(cached, 0.95),
             "cached_changes": len(cached), "grids": len(firsts)}
 
 
-def _quantile(values: list[float], q: float) -> float:
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile of sorted ``values`` (inclusive method); NaN when there are none."""
     if not values:
         return float("nan")
     if len(values) == 1:
