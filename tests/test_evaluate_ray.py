@@ -166,34 +166,26 @@ def test_the_actor_computes_the_local_rows(model_file, tmp_path, monkeypatch):
 # -------------------------------------------------------------------- cluster
 
 
-def test_ray_rows_match_the_local_run(cluster, model_file, tmp_path):
+def test_ray_rows_match_the_local_run_with_a_metric_registered_alone(cluster, model_file, tmp_path):
+    """The Ray run gives the local run's rows, a toy metric the driver registered included:
+    its entry travels with the settings (the nodes never import the module that defines it).
+    One run for both: every evaluation on the cluster starts its actors again."""
     local_out, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
-    assert ev.main(_cli(model_file, local_out, images=ROWS_IMAGES)) == 0
-    assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address, images=ROWS_IMAGES)) == 0
-    local, remote = ev.read_results(local_out), ev.read_results(ray_out)
-    assert remote["image_id"].nunique() == ROWS_IMAGES and ev.errors(remote).empty
-    _assert_same_rows(local, remote)
-    assert sorted(_journal_ids(ray_out)) == sorted(_journal_ids(local_out))
-    # the same journal: a rerun finds every image done and adds nothing (no Ray needed)
-    before = ev.journal_path(ray_out).read_text()
-    assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address, images=ROWS_IMAGES)) == 0
-    assert ev.journal_path(ray_out).read_text() == before
-
-
-def test_a_metric_registered_alone_reaches_the_ray_table(cluster, model_file):
-    """The actors compute a metric the driver registered (its entry travels with the
-    settings; the nodes never import the module that defines it), as the local run does."""
-    spec = ev.load_model_spec(str(model_file), preprocessing="unit")
-    items = ev.synthetic_items(2, seed=9, size=SIZE)
-    methods = ["grad_cam", "sobel", "random"]
     entry = register_metric(map_mean_metric())
     try:
-        remote = ray_runner.evaluate_ray(spec, items, methods, curve_steps=2, max_n=3, address=cluster.address)
-        local = ev.evaluate(spec, items, methods, curve_steps=2, max_n=3, workers=1)
+        assert ev.main(_cli(model_file, local_out, images=ROWS_IMAGES)) == 0
+        assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address, images=ROWS_IMAGES)) == 0
+        local, remote = ev.read_results(local_out), ev.read_results(ray_out)
+        assert remote["image_id"].nunique() == ROWS_IMAGES and ev.errors(remote).empty
+        assert remote["map_mean"].notna().all() and len(ev.curve_columns(remote, "map_mean_curve")) == 2
+        _assert_same_rows(local, remote)
+        assert sorted(_journal_ids(ray_out)) == sorted(_journal_ids(local_out))
+        # the same journal: a rerun finds every image done and adds nothing (no Ray needed)
+        before = ev.journal_path(ray_out).read_text()
+        assert ev.main(_cli(model_file, ray_out, "--ray", "--ray-address", cluster.address, images=ROWS_IMAGES)) == 0
+        assert ev.journal_path(ray_out).read_text() == before
     finally:
         unregister_metric(entry.key)
-    assert remote["map_mean"].notna().all() and len(ev.curve_columns(remote, "map_mean_curve")) == 2
-    _assert_same_rows(local, remote)
 
 
 def test_a_pair_run_on_ray_gives_the_local_rows(cluster, model_file, tmp_path):
