@@ -19,20 +19,26 @@ os.environ.pop("CAMSTUDIO_AUTO_PRECISION", None)
 # `make test` runs two pytest-xdist workers with `--dist loadfile`, scheduled by the scheduler
 # below: each test file is one unit of work, so a module's fixtures are built once, on one worker;
 # the files that start a Ray cluster are one unit, so they run one after another (two clusters
-# started at once on 2 cores starve each other's raylets). The longest units go first, so that the
-# two workers finish together instead of one waiting on a long file handed out last.
+# started at once on 2 cores starve each other's raylets); the browser files are one unit, so one
+# worker starts the dashboard server they share (`dashboard_server` is per process: two units on
+# two workers started two servers, each importing TensorFlow and computing the demo models' maps).
+# The longest units go first, so that the two workers finish together instead of one waiting on a
+# long file handed out last.
 # (Not `--dist loadgroup` with xdist_group markers: xdist 3.8 groups by rewriting a node's
 # `_nodeid`, which pytest 9 no longer reads, so every test became a unit of its own.)
 _RAY_FILES = ("test_evaluate_ray.py", "test_ray_passes.py", "test_ray_lost_results.py")
-_LONGEST_FIRST = ("ray", "test_browser_load.py", "test_browser_page_reports.py", "test_hardening_evaluation.py",
-                  "test_hardening_memory.py", "test_browser_dataset_layout.py", "test_browser_dataset_upload.py",
-                  "test_browser_onnx.py", "test_browser.py", "test_dataset_page.py", "test_evaluate_pair.py")
+_LONGEST_FIRST = ("browser", "ray", "test_hardening_evaluation.py", "test_hardening_memory.py",
+                  "test_dataset_page.py", "test_evaluate_pair.py")
 
 
 def work_unit(nodeid: str) -> str:
-    """The unit of work a test belongs to: "ray" for the Ray files, else its file."""
+    """The unit of work a test belongs to: "ray" for the Ray files, "browser" for the files
+    that drive Chromium, else its file."""
     path = nodeid.split("::", 1)[0]
-    return "ray" if path.rsplit("/", 1)[-1] in _RAY_FILES else path
+    name = path.rsplit("/", 1)[-1]
+    if name in _RAY_FILES:
+        return "ray"
+    return "browser" if name.startswith("test_browser") else path
 
 
 def pytest_collection_modifyitems(config, items):
