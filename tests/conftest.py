@@ -1,5 +1,7 @@
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -11,7 +13,11 @@ pytest_plugins = ["page_downloads"]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # auto precision's measured verdicts go to a folder of this run (servers started by the tests
 # inherit it), never to the user's ~/.cache: a test must not read what another machine measured.
-os.environ["CAMSTUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="camstudio-test-cache-")
+# Removed when this process exits (each pytest process, xdist's workers too, makes its own: 538
+# of them had piled up in /tmp by 2026-12-07).
+_CACHE_DIR = tempfile.mkdtemp(prefix="camstudio-test-cache-")
+os.environ["CAMSTUDIO_CACHE_DIR"] = _CACHE_DIR
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 # a developer's forced verdict must not change what the tests see
 os.environ.pop("CAMSTUDIO_AUTO_PRECISION", None)
 
