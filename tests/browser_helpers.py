@@ -117,6 +117,25 @@ def open_browser(width: int = 1600, height: int = 1000):
             browser.close()
 
 
+def watch_cache_references(page) -> list[str]:
+    """The hashes of every reference to the browser's message cache the server sends this
+    page (filled as frames arrive). The app turns that cache off (dashboard/.streamlit/
+    config.toml): under quick reruns the browser dropped a cached message between asking for
+    a rerun and receiving the reference to it, a fatal "Cached ForwardMsg MISS"."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    references: list[str] = []
+
+    def received(payload) -> None:
+        if isinstance(payload, (bytes, bytearray)):
+            message = ForwardMsg.FromString(bytes(payload))
+            if message.WhichOneof("type") == "ref_hash":
+                references.append(message.ref_hash)
+
+    page.on("websocket", lambda socket: socket.on("framereceived", received))
+    return references
+
+
 def wait_idle(page, timeout_ms: float = 120_000) -> None:
     """Wait until Streamlit has finished the current run (see shared/browser-testing.md)."""
     page.wait_for_timeout(250)

@@ -27,6 +27,7 @@ def test_grid_live_max_n_and_charts(dashboard_url: str, tmp_path: Path) -> None:
         problems: list[str] = []
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: problems.append(str(error)))
+        references = browser.watch_cache_references(page)
 
         page.goto(app_url)
         browser.wait_full_grid(page)
@@ -51,6 +52,17 @@ def test_grid_live_max_n_and_charts(dashboard_url: str, tmp_path: Path) -> None:
         expect(page.locator(".js-plotly-plot")).to_have_count(3)
         expect(page.locator("[data-testid=stException]")).to_have_count(0)
         page.screenshot(path=str(tmp_path / "compare_max_n.png"))
+
+        # Three quick moves, each interrupting the run before it: the page follows to the last.
+        # With the browser's message cache on, this is where pages under load died ("Cached
+        # ForwardMsg MISS"): no reference to that cache may reach the page.
+        for _ in range(3):
+            browser.move_max_n(page)
+        browser.wait_fsc_changed(page, new_src, n + 4)
+        browser.wait_idle(page)
+        new_src, header = browser.fsc_state(page)
+        assert header.startswith(f"max_N = {n + 4} ·")
+        assert references == [], f"{len(references)} references to the browser's message cache"
 
         # A second session (another image through the URL) does not disturb the first.
         other = new_page()
