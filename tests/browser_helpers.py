@@ -119,9 +119,8 @@ def open_browser(width: int = 1600, height: int = 1000):
 
 def watch_cache_references(page) -> list[str]:
     """The hashes of every reference to the browser's message cache the server sends this
-    page (filled as frames arrive). The app turns that cache off (dashboard/.streamlit/
-    config.toml): under quick reruns the browser dropped a cached message between asking for
-    a rerun and receiving the reference to it, a fatal "Cached ForwardMsg MISS"."""
+    page (filled as frames arrive); none while the app turns that cache off
+    (dashboard/.streamlit/config.toml says why)."""
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
     references: list[str] = []
